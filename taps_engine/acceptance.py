@@ -1,0 +1,102 @@
+"""Lossless acceptance of a verified draft tree: greedy (T=0) and multi-draft speculative sampling (T>0)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .tree import DraftTree
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    stop_on_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def target_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The target's sampling distribution: temperature, then top-k, then top-p (transformers' order)."""
+    logits = logits.float() / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = logits.topk(params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_p.cumsum(-1) - sorted_p
+        sorted_p = sorted_p.masked_fill(mass_before >= params.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """One token from the target's distribution (argmax at T=0): plain decoding and the first token."""
+    if params.greedy:
+        return int(logits.argmax(-1))
+    return int(torch.multinomial(target_probs(logits.cpu(), params), 1, generator=generator))
+
+
+def accept_greedy(logits: torch.Tensor, tree: DraftTree) -> tuple[list[int], int]:
+    """Follow the target's argmax down the tree; returns accepted node indices and the bonus token."""
+    best = logits.argmax(-1).tolist()
+    tokens = tree.tokens.tolist()
+    children = tree.children()
+    path, row = [], 0
+    while True:
+        nxt = next((c for c in children[row] if tokens[c] == best[row]), None)
+        if nxt is None:
+            return path, best[row]
+        path.append(nxt)
+        row = nxt + 1
+
+
+def accept_sampling(logits: torch.Tensor, tree: DraftTree, params: SamplingParams,
+                    generator: torch.Generator | None) -> tuple[list[int], int]:
+    """Multi-draft speculative sampling over deterministic (top-k) drafts.
+
+    Each child is a point-mass proposal q = δ(x): accept with probability min(1, p(x)/q(x)) = p(x); on rejection
+    p <- normalize(max(0, p - q)), i.e. x is removed. Whatever the tree, the committed token is distributed
+    exactly as p, so the output follows the target's own sampling distribution.
+    """
+    probs = target_probs(logits.cpu(), params)
+    tokens = tree.tokens.tolist()
+    children = tree.children()
+    path, row = [], 0
+    while True:
+        p = probs[row].clone()
+        accepted = None
+        for c in children[row]:
+            x = tokens[c]
+            if float(torch.rand((), generator=generator)) < float(p[x]):
+                accepted = c
+                break
+            p[x] = 0.0
+            mass = p.sum()
+            if mass <= 0:  # x held all the mass; only rounding rejected it
+                accepted = c
+                break
+            p /= mass
+        if accepted is None:
+            return path, int(torch.multinomial(p, 1, generator=generator))
+        path.append(accepted)
+        row = accepted + 1

@@ -1,0 +1,150 @@
+"""`taps` command line: generate with drafters and a policy, and benchmark speed side by side."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .decoding import Decoder
+from .drafter import TreeSettings
+from .fileio import write_json
+from .head import DraftHead, load_head
+from .metrics import summarize
+from .policies import POLICIES
+from .target import DEFAULT_TARGET, Target, load_target
+
+app = typer.Typer(help="TAPS: task-aware speculative decoding.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console()
+err = Console(stderr=True)
+
+TargetOpt = typer.Option(DEFAULT_TARGET, "--target", help="HF directory, Hub id, .gguf file, or the default alias.")
+DrafterOpt = typer.Option(None, "--drafter", "-d", help="NAME=PATH of a draft head (repeatable).")
+RandomOpt = typer.Option(0, "--random-drafters", help="Add N untrained heads (used when no --drafter is given).")
+PolicyOpt = typer.Option("single", "--policy", help=f"One of: {', '.join(POLICIES)}.")
+TotalOpt = typer.Option(60, "--total-tokens", help="Tree nodes verified per step, root included.")
+DepthOpt = typer.Option(5, "--depth", help="Tree expansion depth.")
+TopKOpt = typer.Option(10, "--top-k", help="Tree branching (EAGLE-2 top-k).")
+DtypeOpt = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32.")
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters: int, policy: str,
+                  tree: TreeSettings, dtype: str) -> Decoder:
+    """Target + named drafters (+ random heads as placeholders until trained heads exist)."""
+    parsed = []
+    for spec in drafters or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--drafter must look like NAME=PATH, got {spec!r}")
+        if not Path(path).exists():
+            raise ValueError(f"drafter {name!r}: {path} does not exist")
+        parsed.append((name, path))
+    target: Target = load_target(target_spec, dtype=dtype)
+    heads: dict[str, DraftHead] = {name: load_head(path, target.model) for name, path in parsed}
+    if not heads and policy != "plain" and random_drafters == 0:
+        random_drafters = 2 if policy != "single" else 1
+    if random_drafters:
+        warnings.warn(f"using {random_drafters} untrained (random) draft head(s): expect acceptance length ~1")
+    for i in range(random_drafters):
+        heads[f"random{i}"] = DraftHead.random(target.model, seed=i)
+    return Decoder(target, heads, policy, tree)
+
+
+@app.command()
+def generate(
+    prompt: Optional[str] = typer.Argument(None, help="User prompt (rendered with the chat template)."),
+    messages: Optional[Path] = typer.Option(None, help="JSON file with a list of {role, content} messages."),
+    system: Optional[str] = typer.Option(None, help="System prompt."),
+    raw: bool = typer.Option(False, help="Send the prompt as raw text, without the chat template."),
+    target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
+    policy: str = PolicyOpt, total_tokens: int = TotalOpt, depth: int = DepthOpt, top_k: int = TopKOpt,
+    use: Optional[str] = typer.Option(None, "--use", help="Drafter for `single` / assignment for `sticky`."),
+    max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
+    top_p: float = typer.Option(1.0), sample_top_k: int = typer.Option(0, help="Target top-k when sampling."),
+    seed: int = typer.Option(0), dtype: str = DtypeOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the result and its stats as JSON."),
+) -> None:
+    """Generate an answer with speculative decoding and print its acceptance statistics."""
+    try:
+        if messages is not None:
+            try:
+                chat = json.loads(messages.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"cannot read messages from {messages}: {e}") from e
+        elif prompt is not None:
+            chat = prompt if raw else [{"role": "user", "content": prompt}]
+        else:
+            raise ValueError("give a PROMPT or --messages FILE")
+        if system and isinstance(chat, list):
+            chat = [{"role": "system", "content": system}] + chat
+        decoder = build_decoder(target, drafter, random_drafters, policy,
+                                TreeSettings(total_tokens, depth, top_k), dtype)
+        result = decoder.generate(chat, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                  top_k=sample_top_k, seed=seed, drafter=use)
+    except ValueError as e:
+        fail(str(e))
+    stats = summarize([result])
+    if json_out:
+        console.print_json(json.dumps({"text": result.text, "token_ids": result.token_ids,
+                                       "finish_reason": result.finish_reason, "decision": result.decision,
+                                       "tokens_per_s": result.tokens_per_s, **stats}))
+        return
+    console.print(result.text)
+    table = Table(title=f"policy {result.policy}", show_header=False)
+    for key, value in [("new tokens", len(result.token_ids)), ("finish", result.finish_reason),
+                       ("verify steps", stats["n_steps"]), ("mean acceptance length", f"{stats['tau']:.3f}"),
+                       ("tokens/s", f"{result.tokens_per_s:.2f}"),
+                       ("acceptance by depth", {d: round(r, 3) for d, r in stats["acceptance_rate_by_depth"].items()}),
+                       ("drafter shares", {k: round(v, 3) for k, v in stats["drafter_selection_shares"].items()}),
+                       ("decision", result.decision)]:
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@bench_app.command("speed")
+def bench_speed(
+    target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
+    policy: str = PolicyOpt, total_tokens: int = typer.Option(16, "--total-tokens"),
+    depth: int = typer.Option(4, "--depth"), top_k: int = typer.Option(4, "--top-k"),
+    prompts: int = typer.Option(4, help="Number of prompts (MT-Bench and GSM8K alternating)."),
+    max_new_tokens: int = typer.Option(64), dtype: str = DtypeOpt,
+    out: Optional[Path] = typer.Option(None, help="Also write the table as JSON here."),
+) -> None:
+    """Tokens/s of transformers generate, prompt-lookup decoding and the engine on the same prompts."""
+    from .speed import bench_prompts, run_speed_bench
+
+    try:
+        if prompts <= 0 or max_new_tokens <= 0:
+            raise ValueError("--prompts and --max-new-tokens must be positive")
+        decoder = build_decoder(target, drafter, random_drafters, policy,
+                                TreeSettings(total_tokens, depth, top_k), dtype)
+        with console.status("benchmarking") as status:
+            report = run_speed_bench(decoder.target, decoder, bench_prompts(prompts), max_new_tokens,
+                                     progress=lambda msg: status.update(msg))
+    except ValueError as e:
+        fail(str(e))
+    table = Table(title=f"{report['target']} ({report['dtype']}, {report['device']}), {report['n_prompts']} prompts, "
+                        f"max {report['max_new_tokens']} new tokens, greedy")
+    for col in ("method", "tokens/s", "x generate", "x prompt-lookup", "same as generate", "tau"):
+        table.add_column(col)
+    for row in report["rows"]:
+        table.add_row(row["method"], f"{row['tokens_per_s']:.2f}", f"{row['speedup_vs_generate']:.2f}",
+                      f"{row['speedup_vs_prompt_lookup']:.2f}",
+                      f"{row['same_output_as_generate']}/{report['n_prompts']}",
+                      "" if row["tau"] is None else f"{row['tau']:.2f}")
+    console.print(table)
+    if out is not None:
+        write_json(out, report)

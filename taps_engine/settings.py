@@ -1,0 +1,50 @@
+"""Where TAPS keeps caches and finds data, and which device/dtype it computes in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+          "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+
+
+def taps_home() -> Path:
+    """Cache root for converted models, features and trained drafters (never inside the repository)."""
+    return Path(os.environ.get("TAPS_HOME", Path.home() / ".cache" / "taps")).expanduser()
+
+
+def data_dir() -> Path:
+    """Data sets directory: `TAPS_DATA_DIR`, else `../shared/data` next to the checkout when it exists."""
+    env = os.environ.get("TAPS_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX/AVX512-BF16 CPUs run bf16 matmuls several times faster than fp32; others emulate bf16 slowly."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """`auto`/None picks bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(sorted(DTYPES))}")
+    return DTYPES[dtype]

