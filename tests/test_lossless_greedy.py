@@ -1,0 +1,84 @@
+"""T=0: every policy reproduces plain greedy decoding token for token."""
+
+import random
+
+import pytest
+import torch
+
+from taps_engine import POLICIES, Decoder, DraftHead, PlainDecoder, TreeSettings
+from tiny import EOS, oracle_head, tiny_target
+
+SPEC_POLICIES = [p for p in POLICIES if p != "plain"]
+
+
+def hf_greedy(target, ids, max_new_tokens, eos=True):
+    inputs = torch.tensor([ids])
+    out = target.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
+                                do_sample=False, eos_token_id=EOS if eos else None, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+def random_prompts(n, vocab, seed):
+    rng = random.Random(seed)
+    return [[0] + [rng.randrange(2, vocab) for _ in range(rng.randrange(1, 24))] for _ in range(n)]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3"])
+def setup(request):
+    """A 1-layer target with an oracle-like head (deep acceptance), a noisy one and a random one."""
+    target = tiny_target(request.param, layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    with torch.no_grad():
+        target.model.lm_head.weight[EOS] *= 2.0  # EOS shows up mid-sequence, sometimes inside accepted drafts
+    heads = {"oracle": oracle_head(target), "noisy": oracle_head(target, noise=0.5, seed=1),
+             "random": DraftHead.random(target.model, seed=3)}
+    return target, heads
+
+
+def test_plain_decoder_matches_transformers_generate(setup):
+    target, _ = setup
+    plain = PlainDecoder(target)
+    for ids in random_prompts(5, 96, 0):
+        assert plain.generate(ids, max_new_tokens=30).token_ids == hf_greedy(target, ids, 30)
+
+
+@pytest.mark.parametrize("policy", SPEC_POLICIES)
+def test_every_policy_equals_greedy(setup, policy):
+    target, heads = setup
+    rng = random.Random(policy)
+    deep = 0
+    for i, ids in enumerate(random_prompts(20, 96, seed=len(policy))):
+        names = rng.sample(sorted(heads), 2)
+        settings = TreeSettings(rng.choice([6, 16, 40]), rng.choice([2, 4, 6]), rng.choice([1, 3, 6]))
+        decoder = Decoder(target, {n: heads[n] for n in names}, policy, settings)
+        max_new = rng.choice([1, 2, 3, 17, 48])
+        result = decoder.generate(ids, max_new_tokens=max_new, seed=i)
+        expected = hf_greedy(target, ids, max_new)
+        assert result.token_ids == expected, f"prompt {i} drafters {names} {settings}"
+        assert result.finish_reason == ("eos" if expected[-1] == EOS else "length")
+        deep += any(s.accepted >= 2 for s in result.steps)
+    assert deep >= 5, "the oracle heads should get multi-token acceptances"
+
+
+def test_eos_inside_accepted_drafts_and_no_eos_mode(setup):
+    target, heads = setup
+    decoder = Decoder(target, {"oracle": heads["oracle"]}, "single", TreeSettings(16, 6, 2))
+    saw_eos_in_drafts = False
+    for i, ids in enumerate(random_prompts(20, 96, seed=99)):
+        result = decoder.generate(ids, max_new_tokens=64)
+        assert result.token_ids == hf_greedy(target, ids, 64)
+        if result.finish_reason == "eos" and result.steps and result.steps[-1].bonus_token != EOS:
+            saw_eos_in_drafts = True  # EOS was an accepted draft, followed by a (discarded) bonus token
+        free = decoder.generate(ids, max_new_tokens=40, stop_on_eos=False)
+        assert free.token_ids == hf_greedy(target, ids, 40, eos=False)
+        assert len(free.token_ids) == 40
+    assert saw_eos_in_drafts
+
+
+def test_two_layer_targets_with_random_heads():
+    for arch in ("llama", "qwen3"):
+        target = tiny_target(arch, layers=2, seed=21)
+        heads = {"a": DraftHead.random(target.model, 1), "b": DraftHead.random(target.model, 2)}
+        for policy in SPEC_POLICIES:
+            decoder = Decoder(target, heads, policy, TreeSettings(12, 3, 3))
+            for ids in random_prompts(3, 96, seed=7):
+                assert decoder.generate(ids, max_new_tokens=20).token_ids == hf_greedy(target, ids, 20)

