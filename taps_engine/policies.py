@@ -40,6 +40,17 @@ class Plain(Policy):
         return DraftTree.empty(), []
 
 
+def _draft(drafters: dict[str, Proposer], name: str, settings: TreeSettings) -> DraftTree:
+    """One drafter's tree, its nodes tagged with that drafter's index (for per-node statistics)."""
+    tree = drafters[name].propose(settings)
+    tree.sources = torch.full_like(tree.sources, list(drafters).index(name))
+    return tree
+
+
+def _draft_all(drafters: dict[str, Proposer], settings: TreeSettings) -> list[DraftTree]:
+    return [_draft(drafters, name, settings) for name in drafters]
+
+
 class Single(Policy):
     """One drafter: the requested one, else the first configured."""
 
@@ -51,16 +62,7 @@ class Single(Policy):
         return {"drafter": self.chosen}
 
     def propose(self, drafters, settings):
-        return drafters[self.chosen].propose(settings), [self.chosen]
-
-
-def _draft_all(drafters: dict[str, Proposer], settings: TreeSettings) -> list[DraftTree]:
-    out = []
-    for i, drafter in enumerate(drafters.values()):
-        tree = drafter.propose(settings)
-        tree.sources = torch.full_like(tree.sources, i)
-        out.append(tree)
-    return out
+        return _draft(drafters, self.chosen, settings), [self.chosen]
 
 
 class Routed(Policy):
@@ -118,7 +120,7 @@ class Sticky(Policy):
         return {"drafter": self.chosen, "assigned": False, "prompt_agreement": scores}
 
     def propose(self, drafters, settings):
-        return drafters[self.chosen].propose(settings), [self.chosen]
+        return _draft(drafters, self.chosen, settings), [self.chosen]
 
 
 POLICIES = ("plain", "single", "confidence", "entropy", "merged", "merged-concat", "merged-trie",

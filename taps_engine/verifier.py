@@ -29,6 +29,7 @@ class TargetVerifier:
         self.target = target
         self.model = target.model
         self.cache = DynamicCache(config=self.model.config)
+        self._prefix = 0  # cache length before the tree last verified
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
                  logits_from: int) -> tuple[torch.Tensor, torch.Tensor]:

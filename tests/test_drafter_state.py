@@ -32,3 +32,15 @@ def test_heads_process_each_committed_pair_once(policy):
         pending = len(drafter.pending_tokens)
         # one pair per committed token after the first: prompt[1:], the prefill token, then each step's tokens
         assert done + pending == len(prompt) - 1 + 1 + sum(s.acceptance_length for s in result.steps)
+
+
+@pytest.mark.parametrize("policy", ["single", "sticky", "confidence"])
+def test_step_records_name_the_drafter_that_drafted(policy):
+    target = tiny_target("qwen3", seed=2)
+    heads = {"a": DraftHead.random(target.model, seed=1), "b": DraftHead.random(target.model, seed=2)}
+    result = Decoder(target, heads, policy, TreeSettings(8, 3, 2)).generate([0, 4, 8], 10, drafter=(
+        "b" if policy != "confidence" else None))
+    for s in result.steps:
+        assert set(s.node_drafter) == set(s.drafters) and len(s.drafters) == 1
+    if policy != "confidence":
+        assert all(s.drafters == ["b"] for s in result.steps)
