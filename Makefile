@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/taps generate "$(PROMPT)" --max-new-tokens 96
+	$(VENV)/bin/taps generate "$(PROMPT)" --max-new-tokens 96 --total-tokens 16 --depth 4 --top-k 4
 
 test: install
 	$(PY) -m pytest -q
