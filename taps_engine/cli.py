@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from transformers.utils import logging as hf_logging
 
@@ -17,6 +16,7 @@ from .fileio import atomic_write, write_json
 from .head import DraftHead, load_head
 from .metrics import summarize
 from .acceptance import SamplingParams
+from .cli_common import console, err, fail
 from .policies import POLICIES, make_policy
 from .target import DEFAULT_TARGET, Target, load_target
 
@@ -24,8 +24,6 @@ app = typer.Typer(help="TAPS: task-aware speculative decoding.", no_args_is_help
                   pretty_exceptions_enable=False)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-console = Console()
-err = Console(stderr=True)
 hf_logging.disable_progress_bar()
 
 TargetOpt = typer.Option(DEFAULT_TARGET, "--target", help="HF directory, Hub id, .gguf file, or the default alias.")
@@ -36,11 +34,6 @@ TotalOpt = typer.Option(60, "--total-tokens", help="Tree nodes verified per step
 DepthOpt = typer.Option(5, "--depth", help="Tree expansion depth.")
 TopKOpt = typer.Option(10, "--top-k", help="Tree branching (EAGLE-2 top-k).")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32.")
-
-
-def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
 
 
 def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters: int, policy: str,
@@ -158,3 +151,49 @@ def bench_speed(
                             f"--total-tokens {total_tokens} --depth {depth} --top-k {top_k}",
                             f"--prompts {prompts} --max-new-tokens {max_new_tokens} --dtype {dtype} --out {out}"])
         atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(report_markdown(report, command)))
+
+
+@bench_app.command("tau")
+def bench_tau(
+    target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
+    policy: str = PolicyOpt, total_tokens: int = TotalOpt, depth: int = DepthOpt, top_k: int = TopKOpt,
+    benchmark: list[str] = typer.Option(["gsm8k", "mt_bench"], help="gsm8k and/or mt_bench (repeatable)."),
+    n: int = typer.Option(20, help="Prompts per benchmark."), max_new_tokens: int = typer.Option(128),
+    temperature: float = typer.Option(0.0), dtype: str = DtypeOpt,
+    out: Optional[Path] = typer.Option(None, help="Append the records to this JSON list."),
+) -> None:
+    """Mean acceptance length of each drafter (policy `single`) or of a policy, per benchmark."""
+    from .prompts import benchmark_prompts
+
+    try:
+        SamplingParams(max_new_tokens, temperature)
+        prompts = {b: benchmark_prompts(b, n) for b in benchmark}
+        decoder = build_decoder(target, drafter, random_drafters, policy,
+                                TreeSettings(total_tokens, depth, top_k), dtype)
+    except ValueError as e:
+        fail(str(e))
+    runs = list(decoder.drafters) if policy == "single" else [None]
+    records = []
+    for name in runs:
+        for bench, items in prompts.items():
+            with console.status(f"{name or policy} on {bench}"):
+                results = [decoder.generate([{"role": "user", "content": p}], max_new_tokens=max_new_tokens,
+                                            temperature=temperature, seed=i, drafter=name)
+                           for i, p in enumerate(items)]
+            stats = summarize(results)
+            records.append({"drafter": name or "+".join(decoder.drafters), "policy": policy, "benchmark": bench,
+                            "temperature": temperature, "tau": round(stats["tau"], 4),
+                            "tau_macro": round(stats["tau_macro"], 4), "n_prompts": len(items),
+                            "n_steps": stats["n_steps"], "new_tokens": stats["new_tokens"],
+                            "tokens_per_s": round(stats["new_tokens"] / sum(r.seconds for r in results), 2),
+                            "tree": {"total_tokens": total_tokens, "depth": depth, "top_k": top_k},
+                            "max_new_tokens": max_new_tokens, "target": target})
+            console.print(records[-1])
+    if out is not None:
+        existing = json.loads(out.read_text()) if out.exists() else []
+        write_json(out, existing + records)
+
+
+from training.cli import register as _register_training_commands  # noqa: E402  (training builds on the engine)
+
+_register_training_commands(app)

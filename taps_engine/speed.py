@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -12,7 +11,7 @@ import torch
 
 from .decoding import Decoder, PlainDecoder
 from .metrics import mean_acceptance_length
-from .settings import data_dir
+from .prompts import benchmark_prompts
 from .target import Target
 
 FALLBACK_PROMPTS = [
@@ -26,15 +25,12 @@ FALLBACK_PROMPTS = [
 
 def bench_prompts(n: int) -> list[str]:
     """Alternating MT-Bench first turns and GSM8K test questions from the data dir (fixed prompts without it)."""
-    root = data_dir()
-    mt, gsm = root / "mt_bench" / "question.jsonl", root / "gsm8k" / "test.jsonl"
-    if not (mt.exists() and gsm.exists()):
-        warnings.warn(f"data dir {root} lacks mt_bench/gsm8k; using built-in prompts (set TAPS_DATA_DIR)")
+    try:
+        chat, math = benchmark_prompts("mt_bench", n), benchmark_prompts("gsm8k", n)
+    except ValueError as e:
+        warnings.warn(f"{e}; using built-in prompts")
         return [FALLBACK_PROMPTS[i % len(FALLBACK_PROMPTS)] for i in range(n)]
-    chat = [json.loads(line)["turns"][0] for line in mt.read_text().splitlines() if line.strip()]
-    math = [json.loads(line)["question"] for line in gsm.read_text().splitlines() if line.strip()]
-    mixed = [p for pair in zip(chat, math) for p in pair]
-    return mixed[:n]
+    return [p for pair in zip(chat, math) for p in pair][:n]
 
 
 @dataclass

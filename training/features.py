@@ -1,0 +1,121 @@
+"""Feature cache: one target forward per example stores what a draft head trains on.
+
+Per example: token ids, the assistant-only loss mask and the target's final hidden states after the final norm
+(so the target's logits are `lm_head(feature)`). Shards of `shard_size` examples are written as safetensors
+through a temp file, so an interrupted run resumes at the first missing shard and never leaves a corrupt one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
+
+from taps_engine.fileio import atomic_write, write_json
+from taps_engine.target import Target
+
+from .data import Messages, render
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Example:
+    """One cached sequence: ids (T,), loss mask (T,), features (T, H)."""
+
+    input_ids: torch.Tensor
+    loss_mask: torch.Tensor
+    features: torch.Tensor
+
+
+def dataset_fingerprint(target_name: str, examples: list[Messages], max_length: int) -> str:
+    digest = hashlib.sha256(f"{target_name}|{max_length}|".encode())
+    for messages in examples:
+        digest.update(json.dumps(messages, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _shard_path(directory: Path, index: int) -> Path:
+    return directory / f"shard-{index:05d}.safetensors"
+
+
+@torch.inference_mode()
+def _forward(target: Target, ids: list[int]) -> torch.Tensor:
+    out = target.model.get_decoder()(input_ids=torch.tensor([ids], device=target.device))
+    return out.last_hidden_state[0]
+
+
+def cache_features(target: Target, examples: list[Messages], directory: Path, max_length: int,
+                   shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True) -> Path:
+    """Write (or complete) the feature shards for `examples` under `directory`; returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fingerprint = dataset_fingerprint(target.name, examples, max_length)
+    manifest_path = directory / MANIFEST
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("fingerprint") != fingerprint:
+            raise ValueError(f"{directory} holds features of another data set or target "
+                             f"({manifest.get('fingerprint')} != {fingerprint}); choose another directory or delete it")
+    n_shards = (len(examples) + shard_size - 1) // shard_size
+    manifest = {"fingerprint": fingerprint, "target": target.name, "max_length": max_length,
+                "n_examples": len(examples), "shard_size": shard_size, "n_shards": n_shards,
+                "hidden_size": target.config.hidden_size, "complete": False}
+    write_json(manifest_path, manifest)
+    todo = [i for i in range(n_shards) if not _shard_path(directory, i).exists()]
+    tokens, skipped, start = 0, 0, time.perf_counter()
+    columns = [TextColumn("features"), BarColumn(), TextColumn("{task.completed}/{task.total} examples"),
+               TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn()]
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("features", total=len(todo) and sum(
+            min(shard_size, len(examples) - i * shard_size) for i in todo), rate="-")
+        for index in todo:
+            ids, masks, feats, lengths = [], [], [], []
+            for messages in examples[index * shard_size:(index + 1) * shard_size]:
+                input_ids, loss_mask = render(target.tokenizer, messages, max_length)
+                bar.advance(task)
+                if sum(loss_mask) == 0 or len(input_ids) < 3:
+                    skipped += 1
+                    continue
+                feats.append(_forward(target, input_ids).to("cpu", store_dtype))
+                ids.append(torch.tensor(input_ids, dtype=torch.int32))
+                masks.append(torch.tensor(loss_mask, dtype=torch.uint8))
+                lengths.append(len(input_ids))
+                tokens += len(input_ids)
+                bar.update(task, rate=f"{tokens / (time.perf_counter() - start):.0f}")
+            shard = {"input_ids": torch.cat(ids) if ids else torch.zeros(0, dtype=torch.int32),
+                     "loss_mask": torch.cat(masks) if masks else torch.zeros(0, dtype=torch.uint8),
+                     "features": torch.cat(feats) if feats else torch.zeros(0, target.config.hidden_size),
+                     "lengths": torch.tensor(lengths, dtype=torch.int64)}
+            atomic_write(_shard_path(directory, index), lambda tmp, shard=shard: save_file(shard, tmp))
+    seconds = time.perf_counter() - start
+    manifest.update(complete=True, last_run={"tokens": tokens, "seconds": round(seconds, 2), "skipped": skipped,
+                                             "tokens_per_s": round(tokens / seconds, 1) if seconds else None})
+    write_json(manifest_path, manifest)
+    return directory
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not path.exists():
+        raise ValueError(f"no feature cache in {directory}; run `taps features --config ...` first")
+    manifest = json.loads(path.read_text())
+    if not manifest.get("complete"):
+        raise ValueError(f"feature cache {directory} is incomplete; rerun `taps features` to resume it")
+    return manifest
+
+
+def load_examples(directory: Path) -> Iterator[Example]:
+    """Every cached example, shard by shard."""
+    manifest = read_manifest(directory)
+    for index in range(manifest["n_shards"]):
+        shard = load_file(str(_shard_path(directory, index)))
+        offsets = [0] + shard["lengths"].cumsum(0).tolist()
+        for a, b in zip(offsets, offsets[1:]):
+            yield Example(shard["input_ids"][a:b].long(), shard["loss_mask"][a:b].bool(), shard["features"][a:b])
