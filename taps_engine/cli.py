@@ -10,13 +10,13 @@ import typer
 from rich.table import Table
 from transformers.utils import logging as hf_logging
 
+from .acceptance import SamplingParams
+from .cli_common import console, err, fail
 from .decoding import Decoder
 from .drafter import TreeSettings
 from .fileio import atomic_write, write_json
 from .head import DraftHead, load_head
 from .metrics import summarize
-from .acceptance import SamplingParams
-from .cli_common import console, err, fail
 from .policies import POLICIES, make_policy
 from .target import DEFAULT_TARGET, Target, load_target
 
@@ -173,6 +173,11 @@ def bench_tau(
     except ValueError as e:
         fail(str(e))
     runs = list(decoder.drafters) if policy == "single" else [None]
+    methods = {}
+    for spec in drafter or []:
+        name, _, path = spec.partition("=")
+        config = Path(path) / "config.json"
+        methods[name] = json.loads(config.read_text()).get("method", "eagle2") if config.exists() else "eagle2"
     records = []
     for name in runs:
         for bench, items in prompts.items():
@@ -181,7 +186,8 @@ def bench_tau(
                                             temperature=temperature, seed=i, drafter=name)
                            for i, p in enumerate(items)]
             stats = summarize(results)
-            records.append({"drafter": name or "+".join(decoder.drafters), "policy": policy, "benchmark": bench,
+            records.append({"method": methods.get(name, "random"), "drafter": name or "+".join(decoder.drafters),
+                            "policy": policy, "benchmark": bench,
                             "temperature": temperature, "tau": round(stats["tau"], 4),
                             "tau_macro": round(stats["tau_macro"], 4), "n_prompts": len(items),
                             "n_steps": stats["n_steps"], "new_tokens": stats["new_tokens"],

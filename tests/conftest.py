@@ -1,3 +1,4 @@
+import json
 import sys
 from pathlib import Path
 
@@ -14,3 +15,30 @@ def smollm2():
     from taps_engine import load_target
 
     return load_target(dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real SmolLM2 tokenizer (chat template included), from the converted default target."""
+    from transformers import AutoTokenizer
+
+    from taps_engine.target import DEFAULT_TARGET, resolve_target_path
+
+    return AutoTokenizer.from_pretrained(resolve_target_path(DEFAULT_TARGET))
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A tiny GSM8K/MATH train data dir and a scratch TAPS_HOME."""
+    root = tmp_path / "data"
+    for rel, records in {
+        "gsm8k/train.jsonl": [{"question": f"Tom has {i} apples and buys {i + 2} more. How many now?",
+                               "answer": f"{i} + {i + 2} = {2 * i + 2}.\n#### {2 * i + 2}"} for i in range(6)],
+        "math/train.jsonl": [{"problem": f"Solve $x + {i} = {2 * i}$.", "solution": f"$x = \\boxed{{{i}}}$."}
+                             for i in range(6)],
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setenv("TAPS_DATA_DIR", str(root))
+    monkeypatch.setenv("TAPS_HOME", str(tmp_path / "home"))
+    return root

@@ -1,53 +1,17 @@
 """End to end on a tiny random target: data set from fixtures -> feature cache -> EAGLE-2 / HASS training."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from taps_engine import Decoder, PlainDecoder, TreeSettings, load_head
-from taps_engine.target import DEFAULT_TARGET, from_model, resolve_target_path
 from training import features as features_module
 from training.config import RunConfig, load_config
 from training.data import build_dataset
 from training.features import cache_features, load_examples, read_manifest
 from training.trainer import alignment_mask, example_losses, train
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_target_path(DEFAULT_TARGET))
-
-
-def tiny_chat_target(arch: str, tokenizer):
-    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                  eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**common)) if arch == "llama" else \
-        Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
-    return from_model(model.float(), tokenizer, name=f"tiny-{arch}")
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    for rel, records in {
-        "gsm8k/train.jsonl": [{"question": f"Tom has {i} apples and buys {i + 2} more. How many now?",
-                               "answer": f"{i} + {i + 2} = {2 * i + 2}.\n#### {2 * i + 2}"} for i in range(6)],
-        "math/train.jsonl": [{"problem": f"Solve $x + {i} = {2 * i}$.", "solution": f"$x = \\boxed{{{i}}}$."}
-                             for i in range(6)],
-    }.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text("".join(json.dumps(r) + "\n" for r in records))
-    monkeypatch.setenv("TAPS_DATA_DIR", str(root))
-    monkeypatch.setenv("TAPS_HOME", str(tmp_path / "home"))
-    return root
-
+from tiny import FIXTURES, tiny_chat_target
 
 def run_config(method: str, epochs: int, **train) -> RunConfig:
     stages = [{"epochs": epochs, "lr": 3e-3}] if method == "eagle2" else \

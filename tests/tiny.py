@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
@@ -9,6 +11,7 @@ from taps_engine.head import DraftHead
 from taps_engine.target import Target, from_model
 
 EOS = 1
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def tiny_target(arch: str = "llama", vocab: int = 96, layers: int = 2, seed: int = 0,
@@ -51,3 +54,14 @@ def oracle_head(target: Target, noise: float = 0.0, seed: int = 0) -> DraftHead:
             for p in head.parameters():
                 p.add_(noise * p.abs().mean() * torch.randn(p.shape, generator=g))
     return head.eval()
+
+
+def tiny_chat_target(arch: str, tokenizer) -> Target:
+    """A tiny random target over a real tokenizer's vocabulary, so real chat data renders for it."""
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**common)) if arch == "llama" else \
+        Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
+    return from_model(model.float(), tokenizer, name=f"tiny-{arch}")

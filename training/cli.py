@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 from rich.table import Table
 
@@ -43,6 +44,8 @@ def _load(config: Path):
     from .config import load_config
 
     cfg = load_config(config)
+    if cfg.train.threads:  # set before any torch work: oversubscribed cores slow every step down
+        torch.set_num_threads(cfg.train.threads)
     return cfg, load_target(cfg.target, dtype=cfg.dtype)
 
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# How results/training/ was produced (2-core CPU machine, fp32). Each drafter trains with one thread; the two
+# drafters ran side by side, then the tau measurements ran two at a time.
+set -euo pipefail
+H=${TAPS_HOME:-~/.cache/taps}/drafters
+taps train --config configs/smollm2/eagle2-math.yaml &
+taps train --config configs/smollm2/eagle2-chat.yaml &
+wait
+for kind in math chat; do
+  for tree in "60 5 10 paper" "16 4 4 small"; do
+    set -- $tree
+    OMP_NUM_THREADS=1 taps bench tau --drafter $kind=$H/smollm2-eagle2-$kind --policy single \
+      --total-tokens $1 --depth $2 --top-k $3 --benchmark gsm8k --benchmark mt_bench --n 20 \
+      --max-new-tokens 96 --out results/training/tau-$kind-$4.json
+  done &
+done
+wait
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48
+python benchmarks/training_report.py --records results/training/tau-math-paper.json \
+  --records results/training/tau-chat-paper.json --records results/training/tau-math-small.json \
+  --records results/training/tau-chat-small.json --drafter $H/smollm2-eagle2-math --drafter $H/smollm2-eagle2-chat \
+  --notes results/training/notes.md --merged results/training/records.json --out results/training/README.md

@@ -1,0 +1,60 @@
+"""The training and measurement commands, end to end through the CLI on a tiny model saved as a local directory."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from taps_engine import DraftHead, load_head, save_head
+from taps_engine.cli import app
+from tiny import FIXTURES, tiny_chat_target
+
+
+@pytest.fixture
+def model_dir(tmp_path, tokenizer):
+    target = tiny_chat_target("llama", tokenizer)
+    directory = tmp_path / "tiny-model"
+    target.model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "cli-eagle2", "method": "eagle2", "target": str(model_dir), "dtype": "fp32",
+        "data": {"kind": "mixed", "n_math": 4, "n_chat": 2, "seed": 0, "max_length": 64,
+                 "chat_path": str(FIXTURES / "sharegpt_truncated.json")},
+        "train": {"stages": [{"epochs": 1, "lr": 0.001}], "batch_tokens": 128, "heldout_fraction": 0.2},
+        "output_dir": str(tmp_path / "head")}))
+    output = invoke("features", "--config", config)
+    assert '"complete": true' in output and '"n_examples": 6' in output
+    assert "cli-eagle2" in invoke("train", "--config", config)
+    other = tmp_path / "other"
+    from taps_engine import load_target
+
+    save_head(DraftHead.random(load_target(str(model_dir), dtype="fp32").model, seed=3), other)
+    invoke("average", tmp_path / "head", other, "--out", tmp_path / "avg", "--sweep", "0,0.5,1",
+           "--target", model_dir)
+    assert sorted(p.name for p in (tmp_path / "avg").iterdir()) == ["alpha-0", "alpha-0.5", "alpha-1"]
+    model = load_target(str(model_dir), dtype="fp32").model
+    assert load_head(tmp_path / "avg" / "alpha-1", model).fc.weight.equal(load_head(other, model).fc.weight)
+
+    gsm = data_dir / "gsm8k" / "test.jsonl"
+    gsm.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": "#### 0"}) + "\n"
+                           for i in range(3)))
+    out = tmp_path / "tau.json"
+    invoke("bench", "tau", "--target", model_dir, "--drafter", f"trained={tmp_path / 'head'}", "--benchmark",
+           "gsm8k", "--n", 2, "--max-new-tokens", 6, "--total-tokens", 8, "--depth", 3, "--top-k", 2, "--out", out)
+    records = json.loads(out.read_text())
+    assert len(records) == 1
+    assert records[0]["method"] == "eagle2" and records[0]["drafter"] == "trained"
+    assert records[0]["n_prompts"] == 2 and records[0]["tau"] >= 1.0
+    assert records[0]["tree"] == {"total_tokens": 8, "depth": 3, "top_k": 2}
