@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
 import typer
 
 from taps_engine.fileio import atomic_write
@@ -24,6 +25,8 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1,
     from training.trainer import train
 
     cfg = load_config(config)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)  # features and training alike, as `taps train` runs them
     d = cfg.data
     n_math = min(d.n_math, examples) if d.kind != "chat" else 0
     n_chat = min(d.n_chat, examples) if d.kind != "math" else 0
@@ -43,7 +46,7 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1,
         rows.append((dtype, feature_rate, log[-1]["tokens_per_s"]))
     lines = [f"Command: `python benchmarks/train_throughput.py --config {config} --examples {examples} "
              f"--epochs {epochs}`", "",
-             f"{len(data)} examples of {cfg.name}'s data (max length {d.max_length}), training threads "
+             f"{len(data)} examples of {cfg.name}'s data (max length {d.max_length}), torch threads "
              f"{cfg.train.threads or 'default'}, ce_fraction {cfg.train.ce_fraction}.", "",
              "| dtype | feature caching tok/s | training tok/s | training x fp32 |", "|---|---|---|---|"]
     lines += [f"| {dt} | {fr} | {tr} | {tr / rows[0][2]:.2f} |" for dt, fr, tr in rows]

@@ -24,7 +24,7 @@ def main(records: list[Path] = typer.Option(...), drafter: list[Path] = typer.Op
     lines = ["# Trained drafters for SmolLM2-135M-Instruct", ""]
     if notes is not None:
         lines += [notes.read_text().strip(), ""]
-    lines += ["## Training", "", "| drafter | method | data | epochs | examples' tokens/epoch | train tok/s | "
+    lines += ["## Training", "", "| drafter | method | data | epochs | tokens/epoch (train split) | train tok/s | "
               "minutes | held-out top-1 (last epoch) |", "|---|---|---|---|---|---|---|---|"]
     for directory in drafter:
         log = json.loads((directory / "train_log.json").read_text())
