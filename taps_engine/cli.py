@@ -146,7 +146,9 @@ def bench_speed(
     console.print(table)
     if out is not None:
         write_json(out, report)
-        command = " ".join(["taps bench speed", f"--target {target}", *(f"--drafter {d}" for d in drafter or []),
+        home = str(Path.home())
+        command = " ".join(["taps bench speed", f"--target {target}",
+                            *(f"--drafter {d.replace(home, '~')}" for d in drafter or []),
                             f"--random-drafters {random_drafters}", f"--policy {policy}",
                             f"--total-tokens {total_tokens} --depth {depth} --top-k {top_k}",
                             f"--prompts {prompts} --max-new-tokens {max_new_tokens} --dtype {dtype} --out {out}"])
