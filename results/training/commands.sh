@@ -15,8 +15,13 @@ for kind in math chat; do
   done &
 done
 wait
+# HASS math drafter (reuses the math features), measured with the CPU-sized tree only (session time)
+taps train --config configs/smollm2/hass-math.yaml
+taps bench tau --drafter math-hass=$H/smollm2-hass-math --policy single --total-tokens 16 --depth 4 --top-k 4 \
+  --benchmark gsm8k --benchmark mt_bench --n 20 --max-new-tokens 96 --out results/training/tau-math-hass-small.json
 python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48
 python benchmarks/training_report.py --records results/training/tau-math-paper.json \
   --records results/training/tau-chat-paper.json --records results/training/tau-math-small.json \
-  --records results/training/tau-chat-small.json --drafter $H/smollm2-eagle2-math --drafter $H/smollm2-eagle2-chat \
+  --records results/training/tau-chat-small.json --records results/training/tau-math-hass-small.json \
+  --drafter $H/smollm2-eagle2-math --drafter $H/smollm2-eagle2-chat --drafter $H/smollm2-hass-math \
   --notes results/training/notes.md --merged results/training/records.json --out results/training/README.md
