@@ -73,8 +73,8 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
     columns = [TextColumn("features"), BarColumn(), TextColumn("{task.completed}/{task.total} examples"),
                TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn()]
     with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("features", total=len(todo) and sum(
-            min(shard_size, len(examples) - i * shard_size) for i in todo), rate="-")
+        remaining = sum(min(shard_size, len(examples) - i * shard_size) for i in todo)
+        task = bar.add_task("features", total=remaining, rate="-")
         for index in todo:
             ids, masks, feats, lengths = [], [], [], []
             for messages in examples[index * shard_size:(index + 1) * shard_size]:
