@@ -40,10 +40,14 @@ def data_build(
         console.print(f"wrote {len(examples)} conversations to {out}")
 
 
-def _load(config: Path):
+def _load(config: Path, threads: Optional[int] = None):
     from .config import load_config
 
     cfg = load_config(config)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        cfg.train.threads = threads
     if cfg.train.threads:  # set before any torch work: oversubscribed cores slow every step down
         torch.set_num_threads(cfg.train.threads)
     return cfg, load_target(cfg.target, dtype=cfg.dtype)
@@ -58,22 +62,27 @@ def _features(cfg, target) -> Path:
     return cache_features(target, examples, cfg.features_dir, d.max_length)
 
 
-def features(config: Path = typer.Option(..., "--config", help="Training config YAML.")) -> None:
+THREADS = typer.Option(None, "--threads", help="Torch threads, overriding the config (1 per run when runs share cores).")
+
+
+def features(config: Path = typer.Option(..., "--config", help="Training config YAML."),
+             threads: Optional[int] = THREADS) -> None:
     """Cache the target features of a config's data set (resumes an interrupted run)."""
     try:
-        cfg, target = _load(config)
+        cfg, target = _load(config, threads)
         directory = _features(cfg, target)
     except ValueError as e:
         fail(str(e))
     console.print_json((directory / "manifest.json").read_text())
 
 
-def train(config: Path = typer.Option(..., "--config", help="Training config YAML.")) -> None:
+def train(config: Path = typer.Option(..., "--config", help="Training config YAML."),
+          threads: Optional[int] = THREADS) -> None:
     """Cache features if needed, then train (or resume) the EAGLE-2/HASS head of a config."""
     from .trainer import train as run_training
 
     try:
-        cfg, target = _load(config)
+        cfg, target = _load(config, threads)
         _features(cfg, target)
         result = run_training(cfg, target)
     except ValueError as e:
