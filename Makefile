@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROMPT ?= A farmer has 17 sheep and buys 5 more. How many sheep does he have now?
 
-.PHONY: install run test bench-speed clean
+.PHONY: install run test bench-speed protos clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 
 bench-speed: install
 	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 96 --out results/engine/bench_speed.json
+
+# regenerate services/protos_gen/ after editing protos/taps/v1/taps.proto (tests fail while it is stale)
+protos: install
+	$(PY) services/gen_protos.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -165,7 +165,7 @@ def bench_tau(
     out: Optional[Path] = typer.Option(None, help="Append the records to this JSON list."),
 ) -> None:
     """Mean acceptance length of each drafter (policy `single`) or of a policy, per benchmark."""
-    from .prompts import benchmark_prompts
+    from .benchmarks import benchmark_prompts
 
     try:
         SamplingParams(max_new_tokens, temperature)
@@ -205,3 +205,7 @@ def bench_tau(
 from training.cli import register as _register_training_commands  # noqa: E402  (training builds on the engine)
 
 _register_training_commands(app)
+
+from .evaluation.cli import register as _register_eval_command  # noqa: E402
+
+_register_eval_command(app)

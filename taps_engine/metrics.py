@@ -20,8 +20,8 @@ def per_sample_acceptance_length(results: Iterable[GenerationResult]) -> float:
     return sum(taus) / len(taus) if taus else 0.0
 
 
-def acceptance_rate_by_depth(results: Iterable[GenerationResult]) -> dict[int, float]:
-    """P(draft at depth d accepted | depth d-1 accepted and the tree reached depth d), per depth d."""
+def depth_counts(results: Iterable[GenerationResult]) -> tuple[Counter, Counter]:
+    """Per draft depth d: steps whose tree reached d with depth d-1 accepted, and of those, steps accepting d."""
     reached, accepted = Counter(), Counter()
     for r in results:
         for s in r.steps:
@@ -29,16 +29,28 @@ def acceptance_rate_by_depth(results: Iterable[GenerationResult]) -> dict[int, f
             for d in range(1, min(s.accepted + 1, tree_depth) + 1):
                 reached[d] += 1
                 accepted[d] += s.accepted >= d
+    return reached, accepted
+
+
+def acceptance_rate_by_depth(results: Iterable[GenerationResult]) -> dict[int, float]:
+    """P(draft at depth d accepted | depth d-1 accepted and the tree reached depth d), per depth d."""
+    reached, accepted = depth_counts(results)
     return {d: accepted[d] / reached[d] for d in sorted(reached)}
 
 
-def drafter_selection_shares(results: Iterable[GenerationResult]) -> dict[str, float]:
-    """Fraction of verify steps that used each drafter (merged steps count for every drafter in them)."""
+def drafter_step_counts(results: Iterable[GenerationResult]) -> tuple[Counter, int]:
+    """Verify steps that used each drafter (merged steps count for every drafter in them), and all steps."""
     counts, steps = Counter(), 0
     for r in results:
         for s in r.steps:
             steps += 1
             counts.update(set(s.drafters))
+    return counts, steps
+
+
+def drafter_selection_shares(results: Iterable[GenerationResult]) -> dict[str, float]:
+    """Fraction of verify steps that used each drafter."""
+    counts, steps = drafter_step_counts(results)
     return {name: n / steps for name, n in sorted(counts.items())} if steps else {}
 
 

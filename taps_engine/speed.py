@@ -11,7 +11,7 @@ import torch
 
 from .decoding import Decoder, PlainDecoder
 from .metrics import mean_acceptance_length
-from .prompts import benchmark_prompts
+from .benchmarks import benchmark_prompts
 from .target import Target
 
 FALLBACK_PROMPTS = [
@@ -46,13 +46,22 @@ class MethodResult:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 
 
-def _hf_runner(target: Target, max_new_tokens: int, **kwargs) -> Callable[[list[int]], list[int]]:
-    def run(ids: list[int]) -> list[int]:
-        inputs = torch.tensor([ids], device=target.device)
-        out = target.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=target.tokenizer.eos_token_id, **kwargs)
-        return out[0, len(ids):].tolist()
-    return run
+def hf_generate(target: Target, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
+                seed: int = 0, prompt_lookup: bool = False) -> list[int]:
+    """transformers' own decoding (plain, or prompt-lookup): the peers every speed ratio is taken against."""
+    inputs = torch.tensor([prompt_ids], device=target.device)
+    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else \
+        dict(do_sample=False)
+    if temperature > 0:
+        torch.manual_seed(seed)
+    out = target.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
+                                pad_token_id=target.tokenizer.eos_token_id,
+                                **({"prompt_lookup_num_tokens": 10} if prompt_lookup else {}), **sampling)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def _hf_runner(target: Target, max_new_tokens: int, prompt_lookup: bool = False) -> Callable[[list[int]], list[int]]:
+    return lambda ids: hf_generate(target, ids, max_new_tokens, prompt_lookup=prompt_lookup)
 
 
 def run_speed_bench(target: Target, engine: Decoder, prompts: list[str], max_new_tokens: int,
@@ -69,7 +78,7 @@ def run_speed_bench(target: Target, engine: Decoder, prompts: list[str], max_new
 
     methods: dict[str, Callable[[list[int]], list[int]]] = {
         "transformers generate": _hf_runner(target, max_new_tokens),
-        "transformers prompt-lookup": _hf_runner(target, max_new_tokens, prompt_lookup_num_tokens=10),
+        "transformers prompt-lookup": _hf_runner(target, max_new_tokens, prompt_lookup=True),
         "engine plain": lambda x: plain.generate(x, max_new_tokens=max_new_tokens).token_ids,
         f"engine {engine.policy.name}": engine_run,
     }

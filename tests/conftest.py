@@ -42,3 +42,65 @@ def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TAPS_DATA_DIR", str(root))
     monkeypatch.setenv("TAPS_HOME", str(tmp_path / "home"))
     return root
+
+
+class RedisProcess:
+    """A throw-away `redis-server` on a free loopback port: no persistence, files in a temp dir."""
+
+    def __init__(self, workdir: Path) -> None:
+        import shutil
+        import socket
+        import subprocess
+        import time
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):  # the free port can be taken between probing and binding: try another
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(workdir), "--logfile", str(workdir / f"redis-{self.port}.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                        conn.sendall(b"PING\r\n")
+                        if conn.recv(16).startswith(b"+PONG"):
+                            self.url = f"redis://127.0.0.1:{self.port}/0"
+                            return
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise RuntimeError(f"redis-server did not start; see {workdir}")
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """URL of a real redis-server shared by the session's tests (skips when redis-server is not installed)."""
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path):
+    """A redis-server for one test, which may stop it (`.stop()`) to exercise failure handling; `.url`."""
+    server = RedisProcess(tmp_path / "redis")
+    yield server
+    server.stop()

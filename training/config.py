@@ -5,14 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.settings import taps_home
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DataConfig(Strict):
@@ -82,17 +78,4 @@ class RunConfig(Strict):
 
 
 def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ValueError(f"cannot read config {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
-        raise ValueError(f"{path}: {problems}") from e
+    return load_yaml_config(path, RunConfig)

@@ -1,0 +1,195 @@
+"""The serving config: one YAML file describes the target, the drafters and every Ray Serve application.
+
+Local `taps serve` and the KubeRay RayService manifest are both built from it (one source of truth), so it is
+validated strictly: unknown keys, non-positive sizes and inconsistent replica settings are errors naming the file
+and the field, never silent defaults. Without a file the defaults describe a one-machine system (two drafters,
+fractional CPUs that fit two cores) and `embedded_defaults()` points the drafters at trained heads in the cache
+dir when they exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from taps_engine.configfile import Strict, load_yaml_config
+from taps_engine.drafter import TreeSettings
+from taps_engine.settings import DTYPES, taps_home
+from taps_engine.target import DEFAULT_TARGET
+
+log = logging.getLogger(__name__)
+
+# Policies the router offers: `plain` is a baseline for benchmarks, not a serving policy.
+SERVE_POLICIES = ("single", "confidence", "entropy", "merged", "merged-concat", "merged-trie", "merged-budget",
+                  "sticky")
+Policy = Literal["single", "confidence", "entropy", "merged", "merged-concat", "merged-trie", "merged-budget",
+                 "sticky"]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"  # becomes part of application and Kubernetes names
+
+
+class AutoscalingConfig(Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class ActorOptions(Strict):
+    """Resources per replica. Fractional CPUs let several replicas share a core; over-committing a machine's
+    CPUs makes Ray Serve wait for resources forever, so keep the sum within the cluster."""
+
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory: Optional[int] = Field(None, gt=0)              # bytes
+    resources: dict[str, float] = Field(default_factory=dict)
+    accelerator_type: Optional[str] = None
+
+
+class DeploymentConfig(Strict):
+    """One Ray Serve deployment: a fixed `num_replicas` or an `autoscaling_config`, not both."""
+
+    num_replicas: Optional[int] = Field(None, ge=1)
+    autoscaling_config: Optional[AutoscalingConfig] = None
+    max_ongoing_requests: Optional[int] = Field(None, ge=1)  # None: Ray Serve's default
+    ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> "DeploymentConfig":
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set either num_replicas or autoscaling_config, not both")
+        return self
+
+    def serve_options(self) -> dict:
+        """Keyword options for `serve.deployment(...)` / a serveConfigV2 deployment entry."""
+        actor = self.ray_actor_options.model_dump(exclude_none=True)
+        if not actor["resources"]:
+            del actor["resources"]
+        options: dict = {"ray_actor_options": actor}
+        if self.autoscaling_config is not None:
+            options["autoscaling_config"] = self.autoscaling_config.model_dump()
+        else:
+            options["num_replicas"] = self.num_replicas or 1
+        if self.max_ongoing_requests is not None:
+            options["max_ongoing_requests"] = self.max_ongoing_requests
+        return options
+
+
+class DrafterConfig(Strict):
+    path: Optional[Path] = None                   # trained head directory; None = a random head (with a warning)
+    method: Literal["eagle2", "hass"] = "eagle2"
+    session_cache_size: int = Field(64, ge=1)     # sessions whose KV state a replica keeps (LRU)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, value: Optional[Path]) -> Optional[Path]:
+        return value.expanduser() if value is not None else None
+
+
+class VerifierConfig(Strict):
+    session_cache_size: int = Field(32, ge=1)     # target KV caches a replica keeps (LRU): the memory bound
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+
+class RouterConfig(Strict):
+    default_policy: Policy = "sticky"
+    default_max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens_cap: int = Field(1024, ge=1)   # above it: RESOURCE_EXHAUSTED
+    max_prompt_tokens: int = Field(4096, ge=1)    # above it: INVALID_ARGUMENT
+    grpc_port: int = Field(9000, ge=1, le=65535)
+    redis_url: Optional[str] = None               # None: an in-process assignment cache per router replica
+    assignment_ttl_s: float = Field(86400.0, gt=0)
+    assignment_cache_size: int = Field(100_000, ge=1)  # in-process cache bound (without Redis)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {value!r}")
+        return value or None
+
+    @model_validator(mode="after")
+    def _limits(self) -> "RouterConfig":
+        if self.default_max_new_tokens > self.max_new_tokens_cap:
+            raise ValueError(f"default_max_new_tokens ({self.default_max_new_tokens}) exceeds max_new_tokens_cap "
+                             f"({self.max_new_tokens_cap})")
+        return self
+
+
+class TreeConfig(Strict):
+    total_tokens: int = Field(TreeSettings.total_tokens, ge=2)
+    depth: int = Field(TreeSettings.depth, ge=1)
+    top_k: int = Field(TreeSettings.top_k, ge=1)
+
+    def settings(self) -> TreeSettings:
+        return TreeSettings(self.total_tokens, self.depth, self.top_k)
+
+
+def _default_drafters() -> dict[str, DrafterConfig]:
+    return {"math": DrafterConfig(), "chat": DrafterConfig()}
+
+
+class ServeConfig(Strict):
+    target: str = DEFAULT_TARGET                  # spec string, as for `taps generate --target`
+    dtype: str = "auto"
+    tree: TreeConfig = Field(default_factory=TreeConfig)
+    drafters: dict[str, DrafterConfig] = Field(default_factory=_default_drafters, min_length=1)
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        if value != "auto" and value not in DTYPES:
+            raise ValueError(f"unknown dtype {value!r}; use one of auto, {', '.join(sorted(DTYPES))}")
+        return value
+
+    @field_validator("drafters")
+    @classmethod
+    def _names(cls, value: dict[str, DrafterConfig]) -> dict[str, DrafterConfig]:
+        bad = [name for name in value if not re.match(_NAME, name)]
+        if bad:
+            raise ValueError(f"drafter names {bad} must be 1-50 letters, digits, '.', '_' or '-' (starting with a "
+                             f"letter or digit): they name Ray Serve applications")
+        return value
+
+    def warn_random_drafters(self) -> list[str]:
+        """Names of drafters without a checkpoint (random heads), logged once as a warning."""
+        random = [name for name, d in self.drafters.items() if d.path is None]
+        if random:
+            log.warning("drafters %s have no path: serving random (untrained) heads; outputs stay lossless but "
+                        "acceptance is poor", ", ".join(random))
+        return random
+
+
+def load_serve_config(path: str | Path) -> ServeConfig:
+    """Parse and validate a serving YAML file; ValueError naming the file and every bad field.
+
+    Relative drafter paths are taken relative to the config file's directory; `~` is expanded.
+    """
+    config = load_yaml_config(path, ServeConfig)
+    base = Path(path).expanduser().resolve().parent
+    for drafter in config.drafters.values():
+        if drafter.path is not None and not drafter.path.is_absolute():
+            drafter.path = base / drafter.path
+    return config
+
+
+def embedded_defaults() -> ServeConfig:
+    """The no-config system: the default target, with the trained math/chat heads from the cache dir if present."""
+    config = ServeConfig()
+    for name, drafter in config.drafters.items():
+        trained = taps_home() / "drafters" / f"smollm2-eagle2-{name}"
+        if config.target == DEFAULT_TARGET and (trained / "config.json").exists():
+            drafter.path = trained
+    return config

@@ -1,0 +1,1 @@
+"""Generated from protos/taps/v1/taps.proto by services/gen_protos.py: do not edit, regenerate."""

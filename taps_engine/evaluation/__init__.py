@@ -1,0 +1,2 @@
+"""Evaluation harness: a matrix of drafters x policies x benchmarks x temperatures, run resumably and reported
+in the paper's table layout with plots."""

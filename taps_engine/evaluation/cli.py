@@ -1,0 +1,104 @@
+"""`taps eval`: run (or resume) an experiment config and write its records, tables and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..benchmarks import load_benchmark
+from ..cli_common import console, fail
+from ..fileio import atomic_write, write_json
+from ..target import load_target
+from .config import EvalConfig, load_eval_config
+from .plots import draw_all
+from .report import accuracy_markdown, aggregate, speed_markdown, tau_markdown, tau_tables
+from .runner import RecordStore, expand_runs, run_experiment
+
+
+def environment(device: str, dtype: str) -> dict:
+    """Versions and machine, so a table can be compared with another machine's."""
+    import transformers
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": device, "dtype": dtype,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> list[Path]:
+    runs = expand_runs(cfg)
+    items = {b: load_benchmark(b, cfg.n_prompts) for b in cfg.benchmarks}
+    store = RecordStore(out_dir / "records.jsonl")
+    rows = aggregate(runs, store.records, items)
+    if not rows:
+        raise ValueError(f"{out_dir} has no records for this config yet")
+    tables = tau_tables(rows, runs, cfg.benchmarks)
+    write_json(out_dir / "records.json", rows)
+    write_json(out_dir / "tables.json", tables)
+    plots = draw_all(rows, runs, cfg.benchmarks, out_dir / "plots")
+    n = {b: len(v) for b, v in items.items()}
+    lines = [f"# Experiment `{cfg.name}`", "", f"Command: `{command}`", "",
+             f"Target `{cfg.target}` ({env['dtype']} on {env['device']}), tree {cfg.tree.model_dump()}, "
+             f"max {cfg.max_new_tokens} new tokens per turn, seed {cfg.seed}; prompts per benchmark: {n} "
+             "(MT-Bench: both turns, the second after the model's own first answer).", "",
+             f"Machine: {env['cpu']}, {env['torch_threads']} torch threads"
+             + (f", GPU {env['gpu']}" if env["gpu"] else "") + f"; python {env['python']}, torch {env['torch']}, "
+             f"transformers {env['transformers']}.", "",
+             "τ = tokens committed per target verification step (micro-average over steps).", ""]
+    lines += tau_markdown(tables) + accuracy_markdown(rows, runs, cfg.benchmarks) + speed_markdown(rows, runs)
+    lines += ["### Plots", "", *(f"![{p.stem}](plots/{p.name})" for p in plots), ""]
+    report = out_dir / "README.md"
+    atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    return [out_dir / "records.json", out_dir / "tables.json", report, *plots]
+
+
+def eval_command(
+    config: Path = typer.Option(..., "--config", help="Experiment YAML (see configs/eval/)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config, e.g. small or paper."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: results/<name>)."),
+    report_only: bool = typer.Option(False, "--report-only", help="Rebuild tables and plots from stored records."),
+) -> None:
+    """Run an evaluation matrix (resumable) and write records.json, τ tables (Markdown + JSON) and plots."""
+    command = "taps " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        cfg = load_eval_config(config, profile)
+        out_dir = out or Path("results") / cfg.name
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        target = load_target(cfg.target, dtype=cfg.dtype)
+        env = environment(str(target.device), str(target.dtype).replace("torch.", ""))
+        stored_env = out_dir / "environment.json"
+        if report_only and stored_env.exists():
+            env = json.loads(stored_env.read_text())
+        if not report_only:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+            with Progress(*columns, console=console) as bar:
+                task = bar.add_task("evaluating", total=None)
+                run_experiment(cfg, out_dir, target,
+                               progress=lambda done, total, what: bar.update(task, completed=done, total=total,
+                                                                             description=what))
+            write_json(stored_env, env)
+        written = write_report(cfg, out_dir, command, env)
+    except ValueError as e:
+        fail(str(e))
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print((out_dir / "README.md").read_text().split("### Accuracy")[0], markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

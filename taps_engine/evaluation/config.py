@@ -1,0 +1,139 @@
+"""Evaluation experiments as YAML: drafters, the runs to compare, benchmarks, temperatures and size profiles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from ..benchmarks import BENCHMARKS
+from ..configfile import Strict, read_yaml, validate
+from ..drafter import TreeSettings
+from ..policies import POLICIES
+
+AVERAGE = "average"   # not an engine policy: a weight-averaged head decoded with `single`
+BASELINES = ("generate", "prompt-lookup")
+
+
+class Tree(Strict):
+    total_tokens: int = Field(16, ge=2)
+    depth: int = Field(4, ge=1)
+    top_k: int = Field(4, ge=1)
+
+    def settings(self) -> TreeSettings:
+        return TreeSettings(self.total_tokens, self.depth, self.top_k)
+
+
+class DrafterSpec(Strict):
+    """A trained head on disk; `method` defaults to what its config.json says (eagle2 when absent)."""
+
+    path: Optional[Path] = None          # None: an untrained random head (for smoke runs and tests)
+    method: Optional[Literal["eagle2", "hass"]] = None
+    seed: int = 0                        # random heads only
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: Optional[Path]) -> Optional[Path]:
+        return v.expanduser() if v is not None else None
+
+    def resolved_method(self) -> str:
+        if self.method:
+            return self.method
+        config = self.path / "config.json" if self.path else None
+        if config is not None and config.exists():
+            return json.loads(config.read_text()).get("method", "eagle2")
+        return "eagle2" if self.path else "random"
+
+
+class RunSpec(Strict):
+    """One row of the tables: a policy over named drafters (`average` sweeps `alphas` between two heads)."""
+
+    policy: str
+    drafters: list[str] = Field(default_factory=list)
+    alphas: list[float] = Field(default_factory=list)
+    tree: Optional[Tree] = None               # overrides the experiment's tree (e.g. a budget merge at 2x nodes)
+    temperatures: Optional[list[float]] = None  # a subset of the experiment's temperatures
+    label: Optional[str] = None
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        if v != AVERAGE and v not in POLICIES:
+            raise ValueError(f"unknown policy {v!r}; choose one of {', '.join((*POLICIES, AVERAGE))}")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> "RunSpec":
+        if self.policy == "plain" and self.drafters:
+            raise ValueError("policy plain takes no drafters")
+        if self.policy not in ("plain", AVERAGE) and not self.drafters:
+            raise ValueError(f"policy {self.policy!r} needs drafters")
+        if self.policy == "single" and len(self.drafters) != 1:
+            raise ValueError("policy single takes exactly one drafter")
+        if self.policy == AVERAGE:
+            if len(self.drafters) != 2 or not self.alphas:
+                raise ValueError("policy average takes two drafters and a list of alphas")
+            if any(not 0.0 < a < 1.0 for a in self.alphas):
+                raise ValueError("alphas must lie strictly between 0 and 1 (the endpoints are the single drafters)")
+        elif self.alphas:
+            raise ValueError("alphas are for policy average only")
+        return self
+
+
+class EvalConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    target: str = "smollm2-135m-instruct"
+    dtype: str = "auto"
+    seed: int = 0
+    threads: Optional[int] = Field(None, ge=1)
+    tree: Tree = Field(default_factory=Tree)
+    benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 1.0], min_length=1)
+    n_prompts: Optional[int] = Field(None, ge=1)   # per benchmark; None = the full set
+    max_new_tokens: int = Field(128, ge=1)
+    baselines: list[Literal["generate", "prompt-lookup"]] = Field(default_factory=lambda: list(BASELINES))
+    drafters: dict[str, DrafterSpec] = Field(default_factory=dict)
+    runs: list[RunSpec] = Field(min_length=1)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _benchmarks(cls, v: list[str]) -> list[str]:
+        unknown = [b for b in v if b not in BENCHMARKS]
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+        return v
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, v: list[float]) -> list[float]:
+        if any(t < 0 for t in v):
+            raise ValueError("temperatures must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> "EvalConfig":
+        for run in self.runs:
+            missing = [d for d in run.drafters if d not in self.drafters]
+            if missing:
+                raise ValueError(f"run {run.policy} uses undeclared drafter(s) {missing}")
+            if run.temperatures and any(t not in self.temperatures for t in run.temperatures):
+                raise ValueError(f"run {run.policy}: temperatures {run.temperatures} not in {self.temperatures}")
+        return self
+
+
+def load_eval_config(path: str | Path, profile: str | None = None) -> EvalConfig:
+    """The file's top-level settings, overlaid with one entry of its `profiles` mapping (e.g. small, paper)."""
+    raw = read_yaml(path)
+    profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ValueError(f"{path}: profiles must be a mapping of name -> settings")
+    if profile is not None:
+        if profile not in profiles:
+            raise ValueError(f"{path}: no profile {profile!r}; available: {', '.join(profiles) or 'none'}")
+        overlay = profiles[profile] or {}
+        if not isinstance(overlay, dict):
+            raise ValueError(f"{path}: profile {profile!r} must be a mapping")
+        raw = {**raw, **overlay, "name": f"{raw.get('name', 'eval')}-{profile}"}
+    return validate(EvalConfig, raw, path)

@@ -1,0 +1,151 @@
+"""From per-prompt records to the paper's layout: flat records, τ tables per temperature, accuracy and speed."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..benchmarks import BenchmarkItem
+from .runner import Run, record_key
+
+COLUMN_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
+BASELINE_IDS = {"generate": "hf-generate", "prompt-lookup": "hf-prompt-lookup"}
+
+
+def _rate(num: float, den: float) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def _summed(recs: list[dict], field: str) -> Counter:
+    total = Counter()
+    for r in recs:
+        total.update(r[field])
+    return total
+
+
+def _row(run: Run, temperature: float, benchmark: str, recs: list[dict]) -> dict:
+    steps, committed = sum(r["n_steps"] for r in recs), sum(r["committed"] for r in recs)
+    new_tokens, seconds = sum(r["new_tokens"] for r in recs), sum(r["seconds"] for r in recs)
+    reached, accepted = _summed(recs, "depth_reached"), _summed(recs, "depth_accepted")
+    selections = _summed(recs, "selections")
+    graded = [r["correct"] for r in recs if r["correct"] is not None]
+    return {
+        "run": run.id, "label": run.label, "method": run.method, "drafter": run.drafter, "policy": run.policy,
+        "alpha": run.alpha, "temperature": temperature, "benchmark": benchmark,
+        "tau": _rate(committed, steps) if not run.is_baseline else None,
+        "n_prompts": len(recs), "n_steps": steps, "new_tokens": new_tokens, "seconds": round(seconds, 3),
+        "tokens_per_s": _rate(new_tokens, seconds),
+        "accuracy": _rate(sum(graded), len(graded)) if graded else None,
+        "mean_verified_nodes": _rate(sum(r["verified_nodes"] for r in recs), steps),
+        "acceptance_rate_by_depth": {d: _rate(accepted[d], reached[d]) for d in sorted(reached, key=int)},
+        "selection_share": {k: _rate(v, steps) for k, v in sorted(selections.items())},
+        "nodes": {kind: {stat: [sum(x) for x in zip(*(r["nodes"][kind][stat] for r in recs))]
+                         for stat in ("confidence", "entropy")} for kind in ("accepted", "rejected")},
+    }
+
+
+def _same_tokens(a: dict, b: dict) -> bool:
+    return [t["token_ids"] for t in a["turns"]] == [t["token_ids"] for t in b["turns"]]
+
+
+def aggregate(runs: list[Run], records: dict[tuple, dict], items: dict[str, list[BenchmarkItem]]) -> list[dict]:
+    """One flat record per (run, temperature, benchmark) over the prompts of the current config."""
+    rows = []
+    for run in runs:
+        for temperature in run.temperatures:
+            for benchmark, its in items.items():
+                recs = [records[k] for i in its if (k := record_key(run.id, temperature, benchmark, i.id)) in records]
+                if not recs:
+                    continue
+                row = _row(run, temperature, benchmark, recs)
+                plain = [records.get(record_key("plain", temperature, benchmark, r["item"])) for r in recs]
+                if temperature == 0 and all(plain):
+                    row["same_as_plain"] = sum(_same_tokens(r, p) for r, p in zip(recs, plain))
+                rows.append(row)
+    by_key = {(r["run"], r["temperature"], r["benchmark"]): r for r in rows}
+    for row in rows:
+        for name, rid in BASELINE_IDS.items():
+            base = by_key.get((rid, row["temperature"], row["benchmark"]))
+            ok = base and base["n_prompts"] == row["n_prompts"] and base["tokens_per_s"] and row["tokens_per_s"]
+            row[f"speedup_vs_{name.replace('-', '_')}"] = round(row["tokens_per_s"] / base["tokens_per_s"], 3) \
+                if ok else None
+    return rows
+
+
+def tau_tables(rows: list[dict], runs: list[Run], benchmarks: list[str]) -> dict[str, dict]:
+    """Per temperature: rows = drafter/policy, columns = benchmarks + Average (the paper's layout)."""
+    columns = [COLUMN_NAMES[b] for b in benchmarks] + ["Average"]
+    tables = {}
+    for temperature in sorted({r["temperature"] for r in rows}):
+        table_rows = []
+        for run in runs:
+            if run.is_baseline or run.policy == "plain":
+                continue
+            cells = {r["benchmark"]: r["tau"] for r in rows if r["run"] == run.id and r["temperature"] == temperature}
+            if not cells:
+                continue
+            values = {COLUMN_NAMES[b]: cells.get(b) for b in benchmarks}
+            present = [v for v in values.values() if v is not None]
+            values["Average"] = round(sum(present) / len(present), 4) if len(present) == len(benchmarks) else None
+            table_rows.append({"run": run.id, "label": run.label, "method": run.method, "policy": run.policy,
+                               **values})
+        tables[f"{temperature:g}"] = {"temperature": temperature, "columns": columns, "rows": table_rows}
+    return tables
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(cells) + " |" for cells in body), ""]
+
+
+def tau_markdown(tables: dict[str, dict]) -> list[str]:
+    lines = []
+    for key, table in tables.items():
+        lines += [f"### Mean acceptance length τ, T={key}", ""]
+        best = {c: max((r[c] for r in table["rows"] if r[c] is not None), default=None) for c in table["columns"]}
+        body = [[r["method"], r["label"], *(f"**{_fmt(r[c])}**" if r[c] is not None and r[c] == best[c]
+                                            else _fmt(r[c]) for c in table["columns"])] for r in table["rows"]]
+        lines += _markdown_table(["method", "drafter / policy", *table["columns"]], body)
+    return lines
+
+
+def accuracy_markdown(rows: list[dict], runs: list[Run], benchmarks: list[str]) -> list[str]:
+    """Accuracy per math set and, at T=0, how many outputs equal plain decoding token for token."""
+    graded = [b for b in benchmarks if b != "mt_bench"]
+    lines = []
+    for temperature in sorted({r["temperature"] for r in rows}):
+        header = ["run", *(COLUMN_NAMES[b] for b in graded)] + (["same tokens as plain"] if temperature == 0 else [])
+        body = []
+        for run in runs:
+            cells = {r["benchmark"]: r for r in rows if r["run"] == run.id and r["temperature"] == temperature}
+            if not cells:
+                continue
+            row = [run.label, *(_fmt(cells[b]["accuracy"], 3) if b in cells else "–" for b in graded)]
+            if temperature == 0:
+                same = [(c.get("same_as_plain"), c["n_prompts"]) for c in cells.values()]
+                row.append("–" if any(s is None for s, _ in same) else
+                           f"{sum(s for s, _ in same)}/{sum(n for _, n in same)}")
+            body.append(row)
+        lines += [f"### Accuracy, T={temperature:g}", ""] + _markdown_table(header, body)
+    return lines
+
+
+def speed_markdown(rows: list[dict], runs: list[Run]) -> list[str]:
+    """Tokens/s over all benchmarks of a temperature, and the ratio to transformers on the same prompts."""
+    lines = []
+    for temperature in sorted({r["temperature"] for r in rows}):
+        totals = {}
+        for run in runs:
+            mine = [r for r in rows if r["run"] == run.id and r["temperature"] == temperature]
+            if mine:
+                totals[run.id] = (run.label, sum(r["new_tokens"] for r in mine) / sum(r["seconds"] for r in mine))
+        body = []
+        for rid, (label, tps) in totals.items():
+            ratios = [_fmt(tps / totals[b][1]) if b in totals else "–" for b in BASELINE_IDS.values()]
+            body.append([label, f"{tps:.2f}", *ratios])
+        lines += [f"### Speed, T={temperature:g}", ""] + _markdown_table(
+            ["run", "tokens/s", "x generate", "x prompt-lookup"], body)
+    return lines

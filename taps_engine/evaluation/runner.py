@@ -1,0 +1,267 @@
+"""Run an evaluation matrix resumably: one JSONL record per (run, temperature, benchmark, prompt).
+
+Prompts are the outer loop and runs the inner one, so every run sees the same machine load (speed ratios are
+taken between runs on the same prompts) and an interrupted experiment has covered all runs evenly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..answers import extract_answer, is_correct
+from ..benchmarks import BenchmarkItem, load_benchmark
+from ..decoding import Decoder, GenerationResult, PlainDecoder
+from ..fileio import atomic_write
+from ..head import DraftHead, average_heads, load_head
+from ..metrics import depth_counts, drafter_step_counts
+from ..speed import hf_generate
+from ..target import Target
+from .config import AVERAGE, EvalConfig, RunSpec
+
+CONFIDENCE_BINS = np.linspace(0.0, 1.0, 21)
+ENTROPY_BINS = np.linspace(0.0, 10.0, 21)   # nats; larger values land in the last bin
+
+
+@dataclass
+class Run:
+    """One table row: what decodes (an engine policy over drafters, or a transformers baseline)."""
+
+    id: str
+    label: str
+    method: str          # eagle2 | hass | mixed | random | target | transformers
+    drafter: str
+    policy: str
+    temperatures: list[float]
+    spec: RunSpec | None = None
+    alpha: float | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method == "transformers"
+
+
+def expand_runs(cfg: EvalConfig) -> list[Run]:
+    """Rows in config order, `average` expanded per alpha, baselines last; ids are unique."""
+    methods = {name: spec.resolved_method() for name, spec in cfg.drafters.items()}
+    runs: list[Run] = []
+    for spec in cfg.runs:
+        temps = spec.temperatures or cfg.temperatures
+        used = sorted({methods[d] for d in spec.drafters})
+        method = "target" if spec.policy == "plain" else used[0] if len(used) == 1 else "mixed"
+        drafter = "+".join(spec.drafters) or "-"
+        suffix = f"@{spec.tree.total_tokens}n" if spec.tree else ""
+        if spec.policy == AVERAGE:
+            for alpha in spec.alphas:
+                rid = f"avg({','.join(spec.drafters)})@{alpha:g}{suffix}"
+                runs.append(Run(rid, f"{spec.label}@{alpha:g}" if spec.label else rid, method, drafter, AVERAGE,
+                                temps, spec, alpha))
+            continue
+        rid = ("plain" if spec.policy == "plain" else drafter if spec.policy == "single"
+               else f"{spec.policy}({drafter})") + suffix
+        runs.append(Run(rid, spec.label or rid, method, drafter, spec.policy, temps, spec))
+    runs += [Run(f"hf-{b}", f"transformers {b}", "transformers", "-", b, list(cfg.temperatures))
+             for b in cfg.baselines]
+    ids = [r.id for r in runs]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise ValueError(f"runs {duplicated} appear twice; give them distinct settings or labels")
+    return runs
+
+
+def fingerprint(cfg: EvalConfig) -> str:
+    """What makes stored records reusable: changing any of it would change their outputs."""
+    key = {"target": cfg.target, "dtype": cfg.dtype, "seed": cfg.seed, "tree": cfg.tree.model_dump(),
+           "max_new_tokens": cfg.max_new_tokens,
+           "drafters": {n: [str(s.path), s.resolved_method(), s.seed] for n, s in sorted(cfg.drafters.items())}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def record_key(run: str, temperature: float, benchmark: str, item: str) -> tuple:
+    return run, float(temperature), benchmark, item
+
+
+class RecordStore:
+    """Append-only JSONL; a torn last line (a crash mid-write) is dropped on open, everything else kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[tuple, dict] = {}
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        good = []
+        for number, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+                self.records[record_key(rec["run"], rec["temperature"], rec["benchmark"], rec["item"])] = rec
+                good.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                if number != len(lines):
+                    raise ValueError(f"{path}:{number}: corrupt record ({e}); move the file away to start over")
+        if len(good) != len(lines):
+            atomic_write(path, lambda tmp: Path(tmp).write_text("".join(g + "\n" for g in good)))
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self.records
+
+    def append(self, rec: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[record_key(rec["run"], rec["temperature"], rec["benchmark"], rec["item"])] = rec
+
+
+def _histogram(values: list[float], bins: np.ndarray) -> list[int]:
+    clipped = np.clip(np.asarray(values, dtype=float), bins[0], bins[-1])
+    return np.histogram(clipped, bins=bins)[0].tolist()
+
+
+def node_histograms(results: list[GenerationResult]) -> dict:
+    """Draft confidence / entropy of accepted vs rejected nodes, binned so records stay small at any tree size."""
+    values = {k: {"confidence": [], "entropy": []} for k in ("accepted", "rejected")}
+    for r in results:
+        for s in r.steps:
+            for conf, ent, ok in zip(s.node_confidence, s.node_entropy, s.node_accepted):
+                bucket = values["accepted" if ok else "rejected"]
+                bucket["confidence"].append(conf)
+                bucket["entropy"].append(ent)
+    return {k: {"confidence": _histogram(v["confidence"], CONFIDENCE_BINS),
+                "entropy": _histogram(v["entropy"], ENTROPY_BINS)} for k, v in values.items()}
+
+
+def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult]) -> dict:
+    """Everything the report needs from one prompt, as counts (aggregated by summing)."""
+    steps = [s for r in results for s in r.steps]
+    reached, accepted = depth_counts(results)
+    selections, _ = drafter_step_counts(results)
+    answer = extract_answer(item.benchmark, results[-1].text) if item.answer is not None else None
+    return {
+        "run": run.id, "temperature": float(temperature), "benchmark": item.benchmark, "item": item.id,
+        "new_tokens": sum(len(r.token_ids) for r in results), "seconds": sum(r.seconds for r in results),
+        "n_steps": len(steps), "committed": sum(s.acceptance_length for s in steps),
+        "verified_nodes": sum(s.tree_size for s in steps),
+        "depth_reached": {str(d): n for d, n in reached.items()},
+        "depth_accepted": {str(d): n for d, n in accepted.items()},
+        "selections": dict(selections), "nodes": node_histograms(results),
+        "turns": [{"token_ids": r.token_ids, "text": r.text, "finish": r.finish_reason, "decision": r.decision}
+                  for r in results],
+        "answer": answer, "gold": item.answer,
+        "correct": is_correct(item.benchmark, answer, item.answer) if item.answer is not None else None,
+    }
+
+
+Generate = Callable[[list[dict], float, int, str | None], GenerationResult]
+
+
+def conversation(generate: Generate, item: BenchmarkItem, temperature: float, seed: int,
+                 sticky_turns: bool) -> list[GenerationResult]:
+    """Answer each user turn after the model's own previous answers (MT-Bench turn 2 follows turn 1).
+
+    With `sticky_turns`, later turns reuse the drafter chosen on the first, as the serving assignment cache does.
+    """
+    messages: list[dict] = []
+    results: list[GenerationResult] = []
+    assigned = None
+    for turn in item.turns:
+        messages.append({"role": "user", "content": turn})
+        result = generate(messages, temperature, seed, assigned)
+        if sticky_turns:
+            assigned = result.decision.get("drafter")
+        messages.append({"role": "assistant", "content": result.text})
+        results.append(result)
+    return results
+
+
+def load_heads(cfg: EvalConfig, target: Target) -> dict[str, DraftHead]:
+    heads = {}
+    for name, spec in cfg.drafters.items():
+        if spec.path is None:
+            heads[name] = DraftHead.random(target.model, seed=spec.seed)
+        elif not spec.path.exists():
+            raise ValueError(f"drafter {name!r}: {spec.path} does not exist (train it or fix the path)")
+        else:
+            heads[name] = load_head(spec.path, target.model)
+    return heads
+
+
+def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, DraftHead]) -> Generate:
+    """A function answering one turn for this run: the engine with the run's policy, or transformers."""
+    if run.is_baseline:
+        lookup = run.policy == "prompt-lookup"
+
+        def baseline(messages: list[dict], temperature: float, seed: int, _: str | None) -> GenerationResult:
+            ids = target.encode_prompt(messages)
+            start = time.perf_counter()
+            out = hf_generate(target, ids, cfg.max_new_tokens, temperature, seed, prompt_lookup=lookup)
+            seconds = time.perf_counter() - start
+            text = target.tokenizer.decode(out, skip_special_tokens=True)
+            finish = "eos" if out and out[-1] in target.eos_token_ids else "length"
+            return GenerationResult(ids, out, text, finish, [], run.policy, {}, seconds)
+        return baseline
+
+    spec = run.spec
+    tree = (spec.tree or cfg.tree).settings()
+    if run.policy == "plain":
+        decoder: Decoder = PlainDecoder(target)
+    elif run.policy == AVERAGE:
+        a, b = spec.drafters
+        decoder = Decoder(target, {run.id: average_heads(heads[a], heads[b], run.alpha)}, "single", tree)
+    else:
+        decoder = Decoder(target, {d: heads[d] for d in spec.drafters}, run.policy, tree)
+
+    def engine(messages: list[dict], temperature: float, seed: int, assigned: str | None) -> GenerationResult:
+        return decoder.generate(messages, max_new_tokens=cfg.max_new_tokens, temperature=temperature, seed=seed,
+                                drafter=assigned)
+    return engine
+
+
+def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[BenchmarkItem]],
+                 store: RecordStore) -> Iterator[tuple[float, BenchmarkItem, int, Run]]:
+    for temperature in cfg.temperatures:
+        for benchmark in cfg.benchmarks:
+            for index, item in enumerate(items[benchmark]):
+                for run in runs:
+                    if temperature in run.temperatures and \
+                            record_key(run.id, temperature, benchmark, item.id) not in store:
+                        yield temperature, item, index, run
+
+
+def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
+                   progress: Callable[[int, int, str], None] = lambda done, total, what: None) -> RecordStore:
+    """Generate every missing record of the matrix into `out_dir/records.jsonl`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / "experiment.json"
+    fp = fingerprint(cfg)
+    if manifest.exists():
+        previous = json.loads(manifest.read_text()).get("fingerprint")
+        if previous != fp:
+            raise ValueError(f"{out_dir} holds records of different settings (target, dtype, seed, tree, "
+                             "max_new_tokens or drafters changed); use another --out")
+    atomic_write(manifest, lambda tmp: Path(tmp).write_text(json.dumps(
+        {"fingerprint": fp, "config": cfg.model_dump(mode="json")}, indent=2)))
+    runs = expand_runs(cfg)
+    items = {b: load_benchmark(b, cfg.n_prompts) for b in cfg.benchmarks}
+    store = RecordStore(out_dir / "records.jsonl")
+    work = list(pending_work(cfg, runs, items, store))
+    if not work:
+        return store
+    heads = load_heads(cfg, target)
+    generators = {run.id: make_generator(run, cfg, target, heads) for run in runs}
+    for done, (temperature, item, index, run) in enumerate(work):
+        progress(done, len(work), f"T={temperature:g} {item.benchmark} #{index + 1} {run.label}")
+        with torch.inference_mode():
+            results = conversation(generators[run.id], item, temperature, cfg.seed + index,
+                                   sticky_turns=run.policy == "sticky")
+        store.append(prompt_record(run, item, temperature, results))
+    progress(len(work), len(work), "done")
+    return store

@@ -1,0 +1,180 @@
+"""The evaluation harness end to end on a tiny random target over the real tokenizer: tables, plots, resume."""
+
+import json
+
+import pytest
+import yaml
+
+from taps_engine.decoding import PlainDecoder
+from taps_engine.evaluation.cli import write_report
+from taps_engine.evaluation.config import load_eval_config
+from taps_engine.evaluation.plots import PLOTS
+from taps_engine.evaluation.runner import RecordStore, expand_runs, run_experiment
+from tiny import tiny_chat_target
+
+BENCH_FILES = {
+    "mt_bench/question.jsonl": [{"question_id": 81 + i, "category": "writing",
+                                 "turns": [f"Write a haiku about the number {i}.", "Now make it rhyme."]}
+                                for i in range(3)],
+    "gsm8k/test.jsonl": [{"question": f"Sam has {i} pens and buys 1,000 more. How many pens?",
+                          "answer": f"{i} + 1000 = 100{i}\n#### 1,00{i}"} for i in range(3)],
+    "math500/test.jsonl": [{"problem": f"What is $\\frac{{{i}}}{{2}}$?", "solution": f"$\\boxed{{\\frac{{{i}}}{{2}}}}$",
+                            "answer": f"\\frac{{{i}}}{{2}}", "unique_id": f"test/algebra/{i}.json"}
+                           for i in range(3)],
+}
+SVAMP = [{"ID": f"chal-{i}", "Body": f"Jack had {i} apples.", "Question": "How many apples does he have?",
+          "Answer": float(i)} for i in range(3)]
+
+CONFIG = {
+    "name": "tiny",
+    "target": "tiny",
+    "seed": 0,
+    "tree": {"total_tokens": 6, "depth": 2, "top_k": 2},
+    "temperatures": [0.0, 1.0],
+    "max_new_tokens": 6,
+    "drafters": {"a": {"seed": 0}, "b": {"seed": 1}},
+    "runs": [{"policy": "plain"}, {"policy": "single", "drafters": ["a"]}, {"policy": "single", "drafters": ["b"]},
+             {"policy": "average", "drafters": ["a", "b"], "alphas": [0.5], "temperatures": [0.0]},
+             {"policy": "confidence", "drafters": ["a", "b"]}, {"policy": "entropy", "drafters": ["a", "b"]},
+             {"policy": "merged-concat", "drafters": ["a", "b"]}, {"policy": "merged-trie", "drafters": ["a", "b"]},
+             {"policy": "merged-budget", "drafters": ["a", "b"]},
+             {"policy": "merged-budget", "drafters": ["a", "b"], "tree": {"total_tokens": 11, "depth": 2, "top_k": 2},
+              "temperatures": [0.0]},
+             {"policy": "sticky", "drafters": ["a", "b"]}],
+    "profiles": {"small": {"n_prompts": 2}, "wide": {"n_prompts": 3}},
+}
+
+
+@pytest.fixture
+def bench_dir(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    for rel, records in BENCH_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("".join(json.dumps(r) + "\n" for r in records))
+    (root / "svamp").mkdir()
+    (root / "svamp/SVAMP.json").write_text(json.dumps(SVAMP))
+    monkeypatch.setenv("TAPS_DATA_DIR", str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def target(tokenizer):
+    return tiny_chat_target("llama", tokenizer)
+
+
+def write_config(tmp_path, config=CONFIG):
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_tiny_eval_tables_plots_and_losslessness(tmp_path, bench_dir, target):
+    cfg = load_eval_config(write_config(tmp_path), "small")
+    out = tmp_path / "out"
+    run_experiment(cfg, out, target)
+    written = write_report(cfg, out, "taps eval --config eval.yaml --profile small", {
+        "dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1, "gpu": None, "python": "3",
+        "torch": "x", "transformers": "y"})
+    rows = json.loads((out / "records.json").read_text())
+    runs = expand_runs(cfg)
+    engine_runs = [r for r in runs if not r.is_baseline]
+    for row in rows:
+        for key in ("method", "drafter", "policy", "temperature", "benchmark", "tau", "n_prompts", "n_steps",
+                    "new_tokens", "accuracy", "tokens_per_s", "speedup_vs_generate", "speedup_vs_prompt_lookup"):
+            assert key in row
+        assert row["n_prompts"] == 2
+        assert (row["accuracy"] is None) == (row["benchmark"] == "mt_bench")
+        assert row["speedup_vs_generate"] is not None
+        if row["temperature"] == 0 and row["run"] != "hf-prompt-lookup":
+            assert row["same_as_plain"] == 2, row["run"]   # lossless: every policy reproduces plain greedy
+    assert {(r["run"], r["temperature"], r["benchmark"]) for r in rows} == {
+        (run.id, t, b) for run in runs for t in run.temperatures for b in cfg.benchmarks}
+
+    tables = json.loads((out / "tables.json").read_text())
+    assert set(tables) == {"0", "1"}
+    for key, table in tables.items():
+        assert table["columns"] == ["MT-Bench", "GSM8K", "MATH-500", "SVAMP", "Average"]
+        expected = [r.label for r in engine_runs if r.policy != "plain" and float(key) in r.temperatures]
+        assert [row["label"] for row in table["rows"]] == expected
+        for row in table["rows"]:
+            assert row["Average"] == pytest.approx(sum(row[c] for c in table["columns"][:4]) / 4, abs=1e-3)
+            assert all(row[c] >= 1.0 for c in table["columns"])
+    for name in PLOTS:
+        png = out / "plots" / f"{name}.png"
+        assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = (out / "README.md").read_text()
+    assert "taps eval --config eval.yaml --profile small" in readme and "| MT-Bench | GSM8K |" in readme
+
+
+def test_mt_bench_second_turn_follows_the_first_answer(tmp_path, bench_dir, target):
+    config = {**CONFIG, "benchmarks": ["mt_bench"], "temperatures": [0.0], "baselines": [],
+              "runs": [{"policy": "plain"}, {"policy": "sticky", "drafters": ["a", "b"]}]}
+    cfg = load_eval_config(write_config(tmp_path, config), "small")
+    store = run_experiment(cfg, tmp_path / "out", target)
+    first = json.loads((bench_dir / "mt_bench/question.jsonl").read_text().splitlines()[0])
+    for run in ("plain", "sticky(a+b)"):
+        rec = store.records[(run, 0.0, "mt_bench", "81")]
+        turn1, turn2 = rec["turns"]
+        messages = [{"role": "user", "content": first["turns"][0]}, {"role": "assistant", "content": turn1["text"]},
+                    {"role": "user", "content": first["turns"][1]}]
+        again = PlainDecoder(target).generate(messages, max_new_tokens=cfg.max_new_tokens)
+        assert again.token_ids == turn2["token_ids"]
+    sticky = store.records[("sticky(a+b)", 0.0, "mt_bench", "81")]["turns"]
+    assert sticky[1]["decision"] == {"drafter": sticky[0]["decision"]["drafter"], "assigned": True}
+
+
+def test_resume_skips_finished_records(tmp_path, bench_dir, target):
+    config = {**CONFIG, "benchmarks": ["gsm8k", "svamp"], "temperatures": [0.0], "baselines": ["generate"],
+              "runs": [{"policy": "plain"}, {"policy": "single", "drafters": ["a"]}]}
+    path = write_config(tmp_path, config)
+    out = tmp_path / "out"
+    calls = []
+
+    def progress(done, total, what):
+        calls.append(total)
+
+    run_experiment(load_eval_config(path, "small"), out, target, progress)
+    assert calls[-1] == 3 * 2 * 2     # runs x benchmarks x prompts
+    lines = (out / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+    calls.clear()
+    run_experiment(load_eval_config(path, "small"), out, target, progress)
+    assert calls == []                 # nothing left to do
+    (out / "records.jsonl").write_text("\n".join(lines[:10]) + "\n" + lines[10][:25])   # a torn last line
+    run_experiment(load_eval_config(path, "small"), out, target, progress)
+    assert calls[-1] == 2
+    assert (out / "records.jsonl").read_text().splitlines()[:10] == lines[:10]
+    calls.clear()
+    run_experiment(load_eval_config(path, "wide"), out, target, progress)   # a third prompt per benchmark
+    assert calls[-1] == 3 * 2
+    assert len(RecordStore(out / "records.jsonl").records) == 18
+
+
+def test_changed_settings_refuse_to_mix_records(tmp_path, bench_dir, target):
+    config = {**CONFIG, "benchmarks": ["svamp"], "temperatures": [0.0], "baselines": [], "runs": [{"policy": "plain"}]}
+    run_experiment(load_eval_config(write_config(tmp_path, config), "small"), tmp_path / "out", target)
+    changed = {**config, "max_new_tokens": 7}
+    with pytest.raises(ValueError, match="different settings"):
+        run_experiment(load_eval_config(write_config(tmp_path, changed), "small"), tmp_path / "out", target)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"runs": [{"policy": "telepathy"}]}, "unknown policy"),
+    ({"runs": [{"policy": "single", "drafters": ["a", "b"]}]}, "exactly one drafter"),
+    ({"runs": [{"policy": "confidence", "drafters": ["a", "zzz"]}]}, "undeclared drafter"),
+    ({"runs": [{"policy": "average", "drafters": ["a", "b"], "alphas": [1.0]}]}, "strictly between"),
+    ({"benchmarks": ["hellaswag"]}, "unknown benchmark"),
+    ({"temperatures": [-1.0]}, "temperatures"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_bad_configs_are_rejected_with_the_field(tmp_path, change, message):
+    path = write_config(tmp_path, {**CONFIG, **change})
+    with pytest.raises(ValueError, match=message) as info:
+        load_eval_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_profile(tmp_path):
+    with pytest.raises(ValueError, match="no profile 'huge'; available: small, wide"):
+        load_eval_config(write_config(tmp_path), "huge")
