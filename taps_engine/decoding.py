@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 
-from .acceptance import SamplingParams, accept_greedy, accept_sampling, sample_token
-from .drafter import Drafter, Proposer, TreeSettings
+from .acceptance import SamplingParams, sample_token
+from .drafter import Drafter, DrafterUnavailable, Proposer, TreeSettings
 from .head import DraftHead
 from .policies import Policy, make_policy
 from .target import Target
@@ -57,6 +57,16 @@ class GenerationResult:
         return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class StepEvent:
+    """Tokens committed by one step (the prefill's first token has no step record); the last event of a
+    stream carries the whole result."""
+
+    tokens: list[int]
+    step: StepRecord | None
+    result: GenerationResult | None = None
+
+
 class Decoder:
     """Speculative decoding with named drafters and a composition policy; `PlainDecoder` is the baseline."""
 
@@ -80,50 +90,78 @@ class Decoder:
             raise ValueError(f"prompt of {n_prompt} tokens + max_new_tokens {params.max_new_tokens} exceeds the "
                              f"target's context of {limit} tokens")
 
-    @torch.inference_mode()
     def generate(self, prompt: str | list[dict] | list[int], max_new_tokens: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0, top_k: int = 0, seed: int = 0, stop_on_eos: bool = True,
                  drafter: str | None = None) -> GenerationResult:
         """Decode `prompt` (text, chat messages or token ids); `drafter` names the drafter for `single` or the
         assignment for `sticky`."""
+        for event in self.stream(prompt, max_new_tokens, temperature, top_p, top_k, seed, stop_on_eos, drafter):
+            pass
+        return event.result
+
+    def stream(self, prompt: str | list[dict] | list[int], max_new_tokens: int = 128, temperature: float = 0.0,
+               top_p: float = 1.0, top_k: int = 0, seed: int = 0, stop_on_eos: bool = True,
+               drafter: str | None = None) -> Iterator[StepEvent]:
+        """`generate` one step at a time: an event per committed chunk, the last one carrying the result."""
         params = SamplingParams(max_new_tokens, temperature, top_p, top_k, seed, stop_on_eos)
         prompt_ids = self.target.encode_prompt(prompt)
         self._check_length(len(prompt_ids), params)
-        eos = self.target.eos_token_ids if stop_on_eos else set()
-        generator = torch.Generator().manual_seed(seed)
+        yield from self._decode(prompt_ids, params, drafter)
+
+    @torch.inference_mode()   # torch re-enters the mode around each resumption of the generator
+    def _decode(self, prompt_ids: list[int], params: SamplingParams, drafter: str | None) -> Iterator[StepEvent]:
+        eos = self.target.eos_token_ids if params.stop_on_eos else set()
+        generator = torch.Generator().manual_seed(params.seed)
         policy = copy.copy(self.policy)
         start = time.perf_counter()
 
         features, logits = self.verifier.prefill(prompt_ids)
         out = [sample_token(logits, params, generator)]
-        for d in self.drafters.values():
+        active = dict(self.drafters)
+        for d in active.values():
             d.reset()
             d.extend(prompt_ids[1:] + out, features)
-        decision = policy.start(self.drafters, drafter)
+        unavailable: list[str] = []
+        while True:
+            try:
+                decision = policy.start(active, drafter)
+                break
+            except DrafterUnavailable as e:
+                policy, drafter = self._drop(e.name, active, unavailable, policy), None
+        yield StepEvent(list(out), None)
         steps: list[StepRecord] = []
         while out[-1] not in eos and len(out) < params.max_new_tokens:
-            tree, used = policy.propose(self.drafters, self.tree)
-            logits, features = self.verifier.verify(out[-1], tree)
-            if params.greedy:
-                path, bonus = accept_greedy(logits, tree)
-            else:
-                path, bonus = accept_sampling(logits, tree, params, generator)
-            rows = [0] + [i + 1 for i in path]
-            self.verifier.commit(rows)
+            try:
+                tree, used = policy.propose(active, self.tree)
+            except DrafterUnavailable as e:
+                policy = self._drop(e.name, active, unavailable, policy)
+                continue
+            path, bonus, features = self.verifier.step(out[-1], tree, params, generator)
             new = tree.tokens[path].tolist() + [bonus]
-            for d in self.drafters.values():
-                d.extend(new, features[rows])
+            for d in active.values():
+                d.extend(new, features)
             steps.append(self._record(tree, path, bonus, used))
             n_before = len(out)
             out.extend(new)
             hit = next((i for i in range(n_before, len(out)) if out[i] in eos), None)
-            if hit is not None:
-                out = out[:hit + 1]
-        out = out[:params.max_new_tokens]
+            out = out[:params.max_new_tokens if hit is None else min(hit + 1, params.max_new_tokens)]
+            yield StepEvent(out[n_before:], steps[-1])
         finish = "eos" if out[-1] in eos else "length"
         text = self.target.tokenizer.decode(out, skip_special_tokens=True) if self.target.tokenizer else ""
-        return GenerationResult(prompt_ids, out, text, finish, steps, policy.name, decision,
-                                time.perf_counter() - start)
+        if unavailable:
+            decision = {**decision, "unavailable": unavailable}
+        yield StepEvent([], None, GenerationResult(prompt_ids, out, text, finish, steps, self.policy.name, decision,
+                                                   time.perf_counter() - start))
+
+    @staticmethod
+    def _drop(name: str, active: dict[str, Proposer], unavailable: list[str], policy: Policy) -> Policy:
+        """Continue without a failed drafter: multi-drafter policies keep the others; a policy that had chosen
+        it (single, sticky), or one left without drafters, decodes plainly. Output stays lossless either way."""
+        active.pop(name, None)
+        unavailable.append(name)
+        if not active or getattr(policy, "chosen", None) == name:
+            return make_policy("plain")
+        return policy
 
     def _record(self, tree, path: list[int], bonus: int, used: list[str]) -> StepRecord:
         accepted = torch.zeros(len(tree), dtype=torch.bool)

@@ -40,6 +40,14 @@ class TreeSettings:
         return self.total_tokens - 1
 
 
+class DrafterUnavailable(RuntimeError):
+    """A drafter (typically a remote one) failed: the decoding loop drops it and carries on without it."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"drafter {name!r} unavailable: {reason}")
+        self.name = name
+
+
 class Proposer(Protocol):
     """What the decoding loop needs from a drafter, in-process or remote."""
 

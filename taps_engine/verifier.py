@@ -7,19 +7,23 @@ from typing import Protocol, Sequence
 import torch
 from transformers import DynamicCache
 
+from .acceptance import SamplingParams, accept_greedy, accept_sampling
 from .kvcache import keep_positions
 from .target import Target
 from .tree import DraftTree
 
 
 class Verifier(Protocol):
-    """What the decoding loop needs from the target, in-process or remote."""
+    """What the decoding loop needs from the target, in-process or remote.
+
+    `step` verifies and accepts in one call, so a remote verifier ships back the accepted path and its features,
+    never the (1+N, V) logits.
+    """
 
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def verify(self, root: int, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def commit(self, path: Sequence[int]) -> None: ...
+    def step(self, root: int, tree: DraftTree, params: SamplingParams,
+             generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]: ...
 
 
 class TargetVerifier:
@@ -61,6 +65,20 @@ class TargetVerifier:
         mask = torch.cat([torch.ones(len(tree) + 1, prefix, dtype=torch.bool), ancestors], 1)
         features, logits = self._forward(ids, positions, mask[None, None].to(device), logits_from=0)
         return logits, features
+
+    @torch.no_grad()
+    def step(self, root: int, tree: DraftTree, params: SamplingParams,
+             generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]:
+        """Verify, accept losslessly, keep the accepted entries: (path of node indices, bonus token, features of
+        the root and the accepted nodes)."""
+        logits, features = self.verify(root, tree)
+        if params.greedy:
+            path, bonus = accept_greedy(logits, tree)
+        else:
+            path, bonus = accept_sampling(logits, tree, params, generator)
+        rows = [0] + [i + 1 for i in path]
+        self.commit(rows)
+        return path, bonus, features[rows]
 
     def commit(self, path: Sequence[int]) -> None:
         """Keep the committed prefix plus the verified entries `path` (0 = root, i+1 = node i)."""

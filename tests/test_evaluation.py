@@ -148,6 +148,10 @@ def test_resume_skips_finished_records(tmp_path, bench_dir, target):
     run_experiment(load_eval_config(path, "wide"), out, target, progress)   # a third prompt per benchmark
     assert calls[-1] == 3 * 2
     assert len(RecordStore(out / "records.jsonl").records) == 18
+    calls.clear()
+    retrained = {**config, "drafters": {"a": {"seed": 5}, "b": {"seed": 1}}}
+    run_experiment(load_eval_config(write_config(tmp_path, retrained), "small"), out, target, progress)
+    assert calls[-1] == 2 * 2          # only the run whose drafter changed is generated again
 
 
 def test_changed_settings_refuse_to_mix_records(tmp_path, bench_dir, target):

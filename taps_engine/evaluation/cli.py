@@ -42,7 +42,7 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
     runs = expand_runs(cfg)
     items = {b: load_benchmark(b, cfg.n_prompts) for b in cfg.benchmarks}
     store = RecordStore(out_dir / "records.jsonl")
-    rows = aggregate(runs, store.records, items)
+    rows = aggregate(runs, store.current(runs), items)
     if not rows:
         raise ValueError(f"{out_dir} has no records for this config yet")
     tables = tau_tables(rows, runs, cfg.benchmarks)

@@ -124,7 +124,8 @@ class EvalConfig(Strict):
 
 
 def load_eval_config(path: str | Path, profile: str | None = None) -> EvalConfig:
-    """The file's top-level settings, overlaid with one entry of its `profiles` mapping (e.g. small, paper)."""
+    """The file's top-level settings, overlaid with one entry of its `profiles` mapping (e.g. small, paper);
+    a profile's `extra_runs` are appended to the runs."""
     raw = read_yaml(path)
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, dict):
@@ -135,5 +136,9 @@ def load_eval_config(path: str | Path, profile: str | None = None) -> EvalConfig
         overlay = profiles[profile] or {}
         if not isinstance(overlay, dict):
             raise ValueError(f"{path}: profile {profile!r} must be a mapping")
+        extra = overlay.pop("extra_runs", None) or []
+        if not isinstance(extra, list):
+            raise ValueError(f"{path}: profile {profile!r}: extra_runs must be a list of runs")
         raw = {**raw, **overlay, "name": f"{raw.get('name', 'eval')}-{profile}"}
+        raw["runs"] = list(raw.get("runs") or []) + extra
     return validate(EvalConfig, raw, path)

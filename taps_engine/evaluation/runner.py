@@ -43,6 +43,7 @@ class Run:
     temperatures: list[float]
     spec: RunSpec | None = None
     alpha: float | None = None
+    setup: str = ""      # hash of what this run's outputs depend on beyond the experiment's fingerprint
 
     @property
     def is_baseline(self) -> bool:
@@ -52,6 +53,14 @@ class Run:
 def expand_runs(cfg: EvalConfig) -> list[Run]:
     """Rows in config order, `average` expanded per alpha, baselines last; ids are unique."""
     methods = {name: spec.resolved_method() for name, spec in cfg.drafters.items()}
+
+    def setup(spec: RunSpec | None, alpha: float | None = None) -> str:
+        key = {"run": spec.model_dump(mode="json", exclude={"label", "temperatures"}) if spec else None,
+               "tree": (spec.tree or cfg.tree).model_dump() if spec else None, "alpha": alpha,
+               "drafters": [[str(cfg.drafters[d].path), methods[d], cfg.drafters[d].seed]
+                            for d in (spec.drafters if spec else [])]}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
     runs: list[Run] = []
     for spec in cfg.runs:
         temps = spec.temperatures or cfg.temperatures
@@ -63,12 +72,12 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
             for alpha in spec.alphas:
                 rid = f"avg({','.join(spec.drafters)})@{alpha:g}{suffix}"
                 runs.append(Run(rid, f"{spec.label}@{alpha:g}" if spec.label else rid, method, drafter, AVERAGE,
-                                temps, spec, alpha))
+                                temps, spec, alpha, setup(spec, alpha)))
             continue
         rid = ("plain" if spec.policy == "plain" else drafter if spec.policy == "single"
                else f"{spec.policy}({drafter})") + suffix
-        runs.append(Run(rid, spec.label or rid, method, drafter, spec.policy, temps, spec))
-    runs += [Run(f"hf-{b}", f"transformers {b}", "transformers", "-", b, list(cfg.temperatures))
+        runs.append(Run(rid, spec.label or rid, method, drafter, spec.policy, temps, spec, setup=setup(spec)))
+    runs += [Run(f"hf-{b}", f"transformers {b}", "transformers", "-", b, list(cfg.temperatures), setup=setup(None))
              for b in cfg.baselines]
     ids = [r.id for r in runs]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
@@ -78,10 +87,9 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
 
 
 def fingerprint(cfg: EvalConfig) -> str:
-    """What makes stored records reusable: changing any of it would change their outputs."""
-    key = {"target": cfg.target, "dtype": cfg.dtype, "seed": cfg.seed, "tree": cfg.tree.model_dump(),
-           "max_new_tokens": cfg.max_new_tokens,
-           "drafters": {n: [str(s.path), s.resolved_method(), s.seed] for n, s in sorted(cfg.drafters.items())}}
+    """Settings every record depends on; a run's own drafters and tree are in its `setup` hash, so runs and
+    drafters can be added to an experiment later without invalidating the rest."""
+    key = {"target": cfg.target, "dtype": cfg.dtype, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -110,8 +118,13 @@ class RecordStore:
         if len(good) != len(lines):
             atomic_write(path, lambda tmp: Path(tmp).write_text("".join(g + "\n" for g in good)))
 
-    def __contains__(self, key: tuple) -> bool:
-        return key in self.records
+    def done(self, key: tuple, setup: str) -> bool:
+        """Stored, and produced by the same run setup (a changed run is generated again)."""
+        return key in self.records and self.records[key].get("setup") == setup
+
+    def current(self, runs: list["Run"]) -> dict[tuple, dict]:
+        setups = {r.id: r.setup for r in runs}
+        return {k: v for k, v in self.records.items() if setups.get(v["run"]) == v.get("setup")}
 
     def append(self, rec: dict) -> None:
         with self.path.open("a") as f:
@@ -146,7 +159,7 @@ def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: li
     selections, _ = drafter_step_counts(results)
     answer = extract_answer(item.benchmark, results[-1].text) if item.answer is not None else None
     return {
-        "run": run.id, "temperature": float(temperature), "benchmark": item.benchmark, "item": item.id,
+        "run": run.id, "setup": run.setup, "temperature": float(temperature), "benchmark": item.benchmark, "item": item.id,
         "new_tokens": sum(len(r.token_ids) for r in results), "seconds": sum(r.seconds for r in results),
         "n_steps": len(steps), "committed": sum(s.acceptance_length for s in steps),
         "verified_nodes": sum(s.tree_size for s in steps),
@@ -232,7 +245,7 @@ def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[Benchma
             for index, item in enumerate(items[benchmark]):
                 for run in runs:
                     if temperature in run.temperatures and \
-                            record_key(run.id, temperature, benchmark, item.id) not in store:
+                            not store.done(record_key(run.id, temperature, benchmark, item.id), run.setup):
                         yield temperature, item, index, run
 
 
@@ -245,8 +258,8 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
     if manifest.exists():
         previous = json.loads(manifest.read_text()).get("fingerprint")
         if previous != fp:
-            raise ValueError(f"{out_dir} holds records of different settings (target, dtype, seed, tree, "
-                             "max_new_tokens or drafters changed); use another --out")
+            raise ValueError(f"{out_dir} holds records of different settings (target, dtype, seed or "
+                             "max_new_tokens changed); use another --out")
     atomic_write(manifest, lambda tmp: Path(tmp).write_text(json.dumps(
         {"fingerprint": fp, "config": cfg.model_dump(mode="json")}, indent=2)))
     runs = expand_runs(cfg)

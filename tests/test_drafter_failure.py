@@ -1,0 +1,67 @@
+"""A drafter failing mid-request is dropped: the request completes, losslessly, with the remaining drafters."""
+
+import pytest
+
+from taps_engine import Decoder, PlainDecoder, TreeSettings
+from taps_engine.drafter import Drafter, DrafterUnavailable
+from tiny import oracle_head, tiny_target
+
+
+class FailingAfter:
+    """A real drafter that becomes unavailable after `n` proposals (like a deleted remote application)."""
+
+    def __init__(self, drafter: Drafter, n: int, fail_agreement: bool = False) -> None:
+        self.inner, self.n, self.fail_agreement = drafter, n, fail_agreement
+
+    def reset(self):
+        self.inner.reset()
+
+    def extend(self, tokens, features):
+        self.inner.extend(tokens, features)
+
+    def prompt_agreement(self):
+        if self.fail_agreement:
+            raise DrafterUnavailable(self.inner.name, "replica gone")
+        return self.inner.prompt_agreement()
+
+    def propose(self, settings):
+        if self.n == 0:
+            raise DrafterUnavailable(self.inner.name, "replica gone")
+        self.n -= 1
+        return self.inner.propose(settings)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+
+
+def drafters(target, fail, n=2, fail_agreement=False):
+    heads = {"a": oracle_head(target), "b": oracle_head(target, noise=0.3, seed=1)}
+    return {name: FailingAfter(Drafter(name, h, target), n, fail_agreement) if name in fail
+            else Drafter(name, h, target) for name, h in heads.items()}
+
+
+@pytest.mark.parametrize("policy, fail, dropped, falls_back_to_plain", [
+    ("confidence", {"a"}, ["a"], False), ("merged-trie", {"b"}, ["b"], False),
+    ("merged-concat", {"a", "b"}, ["a", "b"], True), ("single", {"a"}, ["a"], True),
+    ("sticky", {"a", "b"}, ["a"], True),   # only the chosen drafter drafts, so only it is found failing
+])
+def test_request_completes_without_the_failed_drafter(target, policy, fail, dropped, falls_back_to_plain):
+    prompt = [0, 5, 17, 33, 8]
+    expected = PlainDecoder(target).generate(prompt, max_new_tokens=24, stop_on_eos=False).token_ids
+    result = Decoder(target, drafters(target, fail), policy, TreeSettings(8, 3, 2)).generate(
+        prompt, max_new_tokens=24, stop_on_eos=False)
+    assert result.token_ids == expected
+    assert sorted(result.decision["unavailable"]) == dropped
+    late = result.steps[3:]
+    assert all(not set(s.drafters) & fail for s in late)
+    assert all(s.tree_size == 0 for s in late) == falls_back_to_plain
+
+
+def test_sticky_exploration_skips_a_failed_drafter(target):
+    result = Decoder(target, drafters(target, {"a"}, fail_agreement=True), "sticky", TreeSettings(8, 3, 2)).generate(
+        [0, 5, 17, 33, 8], max_new_tokens=16, stop_on_eos=False)
+    assert result.decision["drafter"] == "b" and result.decision["unavailable"] == ["a"]
+    assert result.token_ids == PlainDecoder(target).generate([0, 5, 17, 33, 8], max_new_tokens=16,
+                                                             stop_on_eos=False).token_ids
