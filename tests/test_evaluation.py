@@ -182,3 +182,17 @@ def test_bad_configs_are_rejected_with_the_field(tmp_path, change, message):
 def test_unknown_profile(tmp_path):
     with pytest.raises(ValueError, match="no profile 'huge'; available: small, wide"):
         load_eval_config(write_config(tmp_path), "huge")
+
+
+def test_run_filter_generates_only_matching_runs(tmp_path, bench_dir, target):
+    config = {**CONFIG, "benchmarks": ["svamp"], "temperatures": [0.0], "baselines": ["generate"],
+              "drafters": {"a": {"seed": 0}, "b": {"path": str(tmp_path / "not-trained-yet")}},
+              "runs": [{"policy": "plain"}, {"policy": "single", "drafters": ["a"]},
+                       {"policy": "single", "drafters": ["b"]}]}
+    path = write_config(tmp_path, config)
+    store = run_experiment(load_eval_config(path, "small"), tmp_path / "out", target, only=r"^(?!b$)")
+    assert {k[0] for k in store.records} == {"plain", "a", "hf-generate"}
+    with pytest.raises(ValueError, match="does not exist"):
+        run_experiment(load_eval_config(path, "small"), tmp_path / "out", target)
+    with pytest.raises(ValueError, match="no run id matches"):
+        run_experiment(load_eval_config(path, "small"), tmp_path / "out", target, only="zzz")

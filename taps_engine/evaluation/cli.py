@@ -70,6 +70,7 @@ def eval_command(
     profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config, e.g. small or paper."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: results/<name>)."),
     report_only: bool = typer.Option(False, "--report-only", help="Rebuild tables and plots from stored records."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="Only the runs whose id matches this regex."),
 ) -> None:
     """Run an evaluation matrix (resumable) and write records.json, τ tables (Markdown + JSON) and plots."""
     command = "taps " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -90,7 +91,7 @@ def eval_command(
                 task = bar.add_task("evaluating", total=None)
                 run_experiment(cfg, out_dir, target,
                                progress=lambda done, total, what: bar.update(task, completed=done, total=total,
-                                                                             description=what))
+                                                                             description=what), only=runs)
             write_json(stored_env, env)
         written = write_report(cfg, out_dir, command, env)
     except ValueError as e:

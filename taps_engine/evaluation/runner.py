@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +196,11 @@ def conversation(generate: Generate, item: BenchmarkItem, temperature: float, se
     return results
 
 
-def load_heads(cfg: EvalConfig, target: Target) -> dict[str, DraftHead]:
+def load_heads(cfg: EvalConfig, target: Target, names: set[str]) -> dict[str, DraftHead]:
     heads = {}
     for name, spec in cfg.drafters.items():
+        if name not in names:
+            continue
         if spec.path is None:
             heads[name] = DraftHead.random(target.model, seed=spec.seed)
         elif not spec.path.exists():
@@ -250,8 +253,10 @@ def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[Benchma
 
 
 def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
-                   progress: Callable[[int, int, str], None] = lambda done, total, what: None) -> RecordStore:
-    """Generate every missing record of the matrix into `out_dir/records.jsonl`."""
+                   progress: Callable[[int, int, str], None] = lambda done, total, what: None,
+                   only: str | None = None) -> RecordStore:
+    """Generate every missing record of the matrix into `out_dir/records.jsonl` (`only`: a regex selecting
+    run ids, e.g. to start before every drafter is trained; only the drafters those runs use are loaded)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "experiment.json"
     fp = fingerprint(cfg)
@@ -263,12 +268,20 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
     atomic_write(manifest, lambda tmp: Path(tmp).write_text(json.dumps(
         {"fingerprint": fp, "config": cfg.model_dump(mode="json")}, indent=2)))
     runs = expand_runs(cfg)
+    if only is not None:
+        try:
+            pattern = re.compile(only)
+        except re.error as e:
+            raise ValueError(f"--runs {only!r} is not a valid regular expression: {e}") from e
+        runs = [r for r in runs if pattern.search(r.id)]
+        if not runs:
+            raise ValueError(f"no run id matches {only!r}")
     items = {b: load_benchmark(b, cfg.n_prompts) for b in cfg.benchmarks}
     store = RecordStore(out_dir / "records.jsonl")
     work = list(pending_work(cfg, runs, items, store))
     if not work:
         return store
-    heads = load_heads(cfg, target)
+    heads = load_heads(cfg, target, {d for r in runs if r.spec for d in r.spec.drafters})
     generators = {run.id: make_generator(run, cfg, target, heads) for run in runs}
     for done, (temperature, item, index, run) in enumerate(work):
         progress(done, len(work), f"T={temperature:g} {item.benchmark} #{index + 1} {run.label}")
