@@ -27,6 +27,19 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(resolve_target_path(DEFAULT_TARGET))
 
 
+@pytest.fixture(scope="session")
+def real_data():
+    """The real data dir (TAPS_DATA_DIR or ../shared/data); skips when the evaluation files are absent."""
+    from taps_engine.benchmarks import BENCHMARK_FILES
+    from taps_engine.settings import data_dir
+
+    root = data_dir()
+    missing = [rel for rel in BENCHMARK_FILES.values() if not (root / rel).is_file()]
+    if missing:
+        pytest.skip(f"no evaluation data under {root} (missing {', '.join(missing)})")
+    return root
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A tiny GSM8K/MATH train data dir and a scratch TAPS_HOME."""

@@ -14,17 +14,6 @@ from taps_engine.benchmarks import (
     format_number,
     load_benchmark,
 )
-from taps_engine.settings import data_dir as settings_data_dir
-
-
-@pytest.fixture(scope="module")
-def real_data():
-    """The real data dir (TAPS_DATA_DIR or ../shared/data); skips when the evaluation files are absent."""
-    root = settings_data_dir()
-    missing = [rel for rel in BENCHMARK_FILES.values() if not (root / rel).is_file()]
-    if missing:
-        pytest.skip(f"no evaluation data under {root} (missing {', '.join(missing)})")
-    return root
 
 
 def test_paper_column_order():
