@@ -283,6 +283,11 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
         return store
     heads = load_heads(cfg, target, {d for r in runs if r.spec for d in r.spec.drafters})
     generators = {run.id: make_generator(run, cfg, target, heads) for run in runs}
+    warm_up = [{"role": "user", "content": "Hello!"}]
+    for run_id, generate in generators.items():   # first calls pay one-time costs: keep them out of tokens/s
+        progress(0, len(work), f"warming up {run_id}")
+        with torch.inference_mode():
+            generate(warm_up, 0.0, 0, None)
     for done, (temperature, item, index, run) in enumerate(work):
         progress(done, len(work), f"T={temperature:g} {item.benchmark} #{index + 1} {run.label}")
         with torch.inference_mode():
