@@ -107,7 +107,7 @@ def average_sweep(rows: list[dict], runs: list[Run], benchmarks: list[str], path
 
 def merged_nodes(rows: list[dict], runs: list[Run], path: Path) -> None:
     """τ against the draft nodes actually verified per step: what each merge buys for its verification cost."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 4))
     for run in runs:
         if not (run.policy.startswith("merged") or run.policy == "single"):
             continue
@@ -118,6 +118,7 @@ def merged_nodes(rows: list[dict], runs: list[Run], path: Path) -> None:
         ax.scatter(nodes, _mean_tau(mine, run.id), marker="s" if run.policy == "single" else "o")
         ax.annotate(run.label, (nodes, _mean_tau(mine, run.id)), fontsize=6, xytext=(3, 3),
                     textcoords="offset points")
+    ax.margins(x=0.5, y=0.15)   # room for the labels
     ax.set_xlabel("draft nodes verified per step")
     ax.set_ylabel("τ (mean over benchmarks)")
     _save(fig, path)
