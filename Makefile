@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROMPT ?= A farmer has 17 sheep and buys 5 more. How many sheep does he have now?
 
-.PHONY: install run test bench-speed protos clean
+.PHONY: install run test bench-speed protos serve k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,14 @@ bench-speed: install
 # regenerate services/protos_gen/ after editing protos/taps/v1/taps.proto (tests fail while it is stale)
 protos: install
 	$(PY) services/gen_protos.py
+
+# the whole serving system on a local Ray (embedded defaults), gRPC on 127.0.0.1:9000 until Ctrl-C
+serve: install
+	$(VENV)/bin/taps serve
+
+# regenerate the KubeRay manifest from its serving config (tests fail while it is stale)
+k8s: install
+	$(VENV)/bin/taps serve --config configs/serve/gpu.yaml --emit-rayservice k8s/rayservice.yaml --image taps:0.1.0
 
 clean:
 	rm -rf $(VENV) *.egg-info

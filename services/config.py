@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Literal, Optional
 
+import torch
 from pydantic import Field, field_validator, model_validator
 
 from taps_engine.configfile import Strict, load_yaml_config
@@ -109,6 +110,9 @@ class RouterConfig(Strict):
     redis_url: Optional[str] = None               # None: an in-process assignment cache per router replica
     assignment_ttl_s: float = Field(86400.0, gt=0)
     assignment_cache_size: int = Field(100_000, ge=1)  # in-process cache bound (without Redis)
+    drafter_timeout_s: float = Field(10.0, gt=0)  # one drafter call; past it the request goes on without it
+    verifier_timeout_s: float = Field(120.0, gt=0)  # one verifier call; past it the request fails (UNAVAILABLE)
+    request_timeout_s: Optional[float] = Field(None, gt=0)  # whole request, at the gRPC proxy: DEADLINE_EXCEEDED
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @field_validator("redis_url")
@@ -186,8 +190,12 @@ def load_serve_config(path: str | Path) -> ServeConfig:
 
 
 def embedded_defaults() -> ServeConfig:
-    """The no-config system: the default target, with the trained math/chat heads from the cache dir if present."""
+    """The no-config system: the default target, with the trained math/chat heads from the cache dir if present,
+    and without a GPU the CPU-sized tree (`make run`'s: a 16-node tree costs ~1.15x one token on CPU, the paper's
+    60 nodes much more)."""
     config = ServeConfig()
+    if not torch.cuda.is_available():
+        config.tree = TreeConfig(total_tokens=16, depth=4, top_k=4)
     for name, drafter in config.drafters.items():
         trained = taps_home() / "drafters" / f"smollm2-eagle2-{name}"
         if config.target == DEFAULT_TARGET and (trained / "config.json").exists():

@@ -6,7 +6,9 @@ the committed files differ.
 
 protoc writes `from taps.v1 import taps_pb2` into the `_pb2_grpc` module, which only resolves with
 services/protos_gen itself on sys.path. We rewrite it to a relative import so the code imports as the package
-`services.protos_gen.taps.v1` from anywhere the project is installed (Ray Serve's gRPC proxy included).
+`services.protos_gen.taps.v1` from anywhere the project is installed (Ray Serve's gRPC proxy included). The
+message classes are likewise renamed into that package (`__module__`): Ray Serve's gRPC proxy pickles the parsed
+request to hand it to a replica, and pickle finds a class by its module name.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 PROTO = Path("taps/v1/taps.proto")
 OUT = ROOT / "services" / "protos_gen"
+PACKAGE = "services.protos_gen"  # where OUT imports from
 
 _INIT = '"""Generated from protos/{proto} by services/gen_protos.py: do not edit, regenerate."""\n'
 
@@ -45,6 +48,15 @@ def _relative_imports(path: Path) -> None:
     path.write_text(fixed)
 
 
+def _module_name(path: Path) -> None:
+    module = ".".join(PROTO.with_suffix("").parts) + "_pb2"    # taps.v1.taps_pb2
+    text = path.read_text()
+    needle = f"(DESCRIPTOR, '{module}', _globals)"
+    if needle not in text:
+        raise RuntimeError(f"{path.name}: no message builder call naming {module}")
+    path.write_text(text.replace(needle, f"(DESCRIPTOR, '{PACKAGE}.{module}', _globals)"))
+
+
 def generate(out: Path = OUT) -> list[Path]:
     """Write the generated package under `out` (replacing what was there); returns the files, sorted."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,6 +64,8 @@ def generate(out: Path = OUT) -> list[Path]:
         _protoc(staged)
         for grpc_module in staged.rglob("*_pb2_grpc.py"):
             _relative_imports(grpc_module)
+        for messages_module in staged.rglob("*_pb2.py"):
+            _module_name(messages_module)
         package_dir = staged
         for part in (*PROTO.parent.parts, None):
             (package_dir / "__init__.py").write_text(_INIT.format(proto=PROTO))

@@ -209,3 +209,7 @@ _register_training_commands(app)
 from .evaluation.cli import register as _register_eval_command  # noqa: E402
 
 _register_eval_command(app)
+
+from services.cli import register as _register_serving_commands  # noqa: E402  (serving builds on the engine)
+
+_register_serving_commands(app)

@@ -301,20 +301,22 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class VerifierInfo(_message.Message):
-    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype")
+    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_POSITION_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
     target: str
     vocab_size: int
     hidden_size: int
     max_position_embeddings: int
     eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
-    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ...) -> None: ...
+    sessions: int
+    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ...) -> None: ...
 
 class Acceptance(_message.Message):
     __slots__ = ("sampling", "rng_state")
@@ -325,69 +327,43 @@ class Acceptance(_message.Message):
     def __init__(self, sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., rng_state: _Optional[bytes] = ...) -> None: ...
 
 class PrefillRequest(_message.Message):
-    __slots__ = ("session_id", "prompt_ids", "accept")
+    __slots__ = ("session_id", "prompt_ids")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
-    ACCEPT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
-    accept: Acceptance
-    def __init__(self, session_id: _Optional[str] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., accept: _Optional[_Union[Acceptance, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., prompt_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PrefillResponse(_message.Message):
-    __slots__ = ("features", "logits", "first_token", "rng_state")
+    __slots__ = ("features", "logits")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     LOGITS_FIELD_NUMBER: _ClassVar[int]
-    FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    RNG_STATE_FIELD_NUMBER: _ClassVar[int]
     features: Tensor
     logits: Tensor
-    first_token: int
-    rng_state: bytes
-    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., first_token: _Optional[int] = ..., rng_state: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("session_id", "context_ids", "tree", "accept", "step")
+    __slots__ = ("session_id", "context_ids", "tree", "accept")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_IDS_FIELD_NUMBER: _ClassVar[int]
     TREE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     context_ids: _containers.RepeatedScalarFieldContainer[int]
     tree: DraftTree
     accept: Acceptance
-    step: int
-    def __init__(self, session_id: _Optional[str] = ..., context_ids: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[DraftTree, _Mapping]] = ..., accept: _Optional[_Union[Acceptance, _Mapping]] = ..., step: _Optional[int] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., context_ids: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[DraftTree, _Mapping]] = ..., accept: _Optional[_Union[Acceptance, _Mapping]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("logits", "features", "path", "bonus_token", "rng_state", "rebuilt")
-    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("features", "path", "bonus_token", "rng_state", "rebuilt")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     BONUS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RNG_STATE_FIELD_NUMBER: _ClassVar[int]
     REBUILT_FIELD_NUMBER: _ClassVar[int]
-    logits: Tensor
     features: Tensor
     path: _containers.RepeatedScalarFieldContainer[int]
     bonus_token: int
     rng_state: bytes
     rebuilt: bool
-    def __init__(self, logits: _Optional[_Union[Tensor, _Mapping]] = ..., features: _Optional[_Union[Tensor, _Mapping]] = ..., path: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., rng_state: _Optional[bytes] = ..., rebuilt: _Optional[bool] = ...) -> None: ...
-
-class CommitRequest(_message.Message):
-    __slots__ = ("session_id", "step", "rows")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    ROWS_FIELD_NUMBER: _ClassVar[int]
-    session_id: str
-    step: int
-    rows: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, session_id: _Optional[str] = ..., step: _Optional[int] = ..., rows: _Optional[_Iterable[int]] = ...) -> None: ...
-
-class CommitResponse(_message.Message):
-    __slots__ = ("applied",)
-    APPLIED_FIELD_NUMBER: _ClassVar[int]
-    applied: bool
-    def __init__(self, applied: _Optional[bool] = ...) -> None: ...
+    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., path: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., rng_state: _Optional[bytes] = ..., rebuilt: _Optional[bool] = ...) -> None: ...

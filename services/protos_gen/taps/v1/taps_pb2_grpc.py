@@ -429,13 +429,11 @@ class VerifierStub:
 
     A verifier session holds the target's KV cache for every committed token except the last (the root of the next
     tree). Prefill and Verify carry the session's whole committed sequence: token ids are cheap, and a replica
-    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a fresh prefill, or a forward over
-    the missing suffix) before verifying, so a miss costs compute, never correctness.
+    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a forward over the missing suffix,
+    or a fresh prefill) before verifying, so a miss costs compute, never correctness.
 
-    Two ways to run acceptance: without `accept`, Verify returns every row's logits and features, the caller accepts
-    and then sends Commit (the engine's three-call Verifier interface). With `accept`, the verifier accepts
-    (taps_engine.acceptance), commits the accepted rows itself and returns only the path, the bonus token and the
-    accepted rows' features: one round trip per step and no vocabulary-sized transfer.
+    Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
+    round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
     """
 
     def __init__(self, channel):
@@ -459,11 +457,6 @@ class VerifierStub:
                 request_serializer=taps_dot_v1_dot_taps__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=taps_dot_v1_dot_taps__pb2.VerifyResponse.FromString,
                 _registered_method=True)
-        self.Commit = channel.unary_unary(
-                '/taps.v1.Verifier/Commit',
-                request_serializer=taps_dot_v1_dot_taps__pb2.CommitRequest.SerializeToString,
-                response_deserializer=taps_dot_v1_dot_taps__pb2.CommitResponse.FromString,
-                _registered_method=True)
         self.Release = channel.unary_unary(
                 '/taps.v1.Verifier/Release',
                 request_serializer=taps_dot_v1_dot_taps__pb2.ReleaseRequest.SerializeToString,
@@ -476,13 +469,11 @@ class VerifierServicer:
 
     A verifier session holds the target's KV cache for every committed token except the last (the root of the next
     tree). Prefill and Verify carry the session's whole committed sequence: token ids are cheap, and a replica
-    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a fresh prefill, or a forward over
-    the missing suffix) before verifying, so a miss costs compute, never correctness.
+    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a forward over the missing suffix,
+    or a fresh prefill) before verifying, so a miss costs compute, never correctness.
 
-    Two ways to run acceptance: without `accept`, Verify returns every row's logits and features, the caller accepts
-    and then sends Commit (the engine's three-call Verifier interface). With `accept`, the verifier accepts
-    (taps_engine.acceptance), commits the accepted rows itself and returns only the path, the bonus token and the
-    accepted rows' features: one round trip per step and no vocabulary-sized transfer.
+    Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
+    round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
     """
 
     def Info(self, request, context):
@@ -498,12 +489,6 @@ class VerifierServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Verify(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Commit(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -533,11 +518,6 @@ def add_VerifierServicer_to_server(servicer, server):
                     request_deserializer=taps_dot_v1_dot_taps__pb2.VerifyRequest.FromString,
                     response_serializer=taps_dot_v1_dot_taps__pb2.VerifyResponse.SerializeToString,
             ),
-            'Commit': grpc.unary_unary_rpc_method_handler(
-                    servicer.Commit,
-                    request_deserializer=taps_dot_v1_dot_taps__pb2.CommitRequest.FromString,
-                    response_serializer=taps_dot_v1_dot_taps__pb2.CommitResponse.SerializeToString,
-            ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
                     request_deserializer=taps_dot_v1_dot_taps__pb2.ReleaseRequest.FromString,
@@ -556,13 +536,11 @@ class Verifier:
 
     A verifier session holds the target's KV cache for every committed token except the last (the root of the next
     tree). Prefill and Verify carry the session's whole committed sequence: token ids are cheap, and a replica
-    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a fresh prefill, or a forward over
-    the missing suffix) before verifying, so a miss costs compute, never correctness.
+    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a forward over the missing suffix,
+    or a fresh prefill) before verifying, so a miss costs compute, never correctness.
 
-    Two ways to run acceptance: without `accept`, Verify returns every row's logits and features, the caller accepts
-    and then sends Commit (the engine's three-call Verifier interface). With `accept`, the verifier accepts
-    (taps_engine.acceptance), commits the accepted rows itself and returns only the path, the bonus token and the
-    accepted rows' features: one round trip per step and no vocabulary-sized transfer.
+    Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
+    round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
     """
 
     @staticmethod
@@ -636,33 +614,6 @@ class Verifier:
             '/taps.v1.Verifier/Verify',
             taps_dot_v1_dot_taps__pb2.VerifyRequest.SerializeToString,
             taps_dot_v1_dot_taps__pb2.VerifyResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Commit(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/taps.v1.Verifier/Commit',
-            taps_dot_v1_dot_taps__pb2.CommitRequest.SerializeToString,
-            taps_dot_v1_dot_taps__pb2.CommitResponse.FromString,
             options,
             channel_credentials,
             insecure,

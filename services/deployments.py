@@ -1,0 +1,71 @@
+"""Ray Serve deployments for the drafter and verifier servers: protobuf bytes in, protobuf bytes out.
+
+The servers (services/drafter_server.py, services/verifier_server.py) hold the logic; these wrappers only parse
+and serialize, so the same messages that the protocol defines are what crosses the Ray object store. Methods are
+sync: Ray Serve runs them in a thread pool, so one replica serves several sessions at once.
+
+Application builders (`import_path` in a Serve config) take the servers' constructor arguments as `args`.
+"""
+
+from __future__ import annotations
+
+from ray import serve
+
+from .drafter_server import DrafterServer
+from .protos_gen.taps.v1 import taps_pb2 as pb
+from .verifier_server import VerifierServer
+
+VERIFIER_APP = "verifier"
+ROUTER_APP = "router"
+
+
+def drafter_app_name(name: str) -> str:
+    return f"drafter-{name}"
+
+
+@serve.deployment(name="Drafter")
+class DrafterDeployment:
+    def __init__(self, name: str, head_path: str | None, target: str, dtype: str = "auto", cache_size: int = 64,
+                 method: str = "eagle2") -> None:
+        self.server = DrafterServer(name, head_path, target, dtype, cache_size, method)
+
+    def Info(self, data: bytes) -> bytes:
+        return self.server.Info(pb.InfoRequest.FromString(data)).SerializeToString()
+
+    def Propose(self, data: bytes) -> bytes:
+        return self.server.Propose(pb.ProposeRequest.FromString(data)).SerializeToString()
+
+    def PromptAgreement(self, data: bytes) -> bytes:
+        return self.server.PromptAgreement(pb.PromptAgreementRequest.FromString(data)).SerializeToString()
+
+    def Release(self, data: bytes) -> bytes:
+        return self.server.Release(pb.ReleaseRequest.FromString(data)).SerializeToString()
+
+
+@serve.deployment(name="Verifier")
+class VerifierDeployment:
+    def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32) -> None:
+        self.server = VerifierServer(target, dtype, cache_size)
+
+    def Info(self, data: bytes) -> bytes:
+        return self.server.Info(pb.InfoRequest.FromString(data)).SerializeToString()
+
+    def Prefill(self, data: bytes) -> bytes:
+        return self.server.Prefill(pb.PrefillRequest.FromString(data)).SerializeToString()
+
+    def Verify(self, data: bytes) -> bytes:
+        return self.server.Verify(pb.VerifyRequest.FromString(data)).SerializeToString()
+
+    def Release(self, data: bytes) -> bytes:
+        return self.server.Release(pb.ReleaseRequest.FromString(data)).SerializeToString()
+
+
+def build_drafter(args: dict, options: dict | None = None) -> serve.Application:
+    """`import_path: services.deployments:build_drafter`; args: name, head_path, target, dtype, cache_size, method.
+    `options` (deployment options) is for direct use; a Serve config sets them in its `deployments` section."""
+    return DrafterDeployment.options(**(options or {})).bind(**args)
+
+
+def build_verifier(args: dict, options: dict | None = None) -> serve.Application:
+    """`import_path: services.deployments:build_verifier`; args: target, dtype, cache_size."""
+    return VerifierDeployment.options(**(options or {})).bind(**args)

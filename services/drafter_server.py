@@ -1,0 +1,102 @@
+"""One drafter behind the internal `Drafter` protocol: a draft head, per-session draft state, the offset protocol.
+
+A draft head borrows the target's frozen input embedding and LM head, so a replica loads those two matrices of the
+target and nothing else of it (services/light_target.py); only the head's own weights differ between drafter
+applications. Each generation request is one session: a `Drafter`
+(taps_engine.drafter) with its own KV cache, kept in a bounded LRU so a replica serves many requests at once.
+
+The router sends only the (feature, token) pairs a session has not consumed yet, with their offset in the
+session's history. A replica that cannot apply them (restarted, evicted the session, or never saw it because a
+request was routed elsewhere) answers `StateMiss` with the offset it needs, and the router resends from there, so
+losing state costs one extra round trip and never a wrong draft.
+
+This class speaks protobuf messages and knows nothing of Ray; services/deployments.py wraps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from taps_engine.drafter import Drafter
+from taps_engine.head import DraftHead, load_head
+
+from .light_target import load_embedding_target
+from .protos_gen.taps.v1 import taps_pb2 as pb
+from .sessions import SessionCache
+from .tensors import from_proto
+from .trees import settings_from_proto, tree_to_proto
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrafterSession:
+    drafter: Drafter
+    pairs: int = 0  # history pairs consumed so far
+
+
+class DrafterServer:
+    def __init__(self, name: str, head_path: str | Path | None, target_spec: str, dtype: str = "auto",
+                 cache_size: int = 64, method: str = "eagle2") -> None:
+        self.name = name
+        self.target = load_embedding_target(target_spec, dtype=dtype)
+        if head_path is None:
+            log.warning("drafter %r has no checkpoint: serving a random (untrained) head; outputs stay lossless "
+                        "but acceptance is poor", name)
+            # a stable seed per name: every replica of this drafter serves the same random head
+            self.head = DraftHead.random(self.target.model, seed=zlib.crc32(name.encode())).eval()
+        else:
+            self.head = load_head(head_path, self.target.model)
+        self.info = pb.DrafterInfo(name=name, method=method if head_path is not None else "random",
+                                   target=target_spec, hidden_size=self.target.config.hidden_size,
+                                   path=str(head_path or ""))
+        self.sessions: SessionCache[DrafterSession] = SessionCache(cache_size)
+
+    def Info(self, request: pb.InfoRequest) -> pb.DrafterInfo:
+        return self.info
+
+    def _apply(self, update: pb.PairUpdate) -> DrafterSession | pb.StateMiss:
+        """Append the update's pairs to its session, or say which offset to resend from."""
+        if update.drafter and update.drafter != self.name:
+            raise ValueError(f"this replica serves drafter {self.name!r}, not {update.drafter!r}")
+        tokens = list(update.tokens)
+        features = from_proto(update.features, self.target.device) if update.HasField("features") else None
+        expected = (len(tokens), self.target.config.hidden_size)
+        shape = None if features is None else tuple(features.shape)
+        if (tokens or shape is not None) and shape != expected:
+            raise ValueError(f"update has {len(tokens)} tokens but features of shape {shape}, expected {expected}")
+        if update.offset == 0:  # a (re)start: whatever the replica held for the session is replaced
+            session = DrafterSession(Drafter(self.name, self.head, self.target))
+            self.sessions.put(update.session_id, session)
+        else:
+            session = self.sessions.get(update.session_id)
+            if session is None:
+                return pb.StateMiss(resend_from=0, reason="no session")
+            if session.pairs != update.offset:
+                if update.offset < session.pairs:  # a retried request: the engine's Drafter cannot rewind
+                    self.sessions.pop(update.session_id)
+                    return pb.StateMiss(resend_from=0, reason="offset behind")
+                return pb.StateMiss(resend_from=session.pairs, reason="offset ahead")
+        if tokens:
+            session.drafter.extend(tokens, features)
+            session.pairs += len(tokens)
+        return session
+
+    def Propose(self, request: pb.ProposeRequest) -> pb.ProposeResponse:
+        settings = settings_from_proto(request.tree)
+        session = self._apply(request.update)
+        if isinstance(session, pb.StateMiss):
+            return pb.ProposeResponse(miss=session)
+        return pb.ProposeResponse(tree=tree_to_proto(session.drafter.propose(settings)))
+
+    def PromptAgreement(self, request: pb.PromptAgreementRequest) -> pb.PromptAgreementResponse:
+        session = self._apply(request.update)
+        if isinstance(session, pb.StateMiss):
+            return pb.PromptAgreementResponse(miss=session)
+        return pb.PromptAgreementResponse(agreement=session.drafter.prompt_agreement())
+
+    def Release(self, request: pb.ReleaseRequest) -> pb.ReleaseResponse:
+        return pb.ReleaseResponse(released=self.sessions.pop(request.session_id) is not None)

@@ -1,0 +1,155 @@
+"""One generation request over remote drafters and a remote verifier: the router's work, without Ray.
+
+`RouterCore` validates a request (services/validation.py), picks the policy and, for `sticky`, looks up the
+conversation's drafter in the assignment cache (a hit skips exploration; a miss explores and stores the choice),
+then runs the engine's own decoding loop with remote drafters and a remote verifier (services/remote.py), yielding
+one chunk per committed step. Whatever happens (completion, an error, a stream closed early), the sessions it
+opened on the drafter and verifier replicas are released. Handles are anything with Ray Serve's
+`options(...).remote(...)` API, so tests drive it with in-process servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Iterator, Mapping
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from taps_engine.decoding import Decoder, StepEvent
+from taps_engine.target import Target
+
+from .assignments import Assignment, AssignmentCache
+from .config import SERVE_POLICIES, ServeConfig
+from .metrics import RouterMetrics
+from .protos_gen.taps.v1 import taps_pb2 as pb
+from .remote import RemoteProposer, RemoteVerifier, VerifierUnavailable, call, release
+from .results import FINISH, TextDeltas, decision_proto, generation_stats, step_stats
+from .trees import settings_to_proto
+from .validation import ParsedRequest, RequestError, parse_request
+
+log = logging.getLogger(__name__)
+
+RELEASE_TIMEOUT_S = 5.0
+HEALTH_TIMEOUT_S = 5.0
+
+
+class RouterCore:
+
+    def __init__(self, config: ServeConfig, target: Target, drafters: Mapping[str, Any], verifier: Any,
+                 cache: AssignmentCache, metrics: RouterMetrics) -> None:
+        self.config = config
+        self.target = target
+        self.drafters = dict(drafters)
+        self.verifier = verifier
+        self.cache = cache
+        self.metrics = metrics
+        self.tree = config.tree.settings()
+
+    def list_drafters(self) -> pb.ListDraftersResponse:
+        hidden = self.target.config.hidden_size
+        infos = [pb.DrafterInfo(name=name, method=d.method if d.path is not None else "random",
+                                target=self.config.target, hidden_size=hidden, path=str(d.path or ""))
+                 for name, d in self.config.drafters.items()]
+        limits = self.config.router
+        return pb.ListDraftersResponse(target=self.config.target, drafters=infos, policies=SERVE_POLICIES,
+                                       default_policy=limits.default_policy,
+                                       max_new_tokens_cap=limits.max_new_tokens_cap,
+                                       max_prompt_tokens=limits.max_prompt_tokens,
+                                       tree=settings_to_proto(self.tree))
+
+    def health(self) -> health_pb2.HealthCheckResponse.ServingStatus:
+        """SERVING when the verifier answers (without it nothing can be generated); drafters are optional."""
+        try:
+            call(self.verifier, "Info", pb.InfoRequest(), pb.VerifierInfo, "", HEALTH_TIMEOUT_S)
+        except Exception as e:
+            log.warning("health check: verifier unavailable: %s", e)
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse.SERVING
+
+    def _cached_assignment(self, parsed: ParsedRequest) -> Assignment | None:
+        if parsed.policy != "sticky" or parsed.drafter is not None or parsed.assignment_key is None:
+            return None
+        found = self.cache.get(parsed.assignment_key)
+        if found is not None and found.drafter not in self.drafters:  # the drafter was removed from the config
+            found = None
+        self.metrics.assignment(found is not None)
+        return found
+
+    def _remember(self, parsed: ParsedRequest, cached: Assignment | None, decision: dict) -> None:
+        """Store an explored choice, or count another request under a cached one (refreshing its TTL)."""
+        chosen = decision.get("drafter")
+        if parsed.assignment_key is None or parsed.drafter is not None or chosen is None \
+                or chosen in decision.get("unavailable", []):
+            return
+        if cached is not None:
+            cached.requests += 1
+            self.cache.put(parsed.assignment_key, cached)
+        else:
+            self.cache.put(parsed.assignment_key, Assignment(chosen, dict(decision.get("prompt_agreement", {}))))
+
+    def _drafter_names(self, policy: str, requested: str | None) -> list[str]:
+        """Only the drafters the policy can use get a session: single/sticky with a choice use one."""
+        if policy == "single":
+            return [requested or next(iter(self.drafters))]
+        if policy == "sticky" and requested is not None:
+            return [requested]
+        return list(self.drafters)
+
+    def chunks(self, request: pb.GenerateRequest) -> Iterator[pb.GenerateChunk]:
+        """One chunk per committed step, the last one with the finish reason, decision and stats.
+
+        Raises RequestError (with its gRPC status) for refused requests and when the verifier is unavailable.
+        Whenever the iteration ends (finished, failed, or closed early), the request's replica sessions are freed.
+        """
+        parsed = parse_request(request, self.target, self.config)
+        cached = self._cached_assignment(parsed)
+        requested = parsed.drafter or (cached.drafter if cached is not None else None)
+        session_id = uuid.uuid4().hex
+        limits = self.config.router
+        verifier = RemoteVerifier(self.verifier, session_id, limits.verifier_timeout_s)
+        proposers = {name: RemoteProposer(name, self.drafters[name], session_id, limits.drafter_timeout_s)
+                     for name in self._drafter_names(parsed.policy, requested)}
+        decoder = Decoder(self.target, proposers, parsed.policy, self.tree, verifier=verifier)
+        params = parsed.params
+        events = decoder.stream(parsed.prompt_ids, params.max_new_tokens, params.temperature, params.top_p,
+                                params.top_k, params.seed, params.stop_on_eos, requested)
+        try:
+            yield from self._chunks(events, parsed, cached)
+        finally:
+            events.close()
+            self.metrics.state_losses(verifier.rebuilds, {name: d.resends for name, d in proposers.items()})
+            release([verifier] + [d for d in proposers.values() if not d.failed], RELEASE_TIMEOUT_S)
+
+    def _chunks(self, events: Iterator[StepEvent], parsed: ParsedRequest,
+                cached: Assignment | None) -> Iterator[pb.GenerateChunk]:
+        texts = TextDeltas(self.target.tokenizer)
+        started = False
+        while True:
+            t0 = time.perf_counter()
+            try:
+                event = next(events)
+            except StopIteration:
+                return
+            except ValueError as e:  # before the first event: the prompt does not fit the target's context
+                if started:
+                    raise
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
+            except VerifierUnavailable as e:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from e
+            started = True
+            result = event.result
+            if result is None:
+                if event.step is not None:
+                    self.metrics.step(parsed.policy, event.step, time.perf_counter() - t0)
+                yield pb.GenerateChunk(token_ids=event.tokens, text=texts.add(event.tokens),
+                                       step=step_stats(event.step) if event.step is not None else None)
+                continue
+            self.metrics.finished(parsed.policy, result)
+            self._remember(parsed, cached, result.decision)
+            decision = decision_proto(result.decision, from_cache=cached is not None,
+                                      client_assigned=parsed.drafter is not None and parsed.policy == "sticky")
+            yield pb.GenerateChunk(text=texts.finish(result.text), finish_reason=FINISH[result.finish_reason],
+                                   policy=result.policy, decision=decision, stats=generation_stats(result))

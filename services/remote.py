@@ -1,0 +1,201 @@
+"""The engine's Proposer and Verifier interfaces over Ray Serve deployment handles.
+
+The router runs the engine's decoding loop (taps_engine.decoding) unchanged; these classes make each drafter and
+the verifier a remote deployment. Requests and responses are serialized protobuf bytes (protos/taps/v1), sent
+through DeploymentHandles rather than gRPC: Ray moves large payloads (a long prompt's features) through its object
+store, with no 4 MB message limit.
+
+Failure semantics follow what the loop can survive: a drafter that fails (application deleted, replica dead,
+timeout, lost state that cannot be restored) raises `DrafterUnavailable`, and the loop carries on without it; the
+verifier is indispensable, so its failure raises `VerifierUnavailable`, which the router reports as UNAVAILABLE.
+Every call names its session (`session_id`), which the session-affinity request router (services/affinity.py)
+uses to keep a session on the replica that holds its state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence, TypeVar
+
+import torch
+from google.protobuf.message import Message
+
+from taps_engine.acceptance import SamplingParams
+from taps_engine.drafter import DrafterUnavailable, TreeSettings
+from taps_engine.tree import DraftTree
+
+from .protos_gen.taps.v1 import taps_pb2 as pb
+from .tensors import from_proto, to_proto
+from .trees import settings_to_proto, tree_from_proto, tree_to_proto
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
+
+# Resends after StateMiss answers before a drafter counts as unavailable: the first miss is normal (a restarted or
+# evicting replica); more mean the session keeps landing on replicas without its state.
+MAX_RESENDS = 2
+
+
+class VerifierUnavailable(RuntimeError):
+    """The verifier deployment failed: the request cannot complete (gRPC UNAVAILABLE)."""
+
+
+def call(handle: Any, method: str, request: Message, response_type: type[M], session_id: str,
+         timeout_s: float) -> M:
+    """One round trip: serialized request in, parsed response out.
+
+    A failure other than a timeout is retried once: Ray Serve routes the retry to a live replica, and every
+    internal call is idempotent or rebuilds state from the request. A timeout is not retried (the replica may
+    still be working on it); the response is cancelled instead.
+    """
+    data = request.SerializeToString()
+    target = handle.options(method_name=method, session_id=session_id)
+
+    def once() -> M:
+        response = target.remote(data)
+        try:
+            return response_type.FromString(response.result(timeout_s=timeout_s))
+        except TimeoutError:
+            response.cancel()
+            raise
+
+    try:
+        return once()
+    except TimeoutError:
+        raise
+    except Exception as e:  # any replica or routing failure
+        log.warning("%s %s failed (%s: %s); retrying once", method, session_id, type(e).__name__, e)
+        return once()
+
+
+class RemoteProposer:
+    """A drafter deployment seen as a Proposer, for one generation request (one session).
+
+    Keeps the session's whole pair history (what the replica may need to rebuild) and sends only the pairs the
+    replica has not acknowledged.
+    """
+
+    def __init__(self, name: str, handle: Any, session_id: str, timeout_s: float) -> None:
+        self.name = name
+        self.handle = handle
+        self.session_id = session_id
+        self.timeout_s = timeout_s
+        self.failed = False  # raised DrafterUnavailable: the loop dropped it, nothing left to release
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens: list[int] = []
+        self.features: list[torch.Tensor] = []  # chunks, as extended
+        self.sent = 0                           # pairs the replica has acknowledged
+        self.resends = 0                        # StateMiss answers (metrics)
+
+    def extend(self, tokens: Sequence[int], features: torch.Tensor) -> None:
+        if len(tokens) != features.shape[0]:
+            raise ValueError(f"{len(tokens)} tokens but {features.shape[0]} features")
+        self.tokens.extend(int(t) for t in tokens)
+        self.features.append(features.detach().cpu())
+
+    def _update(self, offset: int) -> pb.PairUpdate:
+        rows, start = [], 0
+        for chunk in self.features:
+            end = start + chunk.shape[0]
+            if end > offset:
+                rows.append(chunk[max(0, offset - start):])
+            start = end
+        return pb.PairUpdate(session_id=self.session_id, drafter=self.name, offset=offset,
+                             tokens=self.tokens[offset:], features=to_proto(torch.cat(rows)) if rows else None)
+
+    def _exchange(self, method: str, build, response_type: type[M]) -> M:
+        try:
+            return self._resending(method, build, response_type)
+        except DrafterUnavailable:
+            self.failed = True
+            raise
+
+    def _resending(self, method: str, build, response_type: type[M]) -> M:
+        """Send the unacknowledged pairs with the request `build(update)`; resend from where a replica asks."""
+        offset = self.sent
+        for _ in range(1 + MAX_RESENDS):
+            try:
+                response = call(self.handle, method, build(self._update(offset)), response_type, self.session_id,
+                                self.timeout_s)
+            except Exception as e:  # whatever failed, the loop continues without this drafter
+                raise DrafterUnavailable(self.name, f"{method} failed: {type(e).__name__}: {e}") from e
+            if response.WhichOneof("result") != "miss":
+                self.sent = len(self.tokens)
+                return response
+            self.resends += 1
+            offset = response.miss.resend_from
+            if not 0 <= offset <= len(self.tokens):
+                raise DrafterUnavailable(self.name, f"replica asked to resend from {offset}, outside the history")
+        raise DrafterUnavailable(self.name, f"session state lost {1 + MAX_RESENDS} times in a row")
+
+    def propose(self, settings: TreeSettings) -> DraftTree:
+        response = self._exchange("Propose", lambda u: pb.ProposeRequest(update=u, tree=settings_to_proto(settings)),
+                                  pb.ProposeResponse)
+        try:
+            return tree_from_proto(response.tree)
+        except ValueError as e:
+            self.failed = True
+            raise DrafterUnavailable(self.name, f"malformed draft tree: {e}") from e
+
+    def prompt_agreement(self) -> float:
+        return self._exchange("PromptAgreement", lambda u: pb.PromptAgreementRequest(update=u),
+                              pb.PromptAgreementResponse).agreement
+
+
+class RemoteVerifier:
+    """The verifier deployment seen as a Verifier, for one generation request (one session)."""
+
+    def __init__(self, handle: Any, session_id: str, timeout_s: float) -> None:
+        self.handle = handle
+        self.session_id = session_id
+        self.timeout_s = timeout_s
+        self.context: list[int] = []  # committed tokens the replica's cache should hold
+        self.rebuilds = 0             # steps where the replica had to rebuild the cache (metrics)
+
+    def _call(self, method: str, request: Message, response_type: type[M]) -> M:
+        try:
+            return call(self.handle, method, request, response_type, self.session_id, self.timeout_s)
+        except Exception as e:
+            raise VerifierUnavailable(f"verifier {method} failed: {type(e).__name__}: {e}") from e
+
+    def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        response = self._call("Prefill", pb.PrefillRequest(session_id=self.session_id, prompt_ids=list(ids)),
+                              pb.PrefillResponse)
+        self.context = list(ids)
+        return from_proto(response.features), from_proto(response.logits)
+
+    def step(self, root: int, tree: DraftTree, params: SamplingParams,
+             generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]:
+        context = self.context + [int(root)]
+        sampling = pb.SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+        rng_state = b"" if params.greedy else generator.get_state().numpy().tobytes()
+        request = pb.VerifyRequest(session_id=self.session_id, context_ids=context, tree=tree_to_proto(tree),
+                                   accept=pb.Acceptance(sampling=sampling, rng_state=rng_state))
+        response = self._call("Verify", request, pb.VerifyResponse)
+        path = list(response.path)
+        if any(not 0 <= i < len(tree) for i in path):
+            raise VerifierUnavailable(f"verifier returned path {path} outside a tree of {len(tree)} nodes")
+        if response.rng_state and not params.greedy:
+            generator.set_state(torch.frombuffer(bytearray(response.rng_state), dtype=torch.uint8))
+        self.rebuilds += response.rebuilt
+        self.context = context + tree.tokens[path].tolist()
+        return path, int(response.bonus_token), from_proto(response.features)
+
+
+def release(sessions: Sequence[RemoteProposer | RemoteVerifier], timeout_s: float) -> None:
+    """Free the sessions' replica state, all at once; best effort (an LRU frees whatever this misses)."""
+    pending = []
+    for session in sessions:
+        request = pb.ReleaseRequest(session_id=session.session_id).SerializeToString()
+        try:
+            pending.append(session.handle.options(method_name="Release", session_id=session.session_id)
+                           .remote(request))
+        except Exception as e:
+            log.info("releasing session %s failed: %s", session.session_id, e)
+    for response in pending:
+        try:
+            response.result(timeout_s=timeout_s)
+        except Exception as e:
+            log.info("releasing a session failed: %s", e)

@@ -1,0 +1,210 @@
+"""The serving system end to end: a real local Ray Serve (two drafter applications, one with 2 replicas, the
+verifier, the router), a real redis-server, real gRPC. Answers must equal the in-process engine's greedy output
+token for token.
+
+One Ray cluster serves the whole module (starting one takes most of the module's time); the tests that break it
+(deleting the drafter-b and verifier applications) come last, in file order.
+"""
+
+import time
+from types import SimpleNamespace
+
+import grpc
+import pytest
+import redis
+import torch
+from ray import serve
+
+from conftest import RedisProcess
+from serving_helpers import PROMPT, TREE, bad_requests, save_serving_models
+from services.app import free_port, run_local, shutdown_local
+from services.client import TapsClient, TapsError
+from services.config import ServeConfig
+from services.protos_gen.taps.v1 import taps_pb2 as pb
+from services.tensors import to_proto
+from taps_engine import Decoder, PlainDecoder
+from taps_engine.drafter import TreeSettings
+from taps_engine.head import load_head
+from taps_engine.target import load_target
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+CAP, MAX_PROMPT = 64, 200
+MESSAGES = [{"role": "user", "content": PROMPT}]
+
+
+def replica(n: int = 1) -> dict:
+    return {"num_replicas": n, "ray_actor_options": {"num_cpus": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tokenizer):
+    return save_serving_models(tmp_path_factory.mktemp("serving-models"), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def engine(models):
+    target = load_target(models["target"], dtype="fp32")
+    heads = {name: load_head(path, target.model) for name, path in models["heads"].items()}
+
+    def generate(policy: str, **kwargs):
+        return Decoder(target, heads, policy, TreeSettings(**TREE)).generate(MESSAGES, **kwargs)
+    return SimpleNamespace(target=target, generate=generate)
+
+
+@pytest.fixture(scope="module")
+def redis_process(tmp_path_factory):
+    """This module's own redis-server: a test stops it."""
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(models, redis_process, tmp_path_factory):
+    config = ServeConfig.model_validate({
+        "target": models["target"], "dtype": "fp32", "tree": TREE,
+        "drafters": {"a": {"path": models["heads"]["a"], "deployment": replica()},
+                     "b": {"path": models["heads"]["b"], "deployment": replica(2)}},
+        "verifier": {"deployment": replica()},
+        "router": {"grpc_port": free_port(), "redis_url": redis_process.url, "default_max_new_tokens": 24,
+                   "max_new_tokens_cap": CAP, "max_prompt_tokens": MAX_PROMPT, "drafter_timeout_s": 5,
+                   "deployment": replica()}})
+    address = run_local(config, num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
+    client = TapsClient(address, timeout_s=120)
+    yield SimpleNamespace(config=config, client=client)
+    client.close()
+    shutdown_local()
+
+
+def verifier_sessions() -> int:
+    handle = serve.get_deployment_handle("Verifier", "verifier").options(method_name="Info")
+    return pb.VerifierInfo.FromString(handle.remote(pb.InfoRequest().SerializeToString()).result()).sessions
+
+
+def wait_until(condition, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def streamed(client, **fields):
+    chunks = list(client.stream(PROMPT, **fields))
+    return [t for c in chunks for t in c.token_ids], "".join(c.text for c in chunks), chunks[-1]
+
+
+def test_health_and_listing(cluster):
+    assert cluster.client.health() == "SERVING"
+    assert cluster.client.health("taps.v1.Router") == "SERVING"
+    with pytest.raises(TapsError) as error:
+        cluster.client.health("some.Other")
+    assert error.value.code == grpc.StatusCode.NOT_FOUND
+    listing = cluster.client.list_drafters()
+    assert [d.name for d in listing.drafters] == ["a", "b"] and listing.max_new_tokens_cap == CAP
+
+
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged", "sticky"])
+def test_unary_and_stream_equal_the_engine(cluster, engine, policy):
+    expected = engine.generate(policy, max_new_tokens=24)
+    response = cluster.client.generate(PROMPT, policy=policy)
+    assert list(response.token_ids) == expected.token_ids and response.text == expected.text
+    assert response.stats.mean_acceptance_length == pytest.approx(expected.tau)
+    assert response.stats.n_steps == len(expected.steps) > 0
+    tokens, text, final = streamed(cluster.client, policy=policy)
+    assert tokens == expected.token_ids and text == expected.text
+    assert final.finish_reason == response.finish_reason != pb.FINISH_REASON_UNSPECIFIED
+
+
+def test_second_request_of_a_conversation_hits_the_redis_assignment(cluster, engine, redis_process):
+    first = cluster.client.generate(PROMPT, policy="sticky", conversation_id="conversation-1")
+    assert not first.decision.from_assignment_cache and first.decision.drafter == "a"
+    stored = redis.Redis.from_url(redis_process.url).keys("taps:assignment:*")
+    assert len(stored) >= 1
+    second = cluster.client.generate(PROMPT, policy="sticky", conversation_id="conversation-1")
+    assert second.decision.from_assignment_cache and second.decision.drafter == "a"
+    assert not second.decision.scores  # no exploration
+    assert list(second.token_ids) == engine.generate("sticky", max_new_tokens=24, drafter="a").token_ids
+
+
+def test_requests_succeed_with_redis_stopped(cluster, engine, redis_process):
+    redis_process.stop()
+    expected = engine.generate("sticky", max_new_tokens=24).token_ids
+    for conversation in ("after-redis-1", "after-redis-1"):
+        response = cluster.client.generate(PROMPT, policy="sticky", conversation_id=conversation)
+        assert list(response.token_ids) == expected and not response.decision.from_assignment_cache
+
+
+@pytest.mark.parametrize("case, fields, code", bad_requests(CAP, MAX_PROMPT), ids=lambda v: str(v))
+def test_bad_input_gets_its_status_code(cluster, case, fields, code):
+    with pytest.raises(grpc.RpcError) as error:
+        cluster.client.router.Generate(pb.GenerateRequest(**fields), timeout=60)
+    assert error.value.code() == code, error.value.details()
+    assert error.value.details()
+
+
+def test_bad_input_on_a_stream_gets_its_status_code(cluster):
+    with pytest.raises(TapsError) as error:
+        streamed(cluster.client, policy="fastest")
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and "unknown policy" in error.value.details
+
+
+def test_a_drafter_with_two_replicas_serves_correctly(cluster, engine):
+    status = serve.status().applications["drafter-b"].deployments["Drafter"]
+    assert status.replica_states.get("RUNNING") == 2
+    expected = engine.generate("single", max_new_tokens=24, drafter="b").token_ids
+    for _ in range(4):
+        response = cluster.client.generate(PROMPT, policy="single", drafter="b")
+        assert list(response.token_ids) == expected and response.decision.drafter == "b"
+
+
+def test_session_affinity_keeps_a_session_on_the_replica_holding_it(cluster):
+    """Calls of one session reach the replica that holds its state: with 2 replicas and random routing, 12
+    in-step updates would all find their session with probability 2^-12."""
+    handle = serve.get_deployment_handle("Drafter", "drafter-b").options(method_name="Propose", session_id="aff-1")
+    settings = pb.TreeSettings(**TREE)
+
+    def propose(offset: int) -> pb.ProposeResponse:
+        update = pb.PairUpdate(session_id="aff-1", drafter="b", offset=offset, tokens=[7, 8],
+                               features=to_proto(torch.zeros(2, 64)))
+        request = pb.ProposeRequest(update=update, tree=settings).SerializeToString()
+        return pb.ProposeResponse.FromString(handle.remote(request).result(timeout_s=60))
+
+    assert propose(0).HasField("tree")
+    assert all(propose(offset).HasField("tree") for offset in range(2, 26, 2))
+
+
+def test_cancelled_stream_and_expired_deadline_free_the_sessions(cluster):
+    stream = cluster.client.stream(PROMPT, policy="merged", max_new_tokens=CAP, ignore_eos=True)
+    next(stream)
+    stream.close()  # cancels the call
+    assert wait_until(lambda: verifier_sessions() == 0)
+    with pytest.raises(TapsError) as error:
+        cluster.client.generate(PROMPT, policy="merged", max_new_tokens=CAP, ignore_eos=True, timeout_s=0.3)
+    assert error.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert wait_until(lambda: verifier_sessions() == 0)
+
+
+def test_request_completes_when_a_drafter_application_is_deleted_mid_run(cluster, engine):
+    expected = PlainDecoder(engine.target).generate(MESSAGES, max_new_tokens=CAP, stop_on_eos=False).token_ids
+    chunks = cluster.client.stream(PROMPT, policy="merged", max_new_tokens=CAP, ignore_eos=True)
+    received = [next(chunks)]
+    serve.delete("drafter-b")
+    received += list(chunks)
+    assert [t for c in received for t in c.token_ids] == expected
+    assert list(received[-1].decision.unavailable) == ["b"]
+    after = cluster.client.generate(PROMPT, policy="confidence")  # later requests drop it too
+    assert list(after.token_ids) == engine.generate("confidence", max_new_tokens=24).token_ids
+    assert list(after.decision.unavailable) == ["b"]
+
+
+def test_verifier_down_is_unavailable(cluster):
+    serve.delete("verifier")
+    with pytest.raises(TapsError) as error:
+        cluster.client.generate(PROMPT, policy="single")
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE and "verifier" in error.value.details
+    with pytest.raises(TapsError) as error:
+        streamed(cluster.client, policy="single")
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+    assert cluster.client.health() == "NOT_SERVING"

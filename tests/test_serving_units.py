@@ -1,0 +1,371 @@
+"""Serving without Ray: session LRU, the drafter/verifier servers' state protocols, the remote proposer and
+verifier, the router core (against the in-process engine, token for token), validation, text deltas, the
+affinity request router, and the Serve config / KubeRay manifest generators."""
+
+import math
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import grpc
+import pytest
+import torch
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from serving_helpers import PROMPT, TREE, InProcessHandle, bad_requests, save_serving_models
+from services.affinity import SessionAffinityRouter
+from services.app import app_specs, check_fits, required_resources, serve_config_dict
+from services.assignments import LocalAssignmentCache
+from services.config import ServeConfig, load_serve_config
+from services.drafter_server import DrafterServer
+from services.generation import RouterCore
+from services.light_target import load_embedding_target, load_light_target
+from services.metrics import RouterMetrics
+from services.protos_gen.taps.v1 import taps_pb2 as pb
+from services.remote import RemoteProposer, RemoteVerifier, VerifierUnavailable
+from services.results import TextDeltas
+from services.sessions import SessionCache
+from services.tensors import from_proto, to_proto
+from services.trees import settings_to_proto, tree_from_proto
+from services.validation import RequestError, parse_request
+from services.verifier_server import VerifierServer
+from taps_engine import Decoder
+from taps_engine.acceptance import SamplingParams
+from taps_engine.drafter import Drafter, DrafterUnavailable, TreeSettings
+from taps_engine.head import load_head
+from taps_engine.target import load_target
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = TreeSettings(**TREE)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tokenizer):
+    return save_serving_models(tmp_path_factory.mktemp("serving-models"), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def engine(models):
+    """The in-process reference: the same target and heads, loaded as the servers load them."""
+    target = load_target(models["target"], dtype="fp32")
+    return target, {name: load_head(path, target.model) for name, path in models["heads"].items()}
+
+
+@pytest.fixture(scope="module")
+def servers(models):
+    drafters = {name: DrafterServer(name, path, models["target"], "fp32") for name, path in models["heads"].items()}
+    return drafters, VerifierServer(models["target"], "fp32")
+
+
+def make_config(models, **router) -> ServeConfig:
+    return ServeConfig.model_validate({
+        "target": models["target"], "dtype": "fp32", "tree": TREE,
+        "drafters": {name: {"path": path} for name, path in models["heads"].items()},
+        "router": {"default_max_new_tokens": 24, "max_new_tokens_cap": 64, "max_prompt_tokens": 200, **router}})
+
+
+@pytest.fixture
+def core(models, servers):
+    drafters, verifier = servers
+    return RouterCore(make_config(models), load_light_target(models["target"]),
+                      {name: InProcessHandle(server) for name, server in drafters.items()},
+                      InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+
+
+def run(core, **fields):
+    chunks = list(core.chunks(pb.GenerateRequest(**fields)))
+    return [t for c in chunks for t in c.token_ids], "".join(c.text for c in chunks), chunks[-1]
+
+
+# ----- partial targets -----
+
+def test_a_drafter_needs_only_the_targets_embedding_and_lm_head(models, engine):
+    target, heads = engine
+    partial = load_embedding_target(models["target"], dtype="fp32")
+    assert partial.model.model.layers[0].mlp.up_proj.weight.is_meta
+    assert torch.equal(partial.model.lm_head.weight, target.model.lm_head.weight)
+    head = load_head(models["heads"]["a"], partial.model)
+    full, light = Drafter("a", heads["a"], target), Drafter("a", head, partial)
+    tokens, feats = list(range(100, 110)), torch.randn(10, 64, generator=torch.Generator().manual_seed(1))
+    for d in (full, light):
+        d.extend(tokens, feats)
+    expected, got = full.propose(SETTINGS), light.propose(SETTINGS)
+    assert torch.equal(expected.tokens, got.tokens) and torch.allclose(expected.scores, got.scores)
+    router_view = load_light_target(models["target"])
+    assert router_view.model.lm_head.weight.is_meta and router_view.eos_token_ids == target.eos_token_ids
+
+
+# ----- sessions -----
+
+def test_session_cache_evicts_least_recently_used():
+    cache = SessionCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1          # a is now the most recent
+    cache.put("c", 3)
+    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
+    assert cache.evictions == 1 and len(cache) == 2
+    assert cache.pop("a") == 1 and cache.pop("a") is None
+    with pytest.raises(ValueError):
+        SessionCache(0)
+
+
+# ----- drafter server: the offset protocol -----
+
+def _update(session, tokens, features, offset, drafter="a"):
+    return pb.PairUpdate(session_id=session, drafter=drafter, offset=offset, tokens=tokens,
+                         features=to_proto(features) if tokens else None)
+
+
+def test_drafter_server_offset_protocol(servers):
+    server = servers[0]["a"]
+    h = server.target.config.hidden_size
+    feats = torch.randn(5, h)
+    settings = settings_to_proto(SETTINGS)
+    propose = lambda u: server.Propose(pb.ProposeRequest(update=u, tree=settings))
+
+    assert propose(_update("s", [3, 4, 5], feats[:3], 2)).miss.resend_from == 0      # unknown session
+    assert propose(_update("s", [3, 4, 5], feats[:3], 0)).HasField("tree")           # offset 0 starts it
+    assert propose(_update("s", [9], feats[:1], 5)).miss.resend_from == 3            # ahead: resend from 3
+    assert propose(_update("s", [6, 7], feats[3:], 3)).HasField("tree")              # exactly in step
+    assert propose(_update("s", [6], feats[3:4], 3)).miss.resend_from == 0           # behind (a retry): restart
+    assert "s" not in server.sessions
+    with pytest.raises(ValueError, match="serves drafter 'a'"):
+        propose(_update("s", [3], feats[:1], 0, drafter="b"))
+    with pytest.raises(ValueError, match="features of shape"):
+        propose(_update("s", [3, 4], feats[:1], 0))
+    assert server.Release(pb.ReleaseRequest(session_id="s")).released is False
+
+
+def test_remote_proposer_survives_a_replica_restart(models, engine, servers):
+    """The replica loses the session mid-request: the proposer resends the whole history and drafts as the
+    in-process drafter does."""
+    target, heads = engine
+    h = target.config.hidden_size
+    local = Drafter("a", heads["a"], target)
+    handle = InProcessHandle(servers[0]["a"])
+    remote = RemoteProposer("a", handle, "restart", timeout_s=5)
+    g = torch.Generator().manual_seed(0)
+    for n in (6, 2, 3):
+        tokens, feats = torch.randint(0, 1000, (n,), generator=g).tolist(), torch.randn(n, h, generator=g)
+        for d in (local, remote):
+            d.extend(tokens, feats)
+        if n == 2:  # the replica restarts: a fresh server, no sessions
+            handle.server = DrafterServer("a", models["heads"]["a"], models["target"], "fp32")
+        expected, got = local.propose(SETTINGS), remote.propose(SETTINGS)
+        assert torch.equal(expected.tokens, got.tokens) and torch.equal(expected.parents, got.parents)
+        assert torch.allclose(expected.scores, got.scores, atol=1e-5)
+    assert remote.resends == 1 and remote.sent == 11
+    servers[0]["a"].Release(pb.ReleaseRequest(session_id="restart"))
+
+
+def test_remote_failures_map_to_the_engine_contract(servers):
+    proposer = RemoteProposer("a", InProcessHandle(servers[0]["a"], fail=True), "f", timeout_s=1)
+    proposer.extend([1, 2], torch.zeros(2, 64))
+    with pytest.raises(DrafterUnavailable, match="'a' unavailable"):
+        proposer.propose(SETTINGS)
+    assert proposer.failed
+    verifier = RemoteVerifier(InProcessHandle(servers[1], fail=True), "f", timeout_s=1)
+    with pytest.raises(VerifierUnavailable, match="Prefill failed"):
+        verifier.prefill([1, 2, 3])
+
+
+# ----- verifier server: rebuilding state -----
+
+def test_verifier_rebuilds_a_missing_or_partial_cache(models, servers):
+    """A replica without the session (restart) or holding only a prefix (re-routed) verifies exactly like the
+    one that kept it."""
+    kept = servers[1]
+    prompt = kept.target.encode_prompt([{"role": "user", "content": PROMPT}])
+    logits = kept.Prefill(pb.PrefillRequest(session_id="k", prompt_ids=prompt)).logits
+    first = int(from_proto(logits).argmax())
+    context = prompt + [first]
+    drafter = DrafterServer("a", models["heads"]["a"], models["target"], "fp32")
+    greedy = pb.Acceptance(sampling=pb.SamplingParams(temperature=0.0, top_p=1.0))
+    partial = VerifierServer(models["target"], "fp32")
+    partial.Prefill(pb.PrefillRequest(session_id="k", prompt_ids=prompt))
+    fresh = VerifierServer(models["target"], "fp32")
+    feats = torch.zeros(len(prompt), kept.target.config.hidden_size)
+    update = pb.PairUpdate(session_id="k", drafter="a", offset=0, tokens=prompt[1:] + [first], features=to_proto(feats))
+    tree = drafter.Propose(pb.ProposeRequest(update=update, tree=settings_to_proto(SETTINGS))).tree
+    for step in range(3):
+        request = pb.VerifyRequest(session_id="k", context_ids=context, tree=tree, accept=greedy)
+        answers = [kept.Verify(request)]
+        if step == 2:  # `partial` held the prompt only; `fresh` never saw the session
+            answers += [partial.Verify(request), fresh.Verify(request)]
+            assert [a.rebuilt for a in answers] == [False, True, True]
+        for other in answers[1:]:
+            assert other.path == answers[0].path and other.bonus_token == answers[0].bonus_token
+            assert torch.allclose(torch.frombuffer(bytearray(other.features.data), dtype=torch.float32),
+                                  torch.frombuffer(bytearray(answers[0].features.data), dtype=torch.float32),
+                                  atol=1e-4)
+        accepted = tree_from_proto(tree).tokens[list(answers[0].path)].tolist()
+        context = context + accepted + [answers[0].bonus_token]
+    assert kept.Info(pb.InfoRequest()).sessions == 1
+    assert kept.Release(pb.ReleaseRequest(session_id="k")).released
+
+
+# ----- the router core against the in-process engine -----
+
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky"])
+def test_router_core_matches_the_engine(core, engine, servers, policy):
+    target, heads = engine
+    expected = Decoder(target, heads, policy, SETTINGS).generate([{"role": "user", "content": PROMPT}],
+                                                                 max_new_tokens=24)
+    tokens, text, final = run(core, prompt=PROMPT, policy=policy)
+    assert tokens == expected.token_ids and text == expected.text
+    assert final.stats.mean_acceptance_length == pytest.approx(expected.tau)
+    assert final.stats.n_steps == len(expected.steps) and final.policy == expected.policy
+    assert final.finish_reason in (pb.FINISH_REASON_EOS, pb.FINISH_REASON_LENGTH)
+    assert len(servers[1].sessions) == 0 and all(len(d.sessions) == 0 for d in servers[0].values())
+
+
+def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):
+    target, heads = engine
+    expected = Decoder(target, heads, "merged", SETTINGS).generate(
+        [{"role": "user", "content": PROMPT}], max_new_tokens=12, temperature=0.9, top_p=0.95, top_k=50, seed=7)
+    tokens, _, _ = run(core, prompt=PROMPT, policy="merged", max_new_tokens=12, temperature=0.9, top_p=0.95,
+                       top_k=50, seed=7)
+    assert tokens == expected.token_ids
+
+
+def test_sticky_reuses_the_cached_assignment(core):
+    _, _, first = run(core, prompt=PROMPT, policy="sticky", conversation_id="c1")
+    assert not first.decision.from_assignment_cache and set(first.decision.scores) == {"a", "b"}
+    assert first.decision.drafter == "a"   # the oracle head predicts the prompt best
+    b_calls = len(core.drafters["b"].calls)
+    _, _, second = run(core, prompt="Another question.", policy="sticky", conversation_id="c1")
+    assert second.decision.from_assignment_cache and second.decision.drafter == "a"
+    assert not second.decision.scores       # no exploration
+    assert core.cache.stats.hits == 1 and len(core.drafters["b"].calls) == b_calls  # b never contacted
+    _, _, forced = run(core, prompt=PROMPT, policy="sticky", drafter="b", conversation_id="c1")
+    assert forced.decision.client_assigned and forced.decision.drafter == "b"
+
+
+def test_a_stream_closed_early_releases_its_sessions(core, servers):
+    chunks = core.chunks(pb.GenerateRequest(prompt=PROMPT, policy="merged", max_new_tokens=24))
+    next(chunks), next(chunks)
+    assert len(servers[1].sessions) == 1
+    chunks.close()
+    assert len(servers[1].sessions) == 0 and all(len(d.sessions) == 0 for d in servers[0].values())
+
+
+def test_unavailable_verifier_is_a_request_error(models, servers):
+    core = RouterCore(make_config(models), load_light_target(models["target"]),
+                      {name: InProcessHandle(s) for name, s in servers[0].items()},
+                      InProcessHandle(servers[1], fail=True), LocalAssignmentCache(60.0), RouterMetrics())
+    with pytest.raises(RequestError) as error:
+        run(core, prompt=PROMPT)
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_list_drafters(core):
+    listing = core.list_drafters()
+    assert [d.name for d in listing.drafters] == ["a", "b"] and listing.drafters[0].hidden_size == 64
+    assert "sticky" in listing.policies and listing.max_new_tokens_cap == 64 and listing.tree.total_tokens == 8
+
+
+# ----- validation -----
+
+@pytest.mark.parametrize("case, fields, code", bad_requests(cap=64, max_prompt=200), ids=lambda v: str(v))
+def test_bad_requests_get_their_status(models, core, case, fields, code):
+    with pytest.raises(RequestError) as error:
+        parse_request(pb.GenerateRequest(**fields), core.target, make_config(models))
+    assert error.value.code == code and error.value.message
+    assert pickle.loads(pickle.dumps(error.value)).code == code  # it crosses Ray's process boundaries
+
+
+def test_request_defaults_and_assignment_keys(models, core):
+    config = make_config(models)
+    parsed = parse_request(pb.GenerateRequest(prompt=PROMPT), core.target, config)
+    assert parsed.policy == "sticky" and parsed.params == SamplingParams(max_new_tokens=24)
+    as_messages = parse_request(pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content=PROMPT),
+                                                            pb.ChatMessage(role="assistant", content="5"),
+                                                            pb.ChatMessage(role="user", content="Why?")]),
+                                core.target, config)
+    assert as_messages.assignment_key == parsed.assignment_key  # same first user turn: same conversation
+    assert parse_request(pb.GenerateRequest(prompt_token_ids=[5, 6]), core.target, config).assignment_key is None
+
+
+# ----- text, affinity, pickling -----
+
+def test_text_deltas_hold_back_split_characters(tokenizer):
+    text = "Pi ≈ 3.14 🙂 done"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    deltas = TextDeltas(tokenizer)
+    parts = [deltas.add([t]) for t in ids]
+    assert all("\ufffd" not in p for p in parts)
+    assert "".join(parts) + deltas.finish(text) == text
+
+
+def test_affinity_router_keeps_a_session_on_one_replica():
+    import asyncio
+
+    router = SessionAffinityRouter.__new__(SessionAffinityRouter)  # choose_replicas needs no router state
+    replicas = [SimpleNamespace(replica_id=SimpleNamespace(unique_id=f"r{i}")) for i in range(4)]
+    request = lambda sid: SimpleNamespace(metadata=SimpleNamespace(session_id=sid))
+    choose = lambda sid, cands: asyncio.run(router.choose_replicas(cands, request(sid)))
+    firsts = {}
+    for sid in (f"s{i}" for i in range(40)):
+        ranks = choose(sid, replicas)
+        assert len(ranks[0]) == 1 and len(ranks[1]) == 2 and ranks[0][0] not in ranks[1]
+        assert choose(sid, list(reversed(replicas)))[0] == ranks[0]  # independent of the candidates' order
+        firsts[sid] = ranks[0][0].replica_id.unique_id
+    assert len(set(firsts.values())) == 4  # sessions spread over the replicas
+    moved = [sid for sid in firsts if choose(sid, replicas[:3])[0][0].replica_id.unique_id != firsts[sid]]
+    assert all(firsts[sid] == "r3" for sid in moved)  # removing r3 moves only r3's sessions
+    assert len(choose("", replicas)) == 1 and len(choose("", replicas)[0]) == 2
+
+
+def test_generated_messages_pickle_by_their_package_module():
+    request = pb.GenerateRequest(prompt="x")
+    assert type(request).__module__ == "services.protos_gen.taps.v1.taps_pb2"
+    assert pickle.loads(pickle.dumps(request)) == request
+
+
+# ----- Serve config and KubeRay manifest -----
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("source", ["defaults", "local.yaml", "gpu.yaml"])
+def test_serve_config_validates_and_its_import_paths_resolve(source):
+    config = ServeConfig() if source == "defaults" else load_serve_config(ROOT / "configs" / "serve" / source)
+    schema = ServeDeploySchema.model_validate(serve_config_dict(config))
+    assert [a.name for a in schema.applications] == [*(f"drafter-{n}" for n in config.drafters), "verifier", "router"]
+    assert [a.route_prefix for a in schema.applications][-1] == "/"
+    for spec in app_specs(config):
+        assert callable(spec.builder())
+    router_args = next(s for s in app_specs(config) if s.name == "router").args["config"]
+    rebuilt = ServeConfig.model_validate(router_args)
+    assert rebuilt.router == config.router and rebuilt.tree == config.tree and rebuilt.target == config.target
+
+
+def test_replicas_must_fit_the_machine():
+    config = load_serve_config(ROOT / "configs" / "serve" / "local.yaml")
+    assert required_resources(config) == {"CPU": 1.0, "GPU": 0.0}  # 4 applications at a quarter core each
+    check_fits(config, num_cpus=2, num_gpus=0)
+    with pytest.raises(ValueError, match="need 1 CPUs but this machine offers 0.5"):
+        check_fits(config, num_cpus=0.5, num_gpus=0)
+    gpu = load_serve_config(ROOT / "configs" / "serve" / "gpu.yaml")
+    with pytest.raises(ValueError, match="GPUs"):
+        check_fits(gpu, num_cpus=64, num_gpus=0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_committed_rayservice_matches_the_generator():
+    """k8s/rayservice.yaml cannot go stale: its serveConfigV2 is the generator's output for configs/serve/gpu.yaml
+    (regenerate with the command in the manifest's first line)."""
+    from services.kuberay import rayservice_manifest
+
+    manifest = yaml.safe_load((ROOT / "k8s" / "rayservice.yaml").read_text())
+    config = load_serve_config(ROOT / "configs" / "serve" / "gpu.yaml")
+    serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert serve_config == serve_config_dict(config, http_port=8000)
+    ServeDeploySchema.model_validate(serve_config)
+    image = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    assert manifest == yaml.safe_load(yaml.safe_dump(rayservice_manifest(config, image)))
+    workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert workers[0]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {p["port"] for p in manifest["spec"]["serveService"]["spec"]["ports"]} == {8000, config.router.grpc_port}
+    assert math.isclose(sum(d["ray_actor_options"].get("num_gpus", 0) for a in serve_config["applications"]
+                            for d in a["deployments"]), 1.5)
