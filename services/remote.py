@@ -75,6 +75,8 @@ class RemoteProposer:
     replica has not acknowledged.
     """
 
+    concurrent = True  # waits on the network, not the CPU: multi-drafter policies draft these in parallel
+
     def __init__(self, name: str, handle: Any, session_id: str, timeout_s: float) -> None:
         self.name = name
         self.handle = handle

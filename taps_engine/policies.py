@@ -7,6 +7,7 @@ and drafting cost.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -48,6 +49,12 @@ def _draft(drafters: dict[str, Proposer], name: str, settings: TreeSettings) -> 
 
 
 def _draft_all(drafters: dict[str, Proposer], settings: TreeSettings) -> list[DraftTree]:
+    """Every drafter's tree; remote proposers (`concurrent = True`) draft in parallel, so a step waits for the
+    slowest drafter rather than for the sum of their round trips. In-process heads run in turn: torch already
+    uses every core for each."""
+    if len(drafters) > 1 and all(getattr(d, "concurrent", False) for d in drafters.values()):
+        with ThreadPoolExecutor(len(drafters)) as pool:
+            return list(pool.map(lambda name: _draft(drafters, name, settings), drafters))
     return [_draft(drafters, name, settings) for name in drafters]
 
 

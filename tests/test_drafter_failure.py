@@ -1,5 +1,7 @@
 """A drafter failing mid-request is dropped: the request completes, losslessly, with the remaining drafters."""
 
+import threading
+
 import pytest
 
 from taps_engine import Decoder, PlainDecoder, TreeSettings
@@ -36,8 +38,22 @@ def target():
     return tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
 
 
-def drafters(target, fail, n=2, fail_agreement=False):
+class Remote(FailingAfter):
+    """Marked like a remote proposer: multi-drafter policies call these from a thread pool."""
+
+    concurrent = True
+    threads: set = set()
+
+    def propose(self, settings):
+        Remote.threads.add(threading.get_ident())
+        return super().propose(settings)
+
+
+def drafters(target, fail, n=2, fail_agreement=False, remote=False):
     heads = {"a": oracle_head(target), "b": oracle_head(target, noise=0.3, seed=1)}
+    if remote:
+        return {name: Remote(Drafter(name, h, target), n if name in fail else 10 ** 6, fail_agreement)
+                for name, h in heads.items()}
     return {name: FailingAfter(Drafter(name, h, target), n, fail_agreement) if name in fail
             else Drafter(name, h, target) for name, h in heads.items()}
 
@@ -47,16 +63,28 @@ def drafters(target, fail, n=2, fail_agreement=False):
     ("merged-concat", {"a", "b"}, ["a", "b"], True), ("single", {"a"}, ["a"], True),
     ("sticky", {"a", "b"}, ["a"], True),   # only the chosen drafter drafts, so only it is found failing
 ])
-def test_request_completes_without_the_failed_drafter(target, policy, fail, dropped, falls_back_to_plain):
+@pytest.mark.parametrize("remote", [False, True])
+def test_request_completes_without_the_failed_drafter(target, policy, fail, dropped, falls_back_to_plain, remote):
     prompt = [0, 5, 17, 33, 8]
     expected = PlainDecoder(target).generate(prompt, max_new_tokens=24, stop_on_eos=False).token_ids
-    result = Decoder(target, drafters(target, fail), policy, TreeSettings(8, 3, 2)).generate(
+    result = Decoder(target, drafters(target, fail, remote=remote), policy, TreeSettings(8, 3, 2)).generate(
         prompt, max_new_tokens=24, stop_on_eos=False)
     assert result.token_ids == expected
     assert sorted(result.decision["unavailable"]) == dropped
     late = result.steps[3:]
     assert all(not set(s.drafters) & fail for s in late)
     assert all(s.tree_size == 0 for s in late) == falls_back_to_plain
+
+
+def test_remote_proposers_draft_in_parallel_losslessly(target):
+    Remote.threads.clear()
+    prompt = [0, 5, 17, 33, 8]
+    expected = PlainDecoder(target).generate(prompt, max_new_tokens=24, stop_on_eos=False).token_ids
+    for policy in ("confidence", "merged-trie"):
+        result = Decoder(target, drafters(target, set(), remote=True), policy, TreeSettings(8, 3, 2)).generate(
+            prompt, max_new_tokens=24, stop_on_eos=False)
+        assert result.token_ids == expected
+    assert threading.get_ident() not in Remote.threads and len(Remote.threads) >= 2
 
 
 def test_sticky_exploration_skips_a_failed_drafter(target):
