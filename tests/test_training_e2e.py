@@ -129,8 +129,19 @@ def test_config_errors_name_file_and_field(tmp_path):
 
 
 def test_shipped_configs_validate():
+    """Every shipped config loads with the loader of its kind (training, evaluation with each profile, serving)."""
+    from services.config import load_serve_config
+    from taps_engine.evaluation.config import load_eval_config
+
     root = Path(__file__).parents[1] / "configs"
-    paths = sorted(root.rglob("*.yaml"))
-    assert len(paths) >= 6
-    for path in paths:
+    training = sorted(p for d in ("smollm2", "llama3-8b") for p in (root / d).glob("*.yaml"))
+    assert len(training) >= 6
+    for path in training:
         load_config(path)
+    for path in sorted((root / "eval").glob("*.yaml")):
+        for profile in (None, "small", "paper"):
+            load_eval_config(path, profile)
+    for path in sorted((root / "serve").glob("*.yaml")):
+        load_serve_config(path)
+    kinds = {p.parent.name for p in root.rglob("*.yaml")}
+    assert kinds == {"smollm2", "llama3-8b", "eval", "serve"}, f"a config folder without a validation test: {kinds}"

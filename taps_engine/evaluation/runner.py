@@ -265,8 +265,8 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
         if previous != fp:
             raise ValueError(f"{out_dir} holds records of different settings (target, dtype, seed or "
                              "max_new_tokens changed); use another --out")
-    atomic_write(manifest, lambda tmp: Path(tmp).write_text(json.dumps(
-        {"fingerprint": fp, "config": cfg.model_dump(mode="json")}, indent=2)))
+    text = json.dumps({"fingerprint": fp, "config": cfg.model_dump(mode="json")}, indent=2)
+    atomic_write(manifest, lambda tmp: Path(tmp).write_text(text.replace(str(Path.home()), "~")))  # shareable
     runs = expand_runs(cfg)
     if only is not None:
         try:

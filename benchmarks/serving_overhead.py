@@ -1,0 +1,370 @@
+"""What the serving system costs over the in-process engine, and how it scales with concurrent clients.
+
+Starts the whole system on a local Ray (services/app.py's `run_local`: one application per drafter, the
+verifier, the router) from a serving config built here, then on the same prompts (MT-Bench and GSM8K first turns,
+greedy, fixed max_new_tokens):
+
+1. the in-process engine `Decoder` (same target, same heads, same tree) and the service's unary Generate with one
+   client, interleaved per prompt so machine noise is shared: tokens/s of each, the per-token time ratio
+   service / in-process, and whether the outputs are token-identical (they must be: both decode greedily);
+2. the service with 1, 4 and 8 concurrent clients (threads, each sending every prompt): total tokens/s and mean
+   latency per request.
+
+Writes JSON and a Markdown table (command, machine, versions) atomically to --out (and the same path with .md).
+
+Usage: nice -n 19 python benchmarks/serving_overhead.py --prompts 4 --max-new-tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+import zlib
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+DEFAULT_OUT = Path("results/serving/overhead.json")
+TREE = {"total_tokens": 16, "depth": 4, "top_k": 4}
+CONCURRENCY = (1, 4, 8)
+POLICIES = ("single", "confidence", "entropy", "merged", "merged-concat", "merged-trie", "merged-budget", "sticky")
+
+
+def fail(message: str) -> None:
+    print(f"serving_overhead: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--target", default="smollm2-135m-instruct", help="target spec (alias, directory, Hub id, .gguf)")
+    p.add_argument("--dtype", default="auto", help="target dtype, for the service and the in-process engine")
+    p.add_argument("--drafter", action="append", default=[], metavar="NAME=PATH",
+                   help="a drafter head (repeatable); PATH 'random' serves a random head. Default: the trained "
+                        "smollm2-eagle2-math/-chat heads in ~/.cache/taps/drafters if present, else random heads")
+    p.add_argument("--policy", default="single", choices=POLICIES, help="composition policy")
+    p.add_argument("--prompts", type=int, default=8, help="number of prompts (MT-Bench / GSM8K alternating)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
+                   help="comma-separated numbers of concurrent clients for the throughput part")
+    p.add_argument("--num-cpus", type=float, default=None,
+                   help="CPUs the local Ray may use (default: this machine's count)")
+    p.add_argument("--timeout", type=float, default=600.0, help="deadline of one gRPC call, seconds")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output; the Markdown goes next to it (.md)")
+    args = p.parse_args(argv)
+    if args.prompts < 1:
+        p.error("--prompts must be at least 1")
+    if args.max_new_tokens < 1:
+        p.error("--max-new-tokens must be at least 1")
+    try:
+        args.concurrency = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    except ValueError:
+        p.error(f"--concurrency must be comma-separated integers, got {args.concurrency!r}")
+    if not args.concurrency or min(args.concurrency) < 1:
+        p.error("--concurrency needs positive integers")
+    if args.out.suffix != ".json":
+        p.error(f"--out must end in .json (the Markdown is written next to it), got {args.out}")
+    return args
+
+
+def drafter_paths(specs: list[str], target: str) -> dict[str, Path | None]:
+    """NAME=PATH options (None: a random head), or the defaults."""
+    from taps_engine.settings import taps_home
+
+    if not specs:
+        out: dict[str, Path | None] = {}
+        for name in ("math", "chat"):
+            trained = taps_home() / "drafters" / f"smollm2-eagle2-{name}"
+            usable = target == "smollm2-135m-instruct" and (trained / "config.json").exists()
+            out[name] = trained if usable else None
+        return out
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            fail(f"--drafter wants NAME=PATH, got {spec!r}")
+        if name in out:
+            fail(f"--drafter {name!r} given twice")
+        if path == "random":
+            out[name] = None
+            continue
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.exists():
+            fail(f"--drafter {name}: no checkpoint at {resolved}")
+        out[name] = resolved
+    return out
+
+
+def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], num_cpus: float):
+    from services.app import free_port
+    from services.config import ServeConfig
+
+    n_replicas = len(drafters) + 2  # drafters, verifier, router: one replica each
+    # fractional CPUs: Ray only does bookkeeping with them; half the machine keeps room for the driver's threads
+    per_replica = round(min(1.0, num_cpus / 2 / n_replicas), 3)
+    deployment = {"num_replicas": 1, "ray_actor_options": {"num_cpus": per_replica}}
+    try:
+        return ServeConfig.model_validate({
+            "target": args.target, "dtype": args.dtype, "tree": TREE,
+            "drafters": {name: {"path": str(path) if path is not None else None, "deployment": deployment}
+                         for name, path in drafters.items()},
+            "verifier": {"deployment": deployment},
+            "router": {"grpc_port": free_port(), "max_new_tokens_cap": max(1024, args.max_new_tokens),
+                       "deployment": deployment}})
+    except ValueError as e:
+        fail(f"bad serving config: {e}")
+
+
+def load_engine(args: argparse.Namespace, drafters: dict[str, Path | None]):
+    """The in-process Decoder with the heads the service's drafter replicas load (random ones seeded alike)."""
+    from taps_engine import Decoder
+    from taps_engine.drafter import TreeSettings
+    from taps_engine.head import DraftHead, load_head
+    from taps_engine.target import load_target
+
+    target = load_target(args.target, dtype=args.dtype)
+    heads = {name: (load_head(path, target.model) if path is not None
+                    else DraftHead.random(target.model, seed=zlib.crc32(name.encode()))).eval()
+             for name, path in drafters.items()}
+    return target, Decoder(target, heads, args.policy, TreeSettings(**TREE))
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("taps", "torch", "transformers", "ray", "grpcio"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def machine() -> dict:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu,
+            "torch_threads_in_process": torch.get_num_threads(), "load_average_at_end": load}
+
+
+def interleaved(engine, client, prompts: list[str], args: argparse.Namespace, drafter: str) -> dict:
+    """In-process engine and service, one prompt each in turn; outputs compared token for token."""
+    import torch
+
+    from services.client import TapsError
+
+    fields = dict(policy=args.policy, drafter=drafter, max_new_tokens=args.max_new_tokens, temperature=0.0)
+    messages = [[{"role": "user", "content": p}] for p in prompts]
+    # warm-up: first calls load kernels, fill caches and open the service's sessions
+    engine.generate(messages[0], max_new_tokens=8, drafter=drafter or None)
+    client.generate(prompts[0], **{**fields, "max_new_tokens": 8})
+    rows = []
+    for i, (prompt, msg) in enumerate(zip(prompts, messages)):
+        with torch.inference_mode():
+            start = time.perf_counter()
+            local = engine.generate(msg, max_new_tokens=args.max_new_tokens, drafter=drafter or None)
+            local_s = time.perf_counter() - start
+        start = time.perf_counter()
+        try:
+            remote = client.generate(prompt, **fields)
+        except TapsError as e:
+            fail(f"the service refused prompt {i}: {e}")
+        remote_s = time.perf_counter() - start
+        rows.append({"prompt": i, "in_process_tokens": len(local.token_ids), "in_process_s": round(local_s, 4),
+                     "in_process_tau": round(local.tau, 3),
+                     "service_tokens": len(remote.token_ids), "service_s": round(remote_s, 4),
+                     "service_server_s": round(remote.stats.seconds, 4),
+                     "service_tau": round(remote.stats.mean_acceptance_length, 3),
+                     "identical": list(local.token_ids) == list(remote.token_ids)})
+        print(f"  prompt {i + 1}/{len(prompts)}: in-process {len(local.token_ids)} tok {local_s:.2f}s, "
+              f"service {len(remote.token_ids)} tok {remote_s:.2f}s, identical={rows[-1]['identical']}",
+              file=sys.stderr)
+    local_tok = sum(r["in_process_tokens"] for r in rows)
+    local_s = sum(r["in_process_s"] for r in rows)
+    remote_tok = sum(r["service_tokens"] for r in rows)
+    remote_s = sum(r["service_s"] for r in rows)
+    server_s = sum(r["service_server_s"] for r in rows)
+    per_tok_local = local_s / local_tok if local_tok else float("nan")
+    per_tok_remote = remote_s / remote_tok if remote_tok else float("nan")
+    return {"in_process": {"new_tokens": local_tok, "seconds": round(local_s, 3),
+                           "tokens_per_s": round(local_tok / local_s, 2) if local_s else None,
+                           "ms_per_token": round(1e3 * per_tok_local, 2)},
+            "service": {"new_tokens": remote_tok, "seconds": round(remote_s, 3),
+                        "tokens_per_s": round(remote_tok / remote_s, 2) if remote_s else None,
+                        "ms_per_token": round(1e3 * per_tok_remote, 2),
+                        "server_reported_seconds": round(server_s, 3)},
+            "per_token_time_ratio_service_over_in_process": round(per_tok_remote / per_tok_local, 3),
+            "identical_outputs": sum(r["identical"] for r in rows), "n_prompts": len(rows), "per_prompt": rows}
+
+
+def concurrent(address: str, prompts: list[str], args: argparse.Namespace, drafter: str, n_clients: int) -> dict:
+    """n_clients threads, each with its own channel, each sending every prompt (starting at a different one)."""
+    from services.client import TapsClient, TapsError
+
+    fields = dict(policy=args.policy, drafter=drafter, max_new_tokens=args.max_new_tokens, temperature=0.0)
+    latencies: list[float] = []
+    tokens = [0]
+    errors: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(n_clients + 1)
+
+    def worker(k: int) -> None:
+        with TapsClient(address, timeout_s=args.timeout) as client:
+            client.health()  # connect before the clock starts
+            barrier.wait()
+            for j in range(len(prompts)):
+                prompt = prompts[(j + k) % len(prompts)]
+                start = time.perf_counter()
+                try:
+                    response = client.generate(prompt, **fields)
+                except TapsError as e:
+                    with lock:
+                        errors.append(str(e))
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    tokens[0] += len(response.token_ids)
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n_clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if errors:
+        print(f"  {len(errors)} of {n_clients * len(prompts)} requests failed, first: {errors[0]}", file=sys.stderr)
+    return {"clients": n_clients, "requests": len(latencies), "failed": len(errors),
+            "first_error": errors[0] if errors else None, "new_tokens": tokens[0], "wall_s": round(wall, 3),
+            "total_tokens_per_s": round(tokens[0] / wall, 2) if wall else None,
+            "mean_latency_s": round(statistics.fmean(latencies), 3) if latencies else None,
+            "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
+            "max_latency_s": round(max(latencies), 3) if latencies else None}
+
+
+def markdown(report: dict) -> str:
+    s, o = report["settings"], report["overhead"]
+    m, v = report["machine"], report["versions"]
+    drafters = ", ".join(f"{k} ({p or 'random'})" for k, p in s["drafters"].items())
+    lines = [
+        "# Serving overhead: Ray Serve + gRPC vs the in-process engine", "",
+        f"Command: `{report['command']}`", "",
+        f"Machine: {m['cpu']} ({m['cpu_count']} CPUs{', ' + m['gpu'] if m['gpu'] else ''}), {m['platform']}; "
+        f"in-process torch threads {m['torch_threads_in_process']}; load average at end {m['load_average_at_end']}.",
+        "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".", "",
+        f"Target {s['target']} ({s['dtype']}), policy `{s['policy']}`"
+        f"{' with drafter ' + s['drafter_used'] if s['drafter_used'] else ''}; drafters {drafters}; tree {s['tree']}; "
+        f"{s['n_prompts']} prompts (MT-Bench / GSM8K first turns), greedy, max {s['max_new_tokens']} new tokens; "
+        f"{s['num_cpus_per_replica']} CPU per replica on a local Ray of {s['ray_num_cpus']} CPUs.", "",
+        "## One client, interleaved per prompt with the in-process engine", "",
+        "| path | new tokens | seconds | tokens/s | ms/token |", "|---|---|---|---|---|",
+        f"| in-process `Decoder` | {o['in_process']['new_tokens']} | {o['in_process']['seconds']} | "
+        f"{o['in_process']['tokens_per_s']} | {o['in_process']['ms_per_token']} |",
+        f"| service (unary Generate, client wall time) | {o['service']['new_tokens']} | {o['service']['seconds']} | "
+        f"{o['service']['tokens_per_s']} | {o['service']['ms_per_token']} |", "",
+        f"Per-token time ratio service / in-process: **{o['per_token_time_ratio_service_over_in_process']}**. "
+        f"Server-reported generation time (router): {o['service']['server_reported_seconds']} s of "
+        f"{o['service']['seconds']} s client wall time. Token-identical outputs: "
+        f"**{o['identical_outputs']}/{o['n_prompts']}**.", "",
+        "## Concurrent clients (each sends every prompt)", "",
+        "| clients | requests | failed | new tokens | wall s | total tokens/s | mean latency s | p50 s | max s |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["concurrency"]:
+        lines.append(f"| {r['clients']} | {r['requests']} | {r['failed']} | {r['new_tokens']} | {r['wall_s']} | "
+                     f"{r['total_tokens_per_s']} | {r['mean_latency_s']} | {r['p50_latency_s']} | "
+                     f"{r['max_latency_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["python", *sys.argv]) if argv is None else \
+        " ".join(shlex.quote(a) for a in ["python", "benchmarks/serving_overhead.py", *argv])
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    from services.app import run_local, shutdown_local
+    from services.client import TapsClient
+    from taps_engine.fileio import atomic_write, write_json
+    from taps_engine.speed import bench_prompts
+
+    num_cpus = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
+    drafters = drafter_paths(args.drafter, args.target)
+    config = serving_config(args, drafters, num_cpus)
+    drafter = next(iter(drafters)) if args.policy == "single" else ""
+    prompts = bench_prompts(args.prompts)
+
+    print("loading the in-process engine", file=sys.stderr)
+    try:
+        target, engine = load_engine(args, drafters)
+    except (OSError, ValueError) as e:
+        fail(f"cannot load the target or a head: {e}")
+    del target
+
+    print(f"starting Ray Serve on {num_cpus:g} CPUs (gRPC port {config.router.grpc_port})", file=sys.stderr)
+    ray_dir = tempfile.mkdtemp(prefix="taps-ray-")
+    try:
+        address = run_local(config, num_cpus=num_cpus, temp_dir=ray_dir)
+    except (ValueError, RuntimeError, OSError) as e:
+        fail(f"the serving system did not start: {e}")
+    try:
+        with TapsClient(address, timeout_s=args.timeout) as client:
+            status = client.health()
+            if status != "SERVING":
+                fail(f"the service at {address} reports {status}")
+            print("one client, interleaved with the in-process engine", file=sys.stderr)
+            overhead = interleaved(engine, client, prompts, args, drafter)
+        del engine
+        results = []
+        for n in args.concurrency:
+            print(f"{n} concurrent client(s)", file=sys.stderr)
+            results.append(concurrent(address, prompts, args, drafter, n))
+            print(f"  {results[-1]['total_tokens_per_s']} tok/s, mean latency {results[-1]['mean_latency_s']} s",
+                  file=sys.stderr)
+    finally:
+        shutdown_local()
+
+    report = {
+        "command": command, "machine": machine(), "versions": versions(),
+        "settings": {"target": args.target, "dtype": args.dtype, "policy": args.policy, "drafter_used": drafter,
+                     "drafters": {k: str(p).replace(str(Path.home()), "~") if p is not None else None
+                                  for k, p in drafters.items()},
+                     "tree": TREE, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+                     "temperature": 0.0, "ray_num_cpus": num_cpus,
+                     "num_cpus_per_replica": config.verifier.deployment.ray_actor_options.num_cpus,
+                     "cuda": torch.cuda.is_available()},
+        "overhead": overhead, "concurrency": results}
+    write_json(args.out, report)
+    md = args.out.with_suffix(".md")
+    atomic_write(md, lambda tmp: Path(tmp).write_text(markdown(report)))
+    print(f"wrote {args.out} and {md}", file=sys.stderr)
+    print(markdown(report))
+    return 0 if overhead["identical_outputs"] == overhead["n_prompts"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
