@@ -40,6 +40,14 @@ def real_data():
     return root
 
 
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tokenizer):
+    """A tiny random target (real SmolLM2 tokenizer) and two heads saved to disk, as the serving replicas load them."""
+    from serving_helpers import save_serving_models
+
+    return save_serving_models(tmp_path_factory.mktemp("serving-models"), tokenizer)
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A tiny GSM8K/MATH train data dir and a scratch TAPS_HOME."""

@@ -16,7 +16,7 @@ import torch
 from ray import serve
 
 from conftest import RedisProcess
-from serving_helpers import PROMPT, TREE, bad_requests, save_serving_models
+from serving_helpers import PROMPT, TREE, bad_requests
 from services.app import free_port, run_local, shutdown_local
 from services.client import TapsClient, TapsError
 from services.config import ServeConfig
@@ -34,11 +34,6 @@ MESSAGES = [{"role": "user", "content": PROMPT}]
 
 def replica(n: int = 1) -> dict:
     return {"num_replicas": n, "ray_actor_options": {"num_cpus": 0.1}}
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, tokenizer):
-    return save_serving_models(tmp_path_factory.mktemp("serving-models"), tokenizer)
 
 
 @pytest.fixture(scope="module")

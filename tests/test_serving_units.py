@@ -13,7 +13,7 @@ import torch
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serving_helpers import PROMPT, TREE, InProcessHandle, bad_requests, save_serving_models
+from serving_helpers import PROMPT, TREE, InProcessHandle, bad_requests
 from services.affinity import SessionAffinityRouter
 from services.app import app_specs, check_fits, required_resources, serve_config_dict
 from services.assignments import LocalAssignmentCache
@@ -38,11 +38,6 @@ from taps_engine.target import load_target
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = TreeSettings(**TREE)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, tokenizer):
-    return save_serving_models(tmp_path_factory.mktemp("serving-models"), tokenizer)
 
 
 @pytest.fixture(scope="module")
