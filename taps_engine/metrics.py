@@ -54,19 +54,24 @@ def drafter_selection_shares(results: Iterable[GenerationResult]) -> dict[str, f
     return {name: n / steps for name, n in sorted(counts.items())} if steps else {}
 
 
-def node_statistics(results: Iterable[GenerationResult]) -> dict[str, dict[str, float]]:
-    """Mean draft confidence and entropy of accepted vs rejected draft nodes."""
-    sums = {k: {"confidence": 0.0, "entropy": 0.0, "count": 0} for k in ("accepted", "rejected")}
+def node_values(results: Iterable[GenerationResult]) -> dict[str, dict[str, list[float]]]:
+    """Draft confidence and entropy of every verified node, grouped by whether the target accepted it."""
+    values = {k: {"confidence": [], "entropy": []} for k in ("accepted", "rejected")}
     for r in results:
         for s in r.steps:
             for conf, ent, ok in zip(s.node_confidence, s.node_entropy, s.node_accepted):
-                bucket = sums["accepted" if ok else "rejected"]
-                bucket["confidence"] += conf
-                bucket["entropy"] += ent
-                bucket["count"] += 1
-    return {k: {"confidence": v["confidence"] / v["count"] if v["count"] else 0.0,
-                "entropy": v["entropy"] / v["count"] if v["count"] else 0.0, "count": v["count"]}
-            for k, v in sums.items()}
+                bucket = values["accepted" if ok else "rejected"]
+                bucket["confidence"].append(conf)
+                bucket["entropy"].append(ent)
+    return values
+
+
+def node_statistics(results: Iterable[GenerationResult]) -> dict[str, dict[str, float]]:
+    """Mean draft confidence and entropy of accepted vs rejected draft nodes."""
+    return {k: {"confidence": sum(v["confidence"]) / len(v["confidence"]) if v["confidence"] else 0.0,
+                "entropy": sum(v["entropy"]) / len(v["entropy"]) if v["entropy"] else 0.0,
+                "count": len(v["confidence"])}
+            for k, v in node_values(results).items()}
 
 
 def summarize(results: list[GenerationResult]) -> dict:

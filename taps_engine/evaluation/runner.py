@@ -23,7 +23,7 @@ from ..benchmarks import BenchmarkItem, load_benchmark
 from ..decoding import Decoder, GenerationResult, PlainDecoder
 from ..fileio import atomic_write
 from ..head import DraftHead, average_heads, load_head
-from ..metrics import depth_counts, drafter_step_counts
+from ..metrics import depth_counts, drafter_step_counts, node_values
 from ..speed import hf_generate
 from ..target import Target
 from .config import AVERAGE, EvalConfig, RunSpec
@@ -142,15 +142,8 @@ def _histogram(values: list[float], bins: np.ndarray) -> list[int]:
 
 def node_histograms(results: list[GenerationResult]) -> dict:
     """Draft confidence / entropy of accepted vs rejected nodes, binned so records stay small at any tree size."""
-    values = {k: {"confidence": [], "entropy": []} for k in ("accepted", "rejected")}
-    for r in results:
-        for s in r.steps:
-            for conf, ent, ok in zip(s.node_confidence, s.node_entropy, s.node_accepted):
-                bucket = values["accepted" if ok else "rejected"]
-                bucket["confidence"].append(conf)
-                bucket["entropy"].append(ent)
     return {k: {"confidence": _histogram(v["confidence"], CONFIDENCE_BINS),
-                "entropy": _histogram(v["entropy"], ENTROPY_BINS)} for k, v in values.items()}
+                "entropy": _histogram(v["entropy"], ENTROPY_BINS)} for k, v in node_values(results).items()}
 
 
 def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult]) -> dict:
