@@ -250,6 +250,15 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
                    only: str | None = None) -> RecordStore:
     """Generate every missing record of the matrix into `out_dir/records.jsonl` (`only`: a regex selecting
     run ids, e.g. to start before every drafter is trained; only the drafters those runs use are loaded)."""
+    runs = expand_runs(cfg)   # selection checked before anything is written
+    if only is not None:
+        try:
+            pattern = re.compile(only)
+        except re.error as e:
+            raise ValueError(f"--runs {only!r} is not a valid regular expression: {e}") from e
+        runs = [r for r in runs if pattern.search(r.id)]
+        if not runs:
+            raise ValueError(f"no run id matches {only!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "experiment.json"
     fp = fingerprint(cfg)
@@ -260,15 +269,6 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
                              "max_new_tokens changed); use another --out")
     text = json.dumps({"fingerprint": fp, "config": cfg.model_dump(mode="json")}, indent=2)
     atomic_write(manifest, lambda tmp: Path(tmp).write_text(text.replace(str(Path.home()), "~")))  # shareable
-    runs = expand_runs(cfg)
-    if only is not None:
-        try:
-            pattern = re.compile(only)
-        except re.error as e:
-            raise ValueError(f"--runs {only!r} is not a valid regular expression: {e}") from e
-        runs = [r for r in runs if pattern.search(r.id)]
-        if not runs:
-            raise ValueError(f"no run id matches {only!r}")
     items = {b: load_benchmark(b, cfg.n_prompts) for b in cfg.benchmarks}
     store = RecordStore(out_dir / "records.jsonl")
     work = list(pending_work(cfg, runs, items, store))
