@@ -29,13 +29,18 @@ import threading
 import time
 import warnings
 import zlib
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from taps_engine.drafter_specs import default_drafters, parse_drafter_specs
+from taps_engine.policies import policy_names
+from taps_engine.target import DEFAULT_TARGET
+from taps_engine.tree import CPU_TREE
+
 DEFAULT_OUT = Path("results/serving/overhead.json")
-TREE = {"total_tokens": 16, "depth": 4, "top_k": 4}
+TREE = asdict(CPU_TREE)
 CONCURRENCY = (1, 4, 8)
-POLICIES = ("single", "confidence", "entropy", "merged", "merged-concat", "merged-trie", "merged-budget", "sticky")
 
 
 def fail(message: str) -> None:
@@ -46,12 +51,13 @@ def fail(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--target", default="smollm2-135m-instruct", help="target spec (alias, directory, Hub id, .gguf)")
+    p.add_argument("--target", default=DEFAULT_TARGET, help="target spec (alias, directory, Hub id, .gguf)")
     p.add_argument("--dtype", default="auto", help="target dtype, for the service and the in-process engine")
     p.add_argument("--drafter", action="append", default=[], metavar="NAME=PATH",
                    help="a drafter head (repeatable); PATH 'random' serves a random head. Default: the trained "
                         "smollm2-eagle2-math/-chat heads in ~/.cache/taps/drafters if present, else random heads")
-    p.add_argument("--policy", default="single", choices=POLICIES, help="composition policy")
+    p.add_argument("--policy", default="single", choices=policy_names(servable_only=True),
+                   help="composition policy")
     p.add_argument("--prompts", type=int, default=8, help="number of prompts (MT-Bench / GSM8K alternating)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
@@ -77,31 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def drafter_paths(specs: list[str], target: str) -> dict[str, Path | None]:
-    """NAME=PATH options (None: a random head), or the defaults."""
-    from taps_engine.settings import taps_home
-
+    """NAME=PATH options (PATH `random`: an untrained head), else the target's trained heads, else random ones."""
     if not specs:
-        out: dict[str, Path | None] = {}
-        for name in ("math", "chat"):
-            trained = taps_home() / "drafters" / f"smollm2-eagle2-{name}"
-            usable = target == "smollm2-135m-instruct" and (trained / "config.json").exists()
-            out[name] = trained if usable else None
-        return out
-    out = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            fail(f"--drafter wants NAME=PATH, got {spec!r}")
-        if name in out:
-            fail(f"--drafter {name!r} given twice")
-        if path == "random":
-            out[name] = None
-            continue
-        resolved = Path(path).expanduser().resolve()
-        if not resolved.exists():
-            fail(f"--drafter {name}: no checkpoint at {resolved}")
-        out[name] = resolved
-    return out
+        found = default_drafters(target)
+        return {name: found.get(name) for name in ("math", "chat")}
+    try:
+        return parse_drafter_specs(specs, allow_random=True)
+    except ValueError as e:
+        fail(str(e))
 
 
 def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], num_cpus: float):
@@ -127,7 +116,6 @@ def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], n
 def load_engine(args: argparse.Namespace, drafters: dict[str, Path | None]):
     """The in-process Decoder with the heads the service's drafter replicas load (random ones seeded alike)."""
     from taps_engine import Decoder
-    from taps_engine.drafter import TreeSettings
     from taps_engine.head import DraftHead, load_head
     from taps_engine.target import load_target
 
@@ -135,7 +123,7 @@ def load_engine(args: argparse.Namespace, drafters: dict[str, Path | None]):
     heads = {name: (load_head(path, target.model) if path is not None
                     else DraftHead.random(target.model, seed=zlib.crc32(name.encode()))).eval()
              for name, path in drafters.items()}
-    return target, Decoder(target, heads, args.policy, TreeSettings(**TREE))
+    return target, Decoder(target, heads, args.policy, CPU_TREE)
 
 
 def versions() -> dict[str, str]:

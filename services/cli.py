@@ -21,7 +21,7 @@ from google.protobuf.json_format import MessageToDict
 from taps_engine.cli_common import console, err, fail
 from taps_engine.fileio import atomic_write
 
-from .config import ServeConfig, embedded_defaults, load_serve_config
+from .config import SERVE_POLICIES, ServeConfig, embedded_defaults, load_serve_config
 
 DEFAULT_SERVER = "127.0.0.1:9000"
 DEFAULT_IMAGE = "taps:0.1.0"
@@ -105,8 +105,7 @@ def client_generate(
     server: str = ServerOpt,
     system: str = typer.Option("", help="System prompt."),
     raw: bool = typer.Option(False, help="Send the prompt as raw text, without the chat template."),
-    policy: str = typer.Option("", help="single, confidence, entropy, merged(-trie/-budget), sticky; "
-                                        "default: the server's."),
+    policy: str = typer.Option("", help=f"{', '.join(SERVE_POLICIES)}; default: the server's."),
     drafter: str = typer.Option("", help="Drafter for `single`, or the forced assignment for `sticky`."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     temperature: Optional[float] = typer.Option(None), top_p: Optional[float] = typer.Option(None),

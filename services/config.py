@@ -3,8 +3,7 @@
 Local `taps serve` and the KubeRay RayService manifest are both built from it (one source of truth), so it is
 validated strictly: unknown keys, non-positive sizes and inconsistent replica settings are errors naming the file
 and the field, never silent defaults. Without a file the defaults describe a one-machine system (two drafters,
-fractional CPUs that fit two cores) and `embedded_defaults()` points the drafters at trained heads in the cache
-dir when they exist.
+fractional CPUs that fit two cores) and `embedded_defaults()` points the drafters at the trained heads the target comes with.
 """
 
 from __future__ import annotations
@@ -14,21 +13,18 @@ import re
 from pathlib import Path
 from typing import Literal, Optional
 
-import torch
 from pydantic import Field, field_validator, model_validator
 
 from taps_engine.configfile import Strict, load_yaml_config
-from taps_engine.drafter import TreeSettings
-from taps_engine.settings import DTYPES, taps_home
+from taps_engine.drafter_specs import default_drafters
+from taps_engine.policies import policy_names, policy_spec
+from taps_engine.settings import DTYPES
 from taps_engine.target import DEFAULT_TARGET
+from taps_engine.tree import TreeSettings, default_tree
 
 log = logging.getLogger(__name__)
 
-# Policies the router offers: `plain` is a baseline for benchmarks, not a serving policy.
-SERVE_POLICIES = ("single", "confidence", "entropy", "merged", "merged-concat", "merged-trie", "merged-budget",
-                  "sticky")
-Policy = Literal["single", "confidence", "entropy", "merged", "merged-concat", "merged-trie", "merged-budget",
-                 "sticky"]
+SERVE_POLICIES = policy_names(servable_only=True)   # `plain` is a benchmark baseline, not a serving policy
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"  # becomes part of application and Kubernetes names
 
 
@@ -102,7 +98,7 @@ class VerifierConfig(Strict):
 
 
 class RouterConfig(Strict):
-    default_policy: Policy = "sticky"
+    default_policy: str = "sticky"
     default_max_new_tokens: int = Field(128, ge=1)
     max_new_tokens_cap: int = Field(1024, ge=1)   # above it: RESOURCE_EXHAUSTED
     max_prompt_tokens: int = Field(4096, ge=1)    # above it: INVALID_ARGUMENT
@@ -114,6 +110,12 @@ class RouterConfig(Strict):
     verifier_timeout_s: float = Field(120.0, gt=0)  # one verifier call; past it the request fails (UNAVAILABLE)
     request_timeout_s: Optional[float] = Field(None, gt=0)  # whole request, at the gRPC proxy: DEADLINE_EXCEEDED
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @field_validator("default_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        policy_spec(value, servable_only=True)
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -130,15 +132,6 @@ class RouterConfig(Strict):
         return self
 
 
-class TreeConfig(Strict):
-    total_tokens: int = Field(TreeSettings.total_tokens, ge=2)
-    depth: int = Field(TreeSettings.depth, ge=1)
-    top_k: int = Field(TreeSettings.top_k, ge=1)
-
-    def settings(self) -> TreeSettings:
-        return TreeSettings(self.total_tokens, self.depth, self.top_k)
-
-
 def _default_drafters() -> dict[str, DrafterConfig]:
     return {"math": DrafterConfig(), "chat": DrafterConfig()}
 
@@ -146,7 +139,7 @@ def _default_drafters() -> dict[str, DrafterConfig]:
 class ServeConfig(Strict):
     target: str = DEFAULT_TARGET                  # spec string, as for `taps generate --target`
     dtype: str = "auto"
-    tree: TreeConfig = Field(default_factory=TreeConfig)
+    tree: Optional[TreeSettings] = None           # None: the verifier's device decides (taps_engine.tree)
     drafters: dict[str, DrafterConfig] = Field(default_factory=_default_drafters, min_length=1)
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
@@ -157,6 +150,13 @@ class ServeConfig(Strict):
         if value != "auto" and value not in DTYPES:
             raise ValueError(f"unknown dtype {value!r}; use one of auto, {', '.join(sorted(DTYPES))}")
         return value
+
+    @model_validator(mode="after")
+    def _device_tree(self) -> "ServeConfig":
+        """Fill in the tree for the device the verifier replicas get (GPUs if they ask for any)."""
+        if self.tree is None:
+            self.tree = default_tree("cuda" if self.verifier.deployment.ray_actor_options.num_gpus else "cpu")
+        return self
 
     @field_validator("drafters")
     @classmethod
@@ -190,14 +190,9 @@ def load_serve_config(path: str | Path) -> ServeConfig:
 
 
 def embedded_defaults() -> ServeConfig:
-    """The no-config system: the default target, with the trained math/chat heads from the cache dir if present,
-    and without a GPU the CPU-sized tree (`make run`'s: a 16-node tree costs ~1.15x one token on CPU, the paper's
-    60 nodes much more)."""
+    """The no-config system: the default target with its trained math/chat heads when they exist (random heads
+    otherwise, with a warning)."""
     config = ServeConfig()
-    if not torch.cuda.is_available():
-        config.tree = TreeConfig(total_tokens=16, depth=4, top_k=4)
-    for name, drafter in config.drafters.items():
-        trained = taps_home() / "drafters" / f"smollm2-eagle2-{name}"
-        if config.target == DEFAULT_TARGET and (trained / "config.json").exists():
-            drafter.path = trained
+    for name, path in default_drafters(config.target).items():
+        config.drafters[name].path = path
     return config

@@ -9,6 +9,8 @@ Application builders (`import_path` in a Serve config) take the servers' constru
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ray import serve
 
 from .drafter_server import DrafterServer
@@ -23,23 +25,24 @@ def drafter_app_name(name: str) -> str:
     return f"drafter-{name}"
 
 
+def _rpc(name: str, request_type: type) -> Callable[[object, bytes], bytes]:
+    """A deployment method forwarding serialized `request_type` bytes to the server's method `name`."""
+    def method(self, data: bytes) -> bytes:
+        return getattr(self.server, name)(request_type.FromString(data)).SerializeToString()
+    method.__name__ = name
+    return method
+
+
 @serve.deployment(name="Drafter")
 class DrafterDeployment:
     def __init__(self, name: str, head_path: str | None, target: str, dtype: str = "auto", cache_size: int = 64,
                  method: str = "eagle2") -> None:
         self.server = DrafterServer(name, head_path, target, dtype, cache_size, method)
 
-    def Info(self, data: bytes) -> bytes:
-        return self.server.Info(pb.InfoRequest.FromString(data)).SerializeToString()
-
-    def Propose(self, data: bytes) -> bytes:
-        return self.server.Propose(pb.ProposeRequest.FromString(data)).SerializeToString()
-
-    def PromptAgreement(self, data: bytes) -> bytes:
-        return self.server.PromptAgreement(pb.PromptAgreementRequest.FromString(data)).SerializeToString()
-
-    def Release(self, data: bytes) -> bytes:
-        return self.server.Release(pb.ReleaseRequest.FromString(data)).SerializeToString()
+    Info = _rpc("Info", pb.InfoRequest)
+    Propose = _rpc("Propose", pb.ProposeRequest)
+    PromptAgreement = _rpc("PromptAgreement", pb.PromptAgreementRequest)
+    Release = _rpc("Release", pb.ReleaseRequest)
 
 
 @serve.deployment(name="Verifier")
@@ -47,17 +50,11 @@ class VerifierDeployment:
     def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32) -> None:
         self.server = VerifierServer(target, dtype, cache_size)
 
-    def Info(self, data: bytes) -> bytes:
-        return self.server.Info(pb.InfoRequest.FromString(data)).SerializeToString()
-
-    def Prefill(self, data: bytes) -> bytes:
-        return self.server.Prefill(pb.PrefillRequest.FromString(data)).SerializeToString()
-
-    def Verify(self, data: bytes) -> bytes:
-        return self.server.Verify(pb.VerifyRequest.FromString(data)).SerializeToString()
-
-    def Release(self, data: bytes) -> bytes:
-        return self.server.Release(pb.ReleaseRequest.FromString(data)).SerializeToString()
+    Info = _rpc("Info", pb.InfoRequest)
+    Prefill = _rpc("Prefill", pb.PrefillRequest)
+    Verify = _rpc("Verify", pb.VerifyRequest)
+    Features = _rpc("Features", pb.FeaturesRequest)
+    Release = _rpc("Release", pb.ReleaseRequest)
 
 
 def build_drafter(args: dict, options: dict | None = None) -> serve.Application:

@@ -1,7 +1,7 @@
 """One drafter behind the internal `Drafter` protocol: a draft head, per-session draft state, the offset protocol.
 
 A draft head borrows the target's frozen input embedding and LM head, so a replica loads those two matrices of the
-target and nothing else of it (services/light_target.py); only the head's own weights differ between drafter
+target and nothing else of it (services/embedding_target.py); only the head's own weights differ between drafter
 applications. Each generation request is one session: a `Drafter`
 (taps_engine.drafter) with its own KV cache, kept in a bounded LRU so a replica serves many requests at once.
 
@@ -23,11 +23,10 @@ from pathlib import Path
 from taps_engine.drafter import Drafter
 from taps_engine.head import DraftHead, load_head
 
-from .light_target import load_embedding_target
+from .embedding_target import load_embedding_target
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
-from .tensors import from_proto
-from .trees import settings_from_proto, tree_to_proto
+from .codec import from_proto, settings_from_proto, tree_to_proto
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,16 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from taps_engine.decoding import Decoder, StepEvent
-from taps_engine.target import Target
+from taps_engine.policies import Decision
+from taps_engine.prompt import PromptFormat
 
 from .assignments import Assignment, AssignmentCache
+from .codec import settings_to_proto
 from .config import SERVE_POLICIES, ServeConfig
-from .metrics import RouterMetrics
+from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .remote import RemoteProposer, RemoteVerifier, VerifierUnavailable, call, release
 from .results import FINISH, TextDeltas, decision_proto, generation_stats, step_stats
-from .trees import settings_to_proto
 from .validation import ParsedRequest, RequestError, parse_request
 
 log = logging.getLogger(__name__)
@@ -38,20 +39,20 @@ HEALTH_TIMEOUT_S = 5.0
 
 class RouterCore:
 
-    def __init__(self, config: ServeConfig, target: Target, drafters: Mapping[str, Any], verifier: Any,
+    def __init__(self, config: ServeConfig, prompt_format: PromptFormat, drafters: Mapping[str, Any], verifier: Any,
                  cache: AssignmentCache, metrics: RouterMetrics) -> None:
         self.config = config
-        self.target = target
+        self.format = prompt_format
         self.drafters = dict(drafters)
         self.verifier = verifier
         self.cache = cache
         self.metrics = metrics
-        self.tree = config.tree.settings()
+        self.tree = config.tree
 
     def list_drafters(self) -> pb.ListDraftersResponse:
-        hidden = self.target.config.hidden_size
         infos = [pb.DrafterInfo(name=name, method=d.method if d.path is not None else "random",
-                                target=self.config.target, hidden_size=hidden, path=str(d.path or ""))
+                                target=self.config.target, hidden_size=self.format.hidden_size,
+                                path=str(d.path or ""))
                  for name, d in self.config.drafters.items()]
         limits = self.config.router
         return pb.ListDraftersResponse(target=self.config.target, drafters=infos, policies=SERVE_POLICIES,
@@ -70,7 +71,7 @@ class RouterCore:
         return health_pb2.HealthCheckResponse.SERVING
 
     def _cached_assignment(self, parsed: ParsedRequest) -> Assignment | None:
-        if parsed.policy != "sticky" or parsed.drafter is not None or parsed.assignment_key is None:
+        if parsed.drafter is not None or parsed.assignment_key is None:
             return None
         found = self.cache.get(parsed.assignment_key)
         if found is not None and found.drafter not in self.drafters:  # the drafter was removed from the config
@@ -78,25 +79,17 @@ class RouterCore:
         self.metrics.assignment(found is not None)
         return found
 
-    def _remember(self, parsed: ParsedRequest, cached: Assignment | None, decision: dict) -> None:
+    def _remember(self, parsed: ParsedRequest, cached: Assignment | None, decision: Decision) -> None:
         """Store an explored choice, or count another request under a cached one (refreshing its TTL)."""
-        chosen = decision.get("drafter")
+        chosen = decision.drafter
         if parsed.assignment_key is None or parsed.drafter is not None or chosen is None \
-                or chosen in decision.get("unavailable", []):
+                or chosen in decision.unavailable:
             return
         if cached is not None:
             cached.requests += 1
             self.cache.put(parsed.assignment_key, cached)
         else:
-            self.cache.put(parsed.assignment_key, Assignment(chosen, dict(decision.get("prompt_agreement", {}))))
-
-    def _drafter_names(self, policy: str, requested: str | None) -> list[str]:
-        """Only the drafters the policy can use get a session: single/sticky with a choice use one."""
-        if policy == "single":
-            return [requested or next(iter(self.drafters))]
-        if policy == "sticky" and requested is not None:
-            return [requested]
-        return list(self.drafters)
+            self.cache.put(parsed.assignment_key, Assignment(chosen, dict(decision.prompt_agreement)))
 
     def chunks(self, request: pb.GenerateRequest) -> Iterator[pb.GenerateChunk]:
         """One chunk per committed step, the last one with the finish reason, decision and stats.
@@ -104,18 +97,17 @@ class RouterCore:
         Raises RequestError (with its gRPC status) for refused requests and when the verifier is unavailable.
         Whenever the iteration ends (finished, failed, or closed early), the request's replica sessions are freed.
         """
-        parsed = parse_request(request, self.target, self.config)
+        parsed = parse_request(request, self.format, self.config)
         cached = self._cached_assignment(parsed)
         requested = parsed.drafter or (cached.drafter if cached is not None else None)
         session_id = uuid.uuid4().hex
         limits = self.config.router
         verifier = RemoteVerifier(self.verifier, session_id, limits.verifier_timeout_s)
-        proposers = {name: RemoteProposer(name, self.drafters[name], session_id, limits.drafter_timeout_s)
-                     for name in self._drafter_names(parsed.policy, requested)}
-        decoder = Decoder(self.target, proposers, parsed.policy, self.tree, verifier=verifier)
-        params = parsed.params
-        events = decoder.stream(parsed.prompt_ids, params.max_new_tokens, params.temperature, params.top_p,
-                                params.top_k, params.seed, params.stop_on_eos, requested)
+        proposers = {name: RemoteProposer(name, self.drafters[name], session_id, limits.drafter_timeout_s,
+                                          verifier.features)
+                     for name in parsed.policy.sessions(list(self.drafters), requested)}
+        decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier)
+        events = decoder.stream(parsed.prompt_ids, parsed.params, requested)
         try:
             yield from self._chunks(events, parsed, cached)
         finally:
@@ -125,7 +117,7 @@ class RouterCore:
 
     def _chunks(self, events: Iterator[StepEvent], parsed: ParsedRequest,
                 cached: Assignment | None) -> Iterator[pb.GenerateChunk]:
-        texts = TextDeltas(self.target.tokenizer)
+        texts = TextDeltas(self.format.tokenizer)
         started = False
         while True:
             t0 = time.perf_counter()
@@ -143,13 +135,13 @@ class RouterCore:
             result = event.result
             if result is None:
                 if event.step is not None:
-                    self.metrics.step(parsed.policy, event.step, time.perf_counter() - t0)
+                    self.metrics.step(parsed.policy.name, event.step, time.perf_counter() - t0)
                 yield pb.GenerateChunk(token_ids=event.tokens, text=texts.add(event.tokens),
                                        step=step_stats(event.step) if event.step is not None else None)
                 continue
-            self.metrics.finished(parsed.policy, result)
+            self.metrics.finished(parsed.policy.name, result)
             self._remember(parsed, cached, result.decision)
             decision = decision_proto(result.decision, from_cache=cached is not None,
-                                      client_assigned=parsed.drafter is not None and parsed.policy == "sticky")
+                                      client_assigned=parsed.drafter is not None and parsed.policy.assignable)
             yield pb.GenerateChunk(text=texts.finish(result.text), finish_reason=FINISH[result.finish_reason],
                                    policy=result.policy, decision=decision, stats=generation_stats(result))

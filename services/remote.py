@@ -15,18 +15,17 @@ uses to keep a session on the replica that holds its state.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from google.protobuf.message import Message
 
 from taps_engine.acceptance import SamplingParams
-from taps_engine.drafter import DrafterUnavailable, TreeSettings
-from taps_engine.tree import DraftTree
+from taps_engine.drafter import DrafterUnavailable
+from taps_engine.tree import DraftTree, TreeSettings
 
 from .protos_gen.taps.v1 import taps_pb2 as pb
-from .tensors import from_proto, to_proto
-from .trees import settings_to_proto, tree_from_proto, tree_to_proto
+from .codec import from_proto, settings_to_proto, to_proto, tree_from_proto, tree_to_proto
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
@@ -71,41 +70,46 @@ def call(handle: Any, method: str, request: Message, response_type: type[M], ses
 class RemoteProposer:
     """A drafter deployment seen as a Proposer, for one generation request (one session).
 
-    Keeps the session's whole pair history (what the replica may need to rebuild) and sends only the pairs the
-    replica has not acknowledged.
+    Sends only the pairs the replica has not acknowledged, and keeps only those: token ids are kept whole (they
+    are cheap), feature rows until the replica acknowledges them. A replica that lost the session asks for older
+    pairs; their features come back from `refetch(start, end)` (the verifier recomputes them from the tokens).
     """
 
     concurrent = True  # waits on the network, not the CPU: multi-drafter policies draft these in parallel
 
-    def __init__(self, name: str, handle: Any, session_id: str, timeout_s: float) -> None:
+    def __init__(self, name: str, handle: Any, session_id: str, timeout_s: float,
+                 refetch: Callable[[int, int], torch.Tensor]) -> None:
         self.name = name
         self.handle = handle
         self.session_id = session_id
         self.timeout_s = timeout_s
+        self.refetch = refetch
         self.failed = False  # raised DrafterUnavailable: the loop dropped it, nothing left to release
         self.reset()
 
     def reset(self) -> None:
         self.tokens: list[int] = []
-        self.features: list[torch.Tensor] = []  # chunks, as extended
-        self.sent = 0                           # pairs the replica has acknowledged
-        self.resends = 0                        # StateMiss answers (metrics)
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (first pair index, feature rows) not yet acknowledged
+        self.acked = 0                                     # pairs the replica has acknowledged
+        self.resends = 0                                   # StateMiss answers (metrics)
 
     def extend(self, tokens: Sequence[int], features: torch.Tensor) -> None:
         if len(tokens) != features.shape[0]:
             raise ValueError(f"{len(tokens)} tokens but {features.shape[0]} features")
+        self.pending.append((len(self.tokens), features.detach().cpu()))
         self.tokens.extend(int(t) for t in tokens)
-        self.features.append(features.detach().cpu())
+
+    def _features(self, offset: int) -> torch.Tensor | None:
+        """Feature rows of pairs `offset` on: refetched below what is still held, then the held ones."""
+        held_from = self.pending[0][0] if self.pending else len(self.tokens)
+        rows = [self.refetch(offset, held_from)] if offset < held_from else []
+        rows += [chunk[max(0, offset - start):] for start, chunk in self.pending if start + chunk.shape[0] > offset]
+        return torch.cat(rows) if rows else None
 
     def _update(self, offset: int) -> pb.PairUpdate:
-        rows, start = [], 0
-        for chunk in self.features:
-            end = start + chunk.shape[0]
-            if end > offset:
-                rows.append(chunk[max(0, offset - start):])
-            start = end
+        features = self._features(offset)
         return pb.PairUpdate(session_id=self.session_id, drafter=self.name, offset=offset,
-                             tokens=self.tokens[offset:], features=to_proto(torch.cat(rows)) if rows else None)
+                             tokens=self.tokens[offset:], features=to_proto(features) if features is not None else None)
 
     def _exchange(self, method: str, build, response_type: type[M]) -> M:
         try:
@@ -116,7 +120,7 @@ class RemoteProposer:
 
     def _resending(self, method: str, build, response_type: type[M]) -> M:
         """Send the unacknowledged pairs with the request `build(update)`; resend from where a replica asks."""
-        offset = self.sent
+        offset = self.acked
         for _ in range(1 + MAX_RESENDS):
             try:
                 response = call(self.handle, method, build(self._update(offset)), response_type, self.session_id,
@@ -124,7 +128,7 @@ class RemoteProposer:
             except Exception as e:  # whatever failed, the loop continues without this drafter
                 raise DrafterUnavailable(self.name, f"{method} failed: {type(e).__name__}: {e}") from e
             if response.WhichOneof("result") != "miss":
-                self.sent = len(self.tokens)
+                self.acked, self.pending = len(self.tokens), []
                 return response
             self.resends += 1
             offset = response.miss.resend_from
@@ -147,14 +151,19 @@ class RemoteProposer:
 
 
 class RemoteVerifier:
-    """The verifier deployment seen as a Verifier, for one generation request (one session)."""
+    """The verifier deployment seen as a Verifier, for one generation request (one session).
+
+    Keeps the committed token ids (cheap) and sends each step only those the replica has not acknowledged:
+    normally one token, the new root.
+    """
 
     def __init__(self, handle: Any, session_id: str, timeout_s: float) -> None:
         self.handle = handle
         self.session_id = session_id
         self.timeout_s = timeout_s
-        self.context: list[int] = []  # committed tokens the replica's cache should hold
-        self.rebuilds = 0             # steps where the replica had to rebuild the cache (metrics)
+        self.ids: list[int] = []      # committed tokens before the pending root: what the replica's cache holds
+        self.acked = 0                # of those, the ones the replica has acknowledged
+        self.rebuilds = 0             # StateMiss answers (metrics)
 
     def _call(self, method: str, request: Message, response_type: type[M]) -> M:
         try:
@@ -165,25 +174,43 @@ class RemoteVerifier:
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         response = self._call("Prefill", pb.PrefillRequest(session_id=self.session_id, prompt_ids=list(ids)),
                               pb.PrefillResponse)
-        self.context = list(ids)
+        self.ids, self.acked = list(ids), len(ids)
         return from_proto(response.features), from_proto(response.logits)
 
     def step(self, root: int, tree: DraftTree, params: SamplingParams,
              generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]:
-        context = self.context + [int(root)]
         sampling = pb.SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
-        rng_state = b"" if params.greedy else generator.get_state().numpy().tobytes()
-        request = pb.VerifyRequest(session_id=self.session_id, context_ids=context, tree=tree_to_proto(tree),
-                                   accept=pb.Acceptance(sampling=sampling, rng_state=rng_state))
-        response = self._call("Verify", request, pb.VerifyResponse)
-        path = list(response.path)
+        accept = pb.Acceptance(sampling=sampling,
+                               rng_state=b"" if params.greedy else generator.get_state().numpy().tobytes())
+        encoded = tree_to_proto(tree)
+        offset = self.acked
+        for _ in range(1 + MAX_RESENDS):
+            request = pb.VerifyRequest(session_id=self.session_id, offset=offset,
+                                       tokens=self.ids[offset:] + [int(root)], tree=encoded, accept=accept)
+            response = self._call("Verify", request, pb.VerifyResponse)
+            if response.WhichOneof("result") == "verified":
+                break
+            self.rebuilds += 1
+            offset = response.miss.resend_from
+            if not 0 <= offset <= len(self.ids):
+                raise VerifierUnavailable(f"verifier asked to resend from {offset}, outside the sequence")
+        else:
+            raise VerifierUnavailable(f"verifier lost the session {1 + MAX_RESENDS} times in a row")
+        verified = response.verified
+        path = list(verified.path)
         if any(not 0 <= i < len(tree) for i in path):
             raise VerifierUnavailable(f"verifier returned path {path} outside a tree of {len(tree)} nodes")
-        if response.rng_state and not params.greedy:
-            generator.set_state(torch.frombuffer(bytearray(response.rng_state), dtype=torch.uint8))
-        self.rebuilds += response.rebuilt
-        self.context = context + tree.tokens[path].tolist()
-        return path, int(response.bonus_token), from_proto(response.features)
+        if verified.rng_state and not params.greedy:
+            generator.set_state(torch.frombuffer(bytearray(verified.rng_state), dtype=torch.uint8))
+        self.ids += [int(root)] + tree.tokens[path].tolist()
+        self.acked = len(self.ids)
+        return path, int(verified.bonus_token), from_proto(verified.features)
+
+    def features(self, start: int, end: int) -> torch.Tensor:
+        """Target features of committed positions [start, end), recomputed by a replica (drafter rebuilds)."""
+        response = self._call("Features", pb.FeaturesRequest(token_ids=self.ids[:end], start=start),
+                              pb.FeaturesResponse)
+        return from_proto(response.features)
 
 
 def release(sessions: Sequence[RemoteProposer | RemoteVerifier], timeout_s: float) -> None:

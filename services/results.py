@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from taps_engine.decoding import GenerationResult, StepRecord
 from taps_engine.metrics import acceptance_rate_by_depth, drafter_step_counts
+from taps_engine.policies import Decision
 
 from .protos_gen.taps.v1 import taps_pb2 as pb
 
@@ -45,10 +46,10 @@ def step_stats(step: StepRecord) -> pb.StepStats:
                         tree_size=step.tree_size)
 
 
-def decision_proto(decision: dict, from_cache: bool, client_assigned: bool) -> pb.Decision:
-    return pb.Decision(drafter=decision.get("drafter", ""), from_assignment_cache=from_cache,
-                       client_assigned=client_assigned, scores=decision.get("prompt_agreement", {}),
-                       unavailable=decision.get("unavailable", []))
+def decision_proto(decision: Decision, from_cache: bool, client_assigned: bool) -> pb.Decision:
+    return pb.Decision(drafter=decision.drafter or "", from_assignment_cache=from_cache,
+                       client_assigned=client_assigned, scores=dict(decision.prompt_agreement),
+                       unavailable=decision.unavailable)
 
 
 def generation_stats(result: GenerationResult) -> pb.GenerationStats:

@@ -27,12 +27,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 from ray import serve
 
+from taps_engine.target import load_prompt_format
+
 from .assignments import make_assignment_cache
 from .config import SERVE_POLICIES, ServeConfig
 from .deployments import VERIFIER_APP, drafter_app_name
 from .generation import RouterCore
-from .light_target import load_light_target
-from .metrics import RouterMetrics
+from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .results import response_from_chunks
 from .validation import RequestError
@@ -53,7 +54,7 @@ class Router:
                     for name in serve_config.drafters}
         verifier = serve.get_deployment_handle("Verifier", VERIFIER_APP)
         cache = make_assignment_cache(router.redis_url, router.assignment_ttl_s, router.assignment_cache_size)
-        self.core = RouterCore(serve_config, load_light_target(serve_config.target), drafters, verifier, cache,
+        self.core = RouterCore(serve_config, load_prompt_format(serve_config.target), drafters, verifier, cache,
                                RouterMetrics())
         # one thread per request in flight: decoding steps block on remote calls
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=router.deployment.max_ongoing_requests or 32,

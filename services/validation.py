@@ -14,15 +14,16 @@ from dataclasses import dataclass
 import grpc
 
 from taps_engine.acceptance import SamplingParams
-from taps_engine.target import Target
+from taps_engine.policies import POLICY_SPECS, PolicySpec, policy_spec
+from taps_engine.prompt import PromptFormat
 
 from .assignments import assignment_key, first_turn
-from .config import SERVE_POLICIES, ServeConfig
+from .config import ServeConfig
 from .protos_gen.taps.v1 import taps_pb2 as pb
 
 ROLES = ("system", "user", "assistant")
 # policies that take a `drafter` from the request (the others draft with every drafter each step)
-DRAFTER_POLICIES = ("single", "sticky")
+DRAFTER_POLICIES = tuple(spec.name for spec in POLICY_SPECS if spec.servable and spec.takes_drafter)
 
 
 class RequestError(Exception):
@@ -44,13 +45,13 @@ def invalid(message: str) -> RequestError:
 @dataclass
 class ParsedRequest:
     prompt_ids: list[int]
-    policy: str
+    policy: PolicySpec
     drafter: str | None        # the client's drafter (single) or forced assignment (sticky)
     params: SamplingParams
     assignment_key: str | None  # sticky: the conversation's key in the assignment cache
 
 
-def _prompt(request: pb.GenerateRequest, target: Target) -> tuple[list[int], tuple[str, str] | None]:
+def _prompt(request: pb.GenerateRequest, prompt_format: PromptFormat) -> tuple[list[int], tuple[str, str] | None]:
     """Token ids, and the (system, first user turn) identifying the conversation when there is text."""
     given = [name for name, present in (("prompt", bool(request.prompt)), ("messages", bool(request.messages)),
                                         ("prompt_token_ids", bool(request.prompt_token_ids))) if present]
@@ -77,7 +78,7 @@ def _prompt(request: pb.GenerateRequest, target: Target) -> tuple[list[int], tup
             messages = [{"role": "system", "content": request.system}] + messages
         prompt, conversation = messages, first_turn(messages)
     try:
-        return target.encode_prompt(prompt), conversation
+        return prompt_format.encode(prompt), conversation
     except ValueError as e:
         raise invalid(str(e)) from e
 
@@ -99,23 +100,25 @@ def _params(request: pb.GenerateRequest, config: ServeConfig) -> SamplingParams:
         raise invalid(str(e)) from e
 
 
-def parse_request(request: pb.GenerateRequest, target: Target, config: ServeConfig) -> ParsedRequest:
-    policy = request.policy or config.router.default_policy
-    if policy not in SERVE_POLICIES:
-        raise invalid(f"unknown policy {policy!r}; choose one of {', '.join(SERVE_POLICIES)}")
+def parse_request(request: pb.GenerateRequest, prompt_format: PromptFormat, config: ServeConfig) -> ParsedRequest:
+    try:
+        policy = policy_spec(request.policy or config.router.default_policy, servable_only=True)
+    except ValueError as e:
+        raise invalid(str(e)) from e
     drafter = request.drafter or None
     if drafter is not None:
         if drafter not in config.drafters:
             raise invalid(f"unknown drafter {drafter!r}; available: {', '.join(config.drafters)}")
-        if policy not in DRAFTER_POLICIES:
-            raise invalid(f"drafter applies to the {' and '.join(DRAFTER_POLICIES)} policies, not {policy!r}")
+        if not policy.takes_drafter:
+            raise invalid(f"drafter applies to the {' and '.join(DRAFTER_POLICIES)} policies, not "
+                          f"{request.policy or config.router.default_policy!r}")
     params = _params(request, config)
-    prompt_ids, conversation = _prompt(request, target)
+    prompt_ids, conversation = _prompt(request, prompt_format)
     if len(prompt_ids) > config.router.max_prompt_tokens:
         raise invalid(f"prompt has {len(prompt_ids)} tokens; this server accepts at most "
                       f"{config.router.max_prompt_tokens}")
     key = None
-    if policy == "sticky" and (request.conversation_id or conversation is not None):
+    if policy.assignable and (request.conversation_id or conversation is not None):
         system, first_user = conversation or ("", "")
         key = assignment_key(config.target, conversation_id=request.conversation_id, system=system,
                              first_user=first_user)

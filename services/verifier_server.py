@@ -1,11 +1,12 @@
 """The target behind the internal `Verifier` protocol: per-session KV caches, verification and acceptance.
 
 Each generation request is one session: a `TargetVerifier` (taps_engine.verifier) holding the KV cache of every
-committed token except the pending root, kept in a bounded LRU (the replica's memory bound). `Verify` carries the
-session's whole committed sequence, so a replica whose cache does not hold exactly `context_ids[:-1]` (after a
-restart, an eviction, or when the request was routed to another replica) rebuilds it first: a forward over the
-missing suffix when it holds a prefix, else a fresh prefill. Acceptance runs here, with the caller's generator
-state, so only the accepted rows' features travel back and sampled output matches the in-process engine.
+committed token except the pending root, kept in a bounded LRU (the replica's memory bound). `Verify` carries only
+the committed tokens from an offset on (the session protocol of protos/taps/v1/taps.proto): a replica that holds
+fewer tokens (after a restart, an eviction, or when the request was routed to another replica) answers `StateMiss`,
+and when the caller resends from there it forwards the missing suffix before verifying. Acceptance runs here, with
+the caller's generator state, so only the accepted rows' features travel back and sampled output matches the
+in-process engine.
 
 This class speaks protobuf messages and knows nothing of Ray; services/deployments.py wraps it.
 """
@@ -23,8 +24,7 @@ from taps_engine.verifier import TargetVerifier
 
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
-from .tensors import NAMES, to_proto
-from .trees import tree_from_proto
+from .codec import NAMES, to_proto, tree_from_proto
 
 
 @dataclass
@@ -45,11 +45,10 @@ class VerifierServer:
     def __init__(self, target_spec: str, dtype: str = "auto", cache_size: int = 32) -> None:
         self.target = load_target(target_spec, dtype=dtype)
         self.sessions: SessionCache[VerifierSession] = SessionCache(cache_size)
-        config = self.target.config
-        self.info = pb.VerifierInfo(target=target_spec, vocab_size=config.vocab_size,
-                                    hidden_size=config.hidden_size,
-                                    max_position_embeddings=getattr(config, "max_position_embeddings", 0) or 0,
-                                    eos_token_ids=sorted(self.target.eos_token_ids),
+        shape = self.target.format
+        self.info = pb.VerifierInfo(target=target_spec, vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,
+                                    max_position_embeddings=shape.context_length or 0,
+                                    eos_token_ids=sorted(shape.eos_token_ids),
                                     dtype=NAMES[self.target.dtype])
 
     def Info(self, request: pb.InfoRequest) -> pb.VerifierInfo:
@@ -77,38 +76,59 @@ class VerifierServer:
         self.sessions.put(request.session_id, session)
         return pb.PrefillResponse(features=to_proto(features), logits=to_proto(logits.float()))
 
-    def _session_for(self, session_id: str, held: list[int]) -> tuple[VerifierSession, bool]:
-        """A session whose cache holds exactly `held`, and whether it had to be rebuilt."""
+    def _session_for(self, session_id: str, offset: int, tokens: list[int]) -> tuple[VerifierSession, bool] | \
+            pb.StateMiss:
+        """The session with the request's tokens before the root in its cache (and whether a suffix had to be
+        forwarded), or the offset to resend from."""
         session = self.sessions.get(session_id)
-        if session is not None and session.ids == held:
-            return session, False
-        if session is not None and 0 < len(session.ids) < len(held) and held[:len(session.ids)] == session.ids:
-            suffix = held[len(session.ids):]
+        held = len(session.ids) if session is not None else 0
+        if session is not None and held < offset:
+            return pb.StateMiss(resend_from=held, reason="offset ahead")
+        if session is not None and held > offset:   # a retried request: start over rather than rewind
+            self.sessions.pop(session_id)
+            return pb.StateMiss(resend_from=0, reason="offset behind")
+        suffix = tokens[:-1]
+        if session is None:
+            if offset != 0:
+                return pb.StateMiss(resend_from=0, reason="no session")
+            session = self._prefilled(suffix)[0]
+            self.sessions.put(session_id, session)
+            return session, True
+        if suffix:
             session.verifier.verify(suffix[0], _chain(suffix[1:]))
             session.verifier.commit(range(len(suffix)))
-            session.ids = list(held)
-        else:
-            session = self._prefilled(held)[0]
-        self.sessions.put(session_id, session)
-        return session, True
+            session.ids += suffix
+        return session, bool(suffix)
 
     def Verify(self, request: pb.VerifyRequest) -> pb.VerifyResponse:
-        context = list(request.context_ids)
-        self._check_ids(context, "context_ids")
-        if len(context) < 2:
-            raise ValueError("context_ids must hold the prompt and at least one generated token")
+        tokens = list(request.tokens)
+        self._check_ids(tokens, "tokens")
+        if request.offset < 0 or (request.offset == 0 and len(tokens) < 2):
+            raise ValueError("a verify request from offset 0 must hold the prompt and the root")
         tree = tree_from_proto(request.tree)
         sampling = request.accept.sampling
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p or 1.0,
                                 top_k=sampling.top_k)
+        found = self._session_for(request.session_id, request.offset, tokens)
+        if isinstance(found, pb.StateMiss):
+            return pb.VerifyResponse(miss=found)
+        session, caught_up = found
         generator = torch.Generator()
         if request.accept.rng_state:
             generator.set_state(torch.frombuffer(bytearray(request.accept.rng_state), dtype=torch.uint8))
-        session, rebuilt = self._session_for(request.session_id, context[:-1])
-        path, bonus, features = session.verifier.step(context[-1], tree, params, generator)
-        session.ids = context + tree.tokens[path].tolist()
-        return pb.VerifyResponse(features=to_proto(features), path=path, bonus_token=bonus,
-                                 rng_state=generator.get_state().numpy().tobytes(), rebuilt=rebuilt)
+        path, bonus, features = session.verifier.step(tokens[-1], tree, params, generator)
+        session.ids += [tokens[-1]] + tree.tokens[path].tolist()
+        return pb.VerifyResponse(verified=pb.Verified(
+            features=to_proto(features), path=path, bonus_token=bonus,
+            rng_state=generator.get_state().numpy().tobytes(), caught_up=caught_up))
+
+    def Features(self, request: pb.FeaturesRequest) -> pb.FeaturesResponse:
+        ids = list(request.token_ids)
+        self._check_ids(ids, "token_ids")
+        if not 0 <= request.start < len(ids):
+            raise ValueError(f"start {request.start} lies outside the {len(ids)} tokens")
+        features, _ = TargetVerifier(self.target).prefill(ids)
+        return pb.FeaturesResponse(features=to_proto(features[request.start:]))
 
     def Release(self, request: pb.ReleaseRequest) -> pb.ReleaseResponse:
         return pb.ReleaseResponse(released=self.sessions.pop(request.session_id) is not None)

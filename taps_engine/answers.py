@@ -12,7 +12,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from .benchmarks import BENCHMARKS
+from .eval_sets import BENCHMARKS
 
 NUMERIC = ("gsm8k", "svamp")
 NUMERIC_REL_TOL = 1e-9  # golds are integers or short decimals: absorb float round-off, never an off-by-one

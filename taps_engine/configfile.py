@@ -35,8 +35,13 @@ def validate(model: type[M], raw: dict, origin: str | Path) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
-        raise ValueError(f"{origin}: {problems}") from e
+        raise ValueError(f"{origin}: {describe(e)}") from e
+
+
+def describe(error: ValidationError) -> str:
+    """Every problem as `field.path: message` on one line (our own checks' messages without pydantic's prefix)."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg'].removeprefix('Value error, ')}"
+                     for err in error.errors())
 
 
 def load_yaml_config(path: str | Path, model: type[M]) -> M:

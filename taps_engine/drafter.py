@@ -7,7 +7,6 @@ forward, the next time the drafter drafts, so a drafter that is not consulted co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
@@ -16,28 +15,7 @@ from transformers import DynamicCache
 from .head import DraftHead
 from .kvcache import keep_positions
 from .target import Target
-from .tree import DraftTree
-
-
-@dataclass(frozen=True)
-class TreeSettings:
-    """EAGLE-2 dynamic tree shape: nodes verified per step (root included), expansion depth, branching."""
-
-    total_tokens: int = 60
-    depth: int = 5
-    top_k: int = 10
-
-    def __post_init__(self) -> None:
-        if self.total_tokens < 2:
-            raise ValueError(f"total_tokens must be >= 2 (root plus at least one draft), got {self.total_tokens}")
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-
-    @property
-    def max_nodes(self) -> int:
-        return self.total_tokens - 1
+from .tree import DraftTree, TreeSettings
 
 
 class DrafterUnavailable(RuntimeError):

@@ -138,6 +138,14 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, config
 
 
+def head_method(path: str | Path | None) -> str:
+    """The training method a checkpoint records (eagle2 when it says nothing; random for no checkpoint)."""
+    if path is None:
+        return "random"
+    config = Path(path) / "config.json"
+    return json.loads(config.read_text()).get("method", "eagle2") if config.exists() else "eagle2"
+
+
 def load_head(path: str | Path, model: PreTrainedModel) -> DraftHead:
     """Load a TAPS, EAGLE or HASS head checkpoint for `model` (a directory or a weights file)."""
     state, config = _read_checkpoint(Path(path))

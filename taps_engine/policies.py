@@ -2,60 +2,110 @@
 
 Verification is the same for every policy, so every policy is lossless; they differ only in acceptance length
 and drafting cost.
+
+Each policy declares what the rest of the project needs to know about it (`PolicySpec`): its name and aliases,
+whether it needs drafters, whether a request may name a drafter, whether the server offers it, and which drafters
+a request needs sessions for. CLI help, config validation, serving validation and evaluation derive from
+`POLICY_SPECS`; adding a policy is adding a class and one entry there.
+
+A policy object holds no per-request state: `start` returns an immutable `Plan` for the request, and `propose`
+reads only that plan.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Mapping
 
 import torch
 
 from . import tree as trees
-from .drafter import Proposer, TreeSettings
-from .tree import DraftTree
+from .drafter import Proposer
+from .tree import DraftTree, TreeSettings
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a request's drafter was chosen, as results, records and the gRPC API report it."""
+
+    drafter: str | None = None                  # the one drafter used throughout (single, sticky)
+    assigned: bool | None = None                # sticky: given by the caller or the assignment cache (no scoring)
+    prompt_agreement: Mapping[str, float] = field(default_factory=dict)  # sticky: each drafter's prompt score
+    unavailable: tuple[str, ...] = ()           # drafters dropped after failing mid-request
+
+    def to_dict(self) -> dict:
+        """The fields that say something (JSON records, `taps generate --json`)."""
+        out = asdict(self)
+        out["prompt_agreement"] = dict(self.prompt_agreement)
+        out["unavailable"] = list(self.unavailable)
+        return {k: v for k, v in out.items() if v is not None and v != {} and v != []}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request's fixed choices: the drafters in play (their order indexes tree nodes' `sources`), the one
+    drafter every step uses (single, sticky; None = the policy drafts with all), and the decision reported."""
+
+    policy: "Policy"
+    roster: tuple[str, ...]
+    drafter: str | None = None
+    decision: Decision = field(default_factory=Decision)
+
+    def without(self, name: str, active: Mapping[str, Proposer]) -> "Plan":
+        """The plan after `name` failed: the others go on, or plain decoding when it was the chosen one or the
+        last one. Output stays lossless either way."""
+        decision = replace(self.decision, unavailable=(*self.decision.unavailable, name))
+        if self.drafter == name or not active:
+            return replace(self, policy=PLAIN, drafter=None, decision=decision)
+        return replace(self, decision=decision)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    tree: DraftTree
+    drafters: list[str]       # the drafters whose trees were verified
 
 
 class Policy(ABC):
     name: str
-    needs_drafters = True
 
-    def start(self, drafters: dict[str, Proposer], requested: str | None) -> dict:
-        """Per-request setup; returns what was decided (for the result's info)."""
+    def start(self, drafters: Mapping[str, Proposer], requested: str | None) -> Plan:
+        """Per-request setup; `requested` names the drafter (single) or the assignment (sticky)."""
         if requested is not None and requested not in drafters:
             raise ValueError(f"unknown drafter {requested!r}; available: {', '.join(drafters) or 'none'}")
-        return {}
+        return Plan(self, tuple(drafters))
 
     @abstractmethod
-    def propose(self, drafters: dict[str, Proposer], settings: TreeSettings) -> tuple[DraftTree, list[str]]:
-        """The tree to verify this step and the drafters that drafted."""
+    def propose(self, plan: Plan, drafters: Mapping[str, Proposer], settings: TreeSettings) -> Proposal:
+        """The tree to verify this step, from the drafters still active."""
 
 
 class Plain(Policy):
     """No drafts: one target token per forward (the baseline through the same loop)."""
 
     name = "plain"
-    needs_drafters = False
 
-    def propose(self, drafters, settings):
-        return DraftTree.empty(), []
+    def propose(self, plan, drafters, settings):
+        return Proposal(DraftTree.empty(), [])
 
 
-def _draft(drafters: dict[str, Proposer], name: str, settings: TreeSettings) -> DraftTree:
-    """One drafter's tree, its nodes tagged with that drafter's index (for per-node statistics)."""
+def _draft(plan: Plan, drafters: Mapping[str, Proposer], name: str, settings: TreeSettings) -> DraftTree:
+    """One drafter's tree, its nodes tagged with the drafter's index in the request's roster."""
     tree = drafters[name].propose(settings)
-    tree.sources = torch.full_like(tree.sources, list(drafters).index(name))
+    tree.sources = torch.full_like(tree.sources, plan.roster.index(name))
     return tree
 
 
-def _draft_all(drafters: dict[str, Proposer], settings: TreeSettings) -> list[DraftTree]:
-    """Every drafter's tree; remote proposers (`concurrent = True`) draft in parallel, so a step waits for the
-    slowest drafter rather than for the sum of their round trips. In-process heads run in turn: torch already
+def _draft_all(plan: Plan, drafters: Mapping[str, Proposer], settings: TreeSettings) -> list[DraftTree]:
+    """Every active drafter's tree; remote proposers (`concurrent = True`) draft in parallel, so a step waits for
+    the slowest drafter rather than for the sum of their round trips. In-process heads run in turn: torch already
     uses every core for each."""
     if len(drafters) > 1 and all(getattr(d, "concurrent", False) for d in drafters.values()):
         with ThreadPoolExecutor(len(drafters)) as pool:
-            return list(pool.map(lambda name: _draft(drafters, name, settings), drafters))
-    return [_draft(drafters, name, settings) for name in drafters]
+            return list(pool.map(lambda name: _draft(plan, drafters, name, settings), drafters))
+    return [_draft(plan, drafters, name, settings) for name in drafters]
 
 
 class Single(Policy):
@@ -64,30 +114,29 @@ class Single(Policy):
     name = "single"
 
     def start(self, drafters, requested):
-        super().start(drafters, requested)
-        self.chosen = requested or next(iter(drafters))
-        return {"drafter": self.chosen}
+        plan = super().start(drafters, requested)
+        chosen = requested or next(iter(drafters))
+        return replace(plan, drafter=chosen, decision=Decision(drafter=chosen))
 
-    def propose(self, drafters, settings):
-        return _draft(drafters, self.chosen, settings), [self.chosen]
+    def propose(self, plan, drafters, settings):
+        return Proposal(_draft(plan, drafters, plan.drafter, settings), [plan.drafter])
 
 
 class Routed(Policy):
     """All drafters draft; verify the tree with the best mean node statistic (confidence or entropy)."""
 
     def __init__(self, signal: str) -> None:
-        self.signal = signal
         self.name = signal
 
     def _score(self, tree: DraftTree) -> float:
-        if self.signal == "confidence":
+        if self.name == "confidence":
             return float(tree.confidences.mean())
         return -float(tree.entropies.mean())
 
-    def propose(self, drafters, settings):
-        drafted = _draft_all(drafters, settings)
+    def propose(self, plan, drafters, settings):
+        drafted = _draft_all(plan, drafters, settings)
         best = max(range(len(drafted)), key=lambda i: self._score(drafted[i]))
-        return drafted[best], [list(drafters)[best]]
+        return Proposal(drafted[best], [list(drafters)[best]])
 
 
 class Merged(Policy):
@@ -97,15 +146,15 @@ class Merged(Policy):
         self.variant = variant
         self.name = f"merged-{variant}"
 
-    def propose(self, drafters, settings):
-        drafted = _draft_all(drafters, settings)
+    def propose(self, plan, drafters, settings):
+        drafted = _draft_all(plan, drafters, settings)
         if self.variant == "concat":
             merged = trees.concat(drafted)
         elif self.variant == "trie":
             merged = trees.trie(drafted)
         else:
             merged = trees.budget(drafted, settings.max_nodes)
-        return merged, list(drafters)
+        return Proposal(merged, list(drafters))
 
 
 class Sticky(Policy):
@@ -118,34 +167,90 @@ class Sticky(Policy):
     name = "sticky"
 
     def start(self, drafters, requested):
-        super().start(drafters, requested)
+        plan = super().start(drafters, requested)
         if requested is not None:
-            self.chosen = requested
-            return {"drafter": requested, "assigned": True}
+            return replace(plan, drafter=requested, decision=Decision(drafter=requested, assigned=True))
         scores = {name: d.prompt_agreement() for name, d in drafters.items()}
-        self.chosen = max(scores, key=scores.get)
-        return {"drafter": self.chosen, "assigned": False, "prompt_agreement": scores}
+        chosen = max(scores, key=scores.get)
+        return replace(plan, drafter=chosen,
+                       decision=Decision(drafter=chosen, assigned=False, prompt_agreement=scores))
 
-    def propose(self, drafters, settings):
-        return _draft(drafters, self.chosen, settings), [self.chosen]
+    def propose(self, plan, drafters, settings):
+        return Proposal(_draft(plan, drafters, plan.drafter, settings), [plan.drafter])
 
 
-POLICIES = ("plain", "single", "confidence", "entropy", "merged", "merged-concat", "merged-trie",
-            "merged-budget", "sticky")
+PLAIN = Plain()
+
+
+def _every(available: list[str], requested: str | None) -> list[str]:
+    return list(available)
+
+
+def _one_or_every(available: list[str], requested: str | None) -> list[str]:
+    return [requested] if requested is not None else list(available)
+
+
+def _requested_or_first(available: list[str], requested: str | None) -> list[str]:
+    return [requested or available[0]] if available else []
+
+
+def _none(available: list[str], requested: str | None) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a policy is, for everything outside the decoding loop."""
+
+    name: str
+    build: Callable[[], Policy]
+    summary: str
+    needs_drafters: bool = True
+    max_drafters: int | None = None    # drafters a run may configure (None: any number)
+    takes_drafter: bool = False        # a request may name the drafter (single) or the assignment (sticky)
+    assignable: bool = False           # its per-request choice is remembered per conversation (assignment cache)
+    servable: bool = True              # offered by the router (plain is a benchmark baseline)
+    aliases: tuple[str, ...] = ()
+    # the drafters a request needs sessions for, given the configured ones and the requested drafter
+    sessions: Callable[[list[str], str | None], list[str]] = _every
+
+
+POLICY_SPECS: tuple[PolicySpec, ...] = (
+    PolicySpec("plain", Plain, "no drafts: the target alone, through the same loop", needs_drafters=False,
+               max_drafters=0, servable=False, sessions=_none),
+    PolicySpec("single", Single, "one drafter (the requested one, else the first)", max_drafters=1,
+               takes_drafter=True, sessions=_requested_or_first),
+    PolicySpec("confidence", lambda: Routed("confidence"),
+               "all draft; verify the tree with the highest mean node confidence"),
+    PolicySpec("entropy", lambda: Routed("entropy"), "all draft; verify the tree with the lowest mean entropy"),
+    PolicySpec("merged-concat", lambda: Merged("concat"), "all draft; trees concatenated under one root (paper)",
+               aliases=("merged",)),
+    PolicySpec("merged-trie", lambda: Merged("trie"), "all draft; trees merged with shared prefixes once"),
+    PolicySpec("merged-budget", lambda: Merged("budget"),
+               "all draft; the merged trie reranked to one tree's node budget"),
+    PolicySpec("sticky", Sticky, "one drafter per request: the assigned one, else the best on the prompt",
+               takes_drafter=True, assignable=True, sessions=_one_or_every),
+)
+_BY_NAME = {name: spec for spec in POLICY_SPECS for name in (spec.name, *spec.aliases)}
+
+
+def policy_names(servable_only: bool = False) -> tuple[str, ...]:
+    """Every accepted name, aliases included, in registry order."""
+    return tuple(name for spec in POLICY_SPECS if spec.servable or not servable_only
+                 for name in (spec.name, *spec.aliases))
+
+
+POLICIES = policy_names()
+
+
+def policy_spec(name: str, servable_only: bool = False) -> PolicySpec:
+    """The spec for a name or alias; ValueError listing the choices otherwise."""
+    spec = _BY_NAME.get(name)
+    if spec is None or (servable_only and not spec.servable):
+        raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(policy_names(servable_only))}")
+    return spec
 
 
 def make_policy(name: str) -> Policy:
-    """Policy by name; `merged` is the paper's concat merge."""
-    if name == "plain":
-        return Plain()
-    if name == "single":
-        return Single()
-    if name in ("confidence", "entropy"):
-        return Routed(name)
-    if name == "merged":
-        return Merged("concat")
-    if name.startswith("merged-") and name[len("merged-"):] in ("concat", "trie", "budget"):
-        return Merged(name[len("merged-"):])
-    if name == "sticky":
-        return Sticky()
-    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    """Policy by name or alias (`merged` is the paper's concat merge)."""
+    return policy_spec(name).build()

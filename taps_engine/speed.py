@@ -11,7 +11,7 @@ import torch
 
 from .decoding import Decoder, PlainDecoder
 from .metrics import mean_acceptance_length
-from .benchmarks import benchmark_prompts
+from .eval_sets import benchmark_prompts
 from .target import Target
 
 FALLBACK_PROMPTS = [

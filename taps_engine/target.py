@@ -7,11 +7,13 @@ import importlib.metadata
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
 
+from .prompt import PromptFormat
 from .settings import default_device, resolve_dtype, taps_home
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
@@ -38,39 +40,10 @@ class Target:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
-    @property
-    def eos_token_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id or self.config.eos_token_id
-        if ids is None:
-            ids = self.tokenizer.eos_token_id
-        return set(ids) if isinstance(ids, list) else ({ids} if ids is not None else set())
-
-    def encode_prompt(self, prompt: str | list[dict] | list[int]) -> list[int]:
-        """Token ids for a raw string, chat messages (rendered with the chat template), or ids as given."""
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise ValueError("prompt is empty")
-            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-            for i, message in enumerate(prompt):
-                if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
-                    raise ValueError(f"message {i} needs string 'role' and 'content' fields")
-            if not any(m["content"].strip() for m in prompt):
-                raise ValueError("all messages are empty")
-            if self.tokenizer.chat_template is None:
-                raise ValueError(f"target {self.name} has no chat template; pass a plain prompt string")
-            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                                     return_dict=True)["input_ids"]
-        elif isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-            ids = list(prompt)
-            vocab = self.config.vocab_size
-            if any(t < 0 or t >= vocab for t in ids):
-                raise ValueError(f"token ids must lie in [0, {vocab})")
-        else:
-            raise ValueError("prompt must be a non-empty string, a list of chat messages, or a list of token ids")
-        if not ids:
-            raise ValueError("prompt is empty")
-        return ids
+    @cached_property
+    def format(self) -> PromptFormat:
+        return PromptFormat.from_config(self.name, self.config, self.tokenizer,
+                                        getattr(self.model, "generation_config", None))
 
 
 def bundled_gguf() -> Path:
@@ -136,6 +109,11 @@ def resolve_target_path(spec: str) -> str:
     if path.exists() or spec.startswith((".", "/", "~")):
         raise ValueError(f"target {spec!r} is neither a model directory nor a .gguf file")
     return spec
+
+
+def load_prompt_format(spec: str = DEFAULT_TARGET) -> PromptFormat:
+    """The target's tokenizer, EOS ids and sizes without its weights (the router's view of the target)."""
+    return PromptFormat.load(resolve_target_path(spec), spec)
 
 
 def load_target(spec: str = DEFAULT_TARGET, dtype: str | torch.dtype | None = "auto",

@@ -1,4 +1,5 @@
-"""Draft trees: node arrays, the verification mask, and the ways to merge several drafters' trees.
+"""Draft trees: their shape settings, node arrays, the verification mask, and the ways to merge several drafters'
+trees.
 
 Nodes are stored in topological order (a parent always precedes its children); parent -1 is the root, the last
 committed token, which is not itself a node.
@@ -9,6 +10,45 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+from pydantic import ConfigDict
+
+
+@dataclass(frozen=True)
+class TreeSettings:
+    """EAGLE-2 dynamic tree shape: nodes verified per step (root included), expansion depth, branching.
+
+    The one tree type of the project: engine, CLI options, serving and evaluation configs (pydantic validates it
+    as a config field, unknown keys included) all use it.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    total_tokens: int = 60
+    depth: int = 5
+    top_k: int = 10
+
+    def __post_init__(self) -> None:
+        if self.total_tokens < 2:
+            raise ValueError(f"total_tokens must be >= 2 (root plus at least one draft), got {self.total_tokens}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+    @property
+    def max_nodes(self) -> int:
+        return self.total_tokens - 1
+
+
+PAPER_TREE = TreeSettings(60, 5, 10)
+# Measured on CPUs (README, results/engine): a 16-node tree costs 1.15-1.9x one token, 60 nodes about 3x.
+CPU_TREE = TreeSettings(16, 4, 4)
+
+
+def default_tree(device: torch.device | str) -> TreeSettings:
+    """The tree a device affords: the paper's on accelerators, where verifying 60 nodes costs about one token;
+    a small one on CPUs, where verify cost grows with the node count."""
+    return CPU_TREE if torch.device(device).type == "cpu" else PAPER_TREE
 
 
 @dataclass

@@ -30,7 +30,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def real_data():
     """The real data dir (TAPS_DATA_DIR or ../shared/data); skips when the evaluation files are absent."""
-    from taps_engine.benchmarks import BENCHMARK_FILES
+    from taps_engine.eval_sets import BENCHMARK_FILES
     from taps_engine.settings import data_dir
 
     root = data_dir()

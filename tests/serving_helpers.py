@@ -52,6 +52,7 @@ class _Response:
 
 
 _REQUESTS = {"Info": pb.InfoRequest, "Propose": pb.ProposeRequest, "PromptAgreement": pb.PromptAgreementRequest,
+             "Features": pb.FeaturesRequest,
              "Release": pb.ReleaseRequest, "Prefill": pb.PrefillRequest, "Verify": pb.VerifyRequest}
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from taps_engine.answers import extract_answer, is_correct, normalize
-from taps_engine.benchmarks import BENCHMARK_FILES, BENCHMARKS, load_benchmark
+from taps_engine.eval_sets import BENCHMARK_FILES, BENCHMARKS, load_benchmark
 
 
 def _records(root, name):

@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from taps_engine import DraftHead, load_head, save_head
-from taps_engine.cli import app
+from taps_engine.cli_root import app
 from tiny import FIXTURES, tiny_chat_target
 
 

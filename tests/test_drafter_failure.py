@@ -70,7 +70,7 @@ def test_request_completes_without_the_failed_drafter(target, policy, fail, drop
     result = Decoder(target, drafters(target, fail, remote=remote), policy, TreeSettings(8, 3, 2)).generate(
         prompt, max_new_tokens=24, stop_on_eos=False)
     assert result.token_ids == expected
-    assert sorted(result.decision["unavailable"]) == dropped
+    assert sorted(result.decision.unavailable) == dropped
     late = result.steps[3:]
     assert all(not set(s.drafters) & fail for s in late)
     assert all(s.tree_size == 0 for s in late) == falls_back_to_plain
@@ -90,6 +90,6 @@ def test_remote_proposers_draft_in_parallel_losslessly(target):
 def test_sticky_exploration_skips_a_failed_drafter(target):
     result = Decoder(target, drafters(target, {"a"}, fail_agreement=True), "sticky", TreeSettings(8, 3, 2)).generate(
         [0, 5, 17, 33, 8], max_new_tokens=16, stop_on_eos=False)
-    assert result.decision["drafter"] == "b" and result.decision["unavailable"] == ["a"]
+    assert result.decision.drafter == "b" and result.decision.unavailable == ("a",)
     assert result.token_ids == PlainDecoder(target).generate([0, 5, 17, 33, 8], max_new_tokens=16,
                                                              stop_on_eos=False).token_ids

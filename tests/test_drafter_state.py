@@ -38,7 +38,7 @@ def test_heads_process_each_committed_pair_once(policy):
 def test_step_records_name_the_drafter_that_drafted(policy):
     target = tiny_target("qwen3", seed=2)
     heads = {"a": DraftHead.random(target.model, seed=1), "b": DraftHead.random(target.model, seed=2)}
-    result = Decoder(target, heads, policy, TreeSettings(8, 3, 2)).generate([0, 4, 8], 10, drafter=(
+    result = Decoder(target, heads, policy, TreeSettings(8, 3, 2)).generate([0, 4, 8], max_new_tokens=10, drafter=(
         "b" if policy != "confidence" else None))
     for s in result.steps:
         assert set(s.node_drafter) == set(s.drafters) and len(s.drafters) == 1

@@ -164,7 +164,7 @@ def test_changed_settings_refuse_to_mix_records(tmp_path, bench_dir, target):
 
 @pytest.mark.parametrize("change, message", [
     ({"runs": [{"policy": "telepathy"}]}, "unknown policy"),
-    ({"runs": [{"policy": "single", "drafters": ["a", "b"]}]}, "exactly one drafter"),
+    ({"runs": [{"policy": "single", "drafters": ["a", "b"]}]}, r"takes at most 1 drafter\(s\), got 2"),
     ({"runs": [{"policy": "confidence", "drafters": ["a", "zzz"]}]}, "undeclared drafter"),
     ({"runs": [{"policy": "average", "drafters": ["a", "b"], "alphas": [1.0]}]}, "strictly between"),
     ({"benchmarks": ["hellaswag"]}, "unknown benchmark"),

@@ -62,7 +62,7 @@ def test_loaded_head_decodes_losslessly(tmp_path):
     save_head(DraftHead.random(target.model, seed=5), tmp_path / "h")
     head = load_head(tmp_path / "h", target.model)
     plain = Decoder(target, policy="plain").generate([0, 4, 6], max_new_tokens=12).token_ids
-    assert Decoder(target, {"h": head}, "single", TreeSettings(10, 3, 3)).generate([0, 4, 6], 12).token_ids == plain
+    assert Decoder(target, {"h": head}, "single", TreeSettings(10, 3, 3)).generate([0, 4, 6], max_new_tokens=12).token_ids == plain
 
 
 def test_hidden_size_mismatch_is_a_clear_error(tmp_path):

@@ -76,7 +76,7 @@ def test_output_distribution_equals_target(target, policy, params):
 def test_drafts_are_accepted_often_enough_to_matter(target):
     decoder = Decoder(target, {"noisy": oracle_head(target, noise=0.3, seed=2)}, "single", TreeSettings(8, 3, 3))
     steps = [s for seed in range(200)
-             for s in decoder.generate(PROMPT, 3, temperature=1.0, seed=seed, stop_on_eos=False).steps]
+             for s in decoder.generate(PROMPT, max_new_tokens=3, temperature=1.0, seed=seed, stop_on_eos=False).steps]
     assert sum(s.accepted for s in steps) / len(steps) > 0.3
 
 

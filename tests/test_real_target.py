@@ -57,7 +57,7 @@ def test_greedy_equality_every_policy(smollm2):
     """fp32 target, random heads: each policy's output equals transformers' greedy output."""
     heads = {"a": DraftHead.random(smollm2.model, 1), "b": DraftHead.random(smollm2.model, 2)}
     for i, messages in enumerate(PROMPTS[:2]):
-        ids = smollm2.encode_prompt(messages)
+        ids = smollm2.format.encode(messages)
         inputs = torch.tensor([ids])
         expected = smollm2.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=24,
                                           do_sample=False)[0, len(ids):].tolist()

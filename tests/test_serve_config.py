@@ -8,7 +8,7 @@ import yaml
 
 from services.config import (SERVE_POLICIES, DeploymentConfig, ServeConfig, embedded_defaults,
                              load_serve_config)
-from taps_engine.drafter import TreeSettings
+from taps_engine.tree import CPU_TREE, PAPER_TREE
 from taps_engine.policies import make_policy
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "serve" / "local.yaml"
@@ -23,7 +23,9 @@ def _write(tmp_path: Path, raw) -> Path:
 def test_defaults_are_valid_and_fit_one_machine():
     config = ServeConfig()
     assert config.target == "smollm2-135m-instruct" and config.dtype == "auto"
-    assert config.tree.settings() == TreeSettings()
+    assert config.tree == CPU_TREE   # no GPUs asked for: the CPU tree
+    gpu = ServeConfig.model_validate({"verifier": {"deployment": {"ray_actor_options": {"num_gpus": 1}}}})
+    assert gpu.tree == PAPER_TREE
     assert set(config.drafters) == {"math", "chat"} and all(d.path is None for d in config.drafters.values())
     assert config.router.grpc_port == 9000 and config.router.redis_url is None
     assert config.router.default_policy in SERVE_POLICIES
@@ -84,17 +86,17 @@ def test_relative_drafter_paths_are_relative_to_the_file(tmp_path):
     ({"drafters": {"math": {"deployment": {"num_replicas": 0}}}},
      "drafters.math.deployment.num_replicas: Input should be greater than or equal to 1"),
     ({"verifier": {"deployment": {"num_replicas": 2, "autoscaling_config": {"max_replicas": 3}}}},
-     "verifier.deployment: Value error, set either num_replicas or autoscaling_config, not both"),
+     "verifier.deployment: set either num_replicas or autoscaling_config, not both"),
     ({"router": {"deployment": {"autoscaling_config": {"min_replicas": 3, "max_replicas": 2}}}},
      "min_replicas (3) exceeds max_replicas (2)"),
     ({"router": {"grpc_port": 70000}}, "router.grpc_port: Input should be less than or equal to 65535"),
-    ({"router": {"default_policy": "fastest"}}, "router.default_policy: Input should be 'single'"),
+    ({"router": {"default_policy": "fastest"}}, "router.default_policy: unknown policy 'fastest'; choose one of single"),
     ({"router": {"default_max_new_tokens": 4000}}, "default_max_new_tokens (4000) exceeds max_new_tokens_cap (1024)"),
     ({"router": {"redis_url": "localhost:6379"}}, "redis_url must start with redis://"),
     ({"router": {"assignment_ttl_s": 0}}, "router.assignment_ttl_s: Input should be greater than 0"),
     ({"router": {"grpc_prot": 9001}}, "router.grpc_prot: Extra inputs are not permitted"),
-    ({"tree": {"total_tokens": 1}}, "tree.total_tokens: Input should be greater than or equal to 2"),
-    ({"dtype": "fp8"}, "dtype: Value error, unknown dtype 'fp8'"),
+    ({"tree": {"total_tokens": 1}}, "tree: total_tokens must be >= 2"),
+    ({"dtype": "fp8"}, "dtype: unknown dtype 'fp8'"),
     ({"drafters": {}}, "drafters: Dictionary should have at least 1 item"),
     ({"drafters": {"drafter math": {}}}, "must be 1-50 letters"),
     ({"drafters": {"math": {"method": "medusa"}}}, "drafters.math.method: Input should be 'eagle2' or 'hass'"),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from services.protos_gen.taps.v1 import taps_pb2 as pb
-from services.tensors import DTYPES, from_proto, to_proto
-from services.trees import settings_from_proto, settings_to_proto, tree_from_proto, tree_to_proto
+from services.codec import DTYPES, from_proto, to_proto
+from services.codec import settings_from_proto, settings_to_proto, tree_from_proto, tree_to_proto
 from taps_engine.drafter import Drafter, TreeSettings
 from taps_engine.head import DraftHead
 from taps_engine.tree import DraftTree, trie

@@ -21,9 +21,9 @@ from services.app import free_port, run_local, shutdown_local
 from services.client import TapsClient, TapsError
 from services.config import ServeConfig
 from services.protos_gen.taps.v1 import taps_pb2 as pb
-from services.tensors import to_proto
+from services.codec import to_proto
 from taps_engine import Decoder, PlainDecoder
-from taps_engine.drafter import TreeSettings
+from taps_engine.tree import TreeSettings
 from taps_engine.head import load_head
 from taps_engine.target import load_target
 

@@ -20,21 +20,21 @@ from services.assignments import LocalAssignmentCache
 from services.config import ServeConfig, load_serve_config
 from services.drafter_server import DrafterServer
 from services.generation import RouterCore
-from services.light_target import load_embedding_target, load_light_target
-from services.metrics import RouterMetrics
+from services.codec import from_proto, settings_to_proto, to_proto, tree_from_proto
+from services.embedding_target import load_embedding_target
+from services.prometheus import RouterMetrics
 from services.protos_gen.taps.v1 import taps_pb2 as pb
 from services.remote import RemoteProposer, RemoteVerifier, VerifierUnavailable
 from services.results import TextDeltas
 from services.sessions import SessionCache
-from services.tensors import from_proto, to_proto
-from services.trees import settings_to_proto, tree_from_proto
 from services.validation import RequestError, parse_request
 from services.verifier_server import VerifierServer
 from taps_engine import Decoder
 from taps_engine.acceptance import SamplingParams
-from taps_engine.drafter import Drafter, DrafterUnavailable, TreeSettings
+from taps_engine.drafter import Drafter, DrafterUnavailable
 from taps_engine.head import load_head
-from taps_engine.target import load_target
+from taps_engine.target import load_prompt_format, load_target
+from taps_engine.tree import TreeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = TreeSettings(**TREE)
@@ -63,7 +63,7 @@ def make_config(models, **router) -> ServeConfig:
 @pytest.fixture
 def core(models, servers):
     drafters, verifier = servers
-    return RouterCore(make_config(models), load_light_target(models["target"]),
+    return RouterCore(make_config(models), load_prompt_format(models["target"]),
                       {name: InProcessHandle(server) for name, server in drafters.items()},
                       InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
 
@@ -74,6 +74,15 @@ def run(core, **fields):
 
 
 # ----- partial targets -----
+
+def test_the_router_needs_only_the_prompt_format(models, engine):
+    target, _ = engine
+    view = load_prompt_format(models["target"])
+    assert (view.eos_token_ids, view.vocab_size, view.hidden_size, view.context_length) == \
+        (target.format.eos_token_ids, target.format.vocab_size, target.format.hidden_size, target.format.context_length)
+    assert view.encode([{"role": "user", "content": PROMPT}]) == target.format.encode(
+        [{"role": "user", "content": PROMPT}])
+
 
 def test_a_drafter_needs_only_the_targets_embedding_and_lm_head(models, engine):
     target, heads = engine
@@ -87,8 +96,6 @@ def test_a_drafter_needs_only_the_targets_embedding_and_lm_head(models, engine):
         d.extend(tokens, feats)
     expected, got = full.propose(SETTINGS), light.propose(SETTINGS)
     assert torch.equal(expected.tokens, got.tokens) and torch.allclose(expected.scores, got.scores)
-    router_view = load_light_target(models["target"])
-    assert router_view.model.lm_head.weight.is_meta and router_view.eos_token_ids == target.eos_token_ids
 
 
 # ----- sessions -----
@@ -140,10 +147,19 @@ def test_remote_proposer_survives_a_replica_restart(models, engine, servers):
     h = target.config.hidden_size
     local = Drafter("a", heads["a"], target)
     handle = InProcessHandle(servers[0]["a"])
-    remote = RemoteProposer("a", handle, "restart", timeout_s=5)
     g = torch.Generator().manual_seed(0)
+    history = torch.randn(11, h, generator=g)
+    refetched = []
+
+    def refetch(start: int, end: int) -> torch.Tensor:   # what the verifier recomputes from the tokens
+        refetched.append((start, end))
+        return history[start:end]
+
+    remote = RemoteProposer("a", handle, "restart", timeout_s=5, refetch=refetch)
+    done = 0
     for n in (6, 2, 3):
-        tokens, feats = torch.randint(0, 1000, (n,), generator=g).tolist(), torch.randn(n, h, generator=g)
+        tokens, feats = torch.randint(0, 1000, (n,), generator=g).tolist(), history[done:done + n]
+        done += n
         for d in (local, remote):
             d.extend(tokens, feats)
         if n == 2:  # the replica restarts: a fresh server, no sessions
@@ -151,12 +167,14 @@ def test_remote_proposer_survives_a_replica_restart(models, engine, servers):
         expected, got = local.propose(SETTINGS), remote.propose(SETTINGS)
         assert torch.equal(expected.tokens, got.tokens) and torch.equal(expected.parents, got.parents)
         assert torch.allclose(expected.scores, got.scores, atol=1e-5)
-    assert remote.resends == 1 and remote.sent == 11
+        assert remote.pending == []   # acknowledged feature rows are not kept
+    assert remote.resends == 1 and remote.acked == 11 and refetched == [(0, 6)]
     servers[0]["a"].Release(pb.ReleaseRequest(session_id="restart"))
 
 
 def test_remote_failures_map_to_the_engine_contract(servers):
-    proposer = RemoteProposer("a", InProcessHandle(servers[0]["a"], fail=True), "f", timeout_s=1)
+    proposer = RemoteProposer("a", InProcessHandle(servers[0]["a"], fail=True), "f", timeout_s=1,
+                              refetch=lambda start, end: torch.zeros(end - start, 64))
     proposer.extend([1, 2], torch.zeros(2, 64))
     with pytest.raises(DrafterUnavailable, match="'a' unavailable"):
         proposer.propose(SETTINGS)
@@ -169,36 +187,72 @@ def test_remote_failures_map_to_the_engine_contract(servers):
 # ----- verifier server: rebuilding state -----
 
 def test_verifier_rebuilds_a_missing_or_partial_cache(models, servers):
-    """A replica without the session (restart) or holding only a prefix (re-routed) verifies exactly like the
-    one that kept it."""
+    """A replica without the session (restart) or holding only a prefix (re-routed) asks for what it lacks and,
+    given it, verifies exactly like the one that kept the session."""
     kept = servers[1]
-    prompt = kept.target.encode_prompt([{"role": "user", "content": PROMPT}])
+    prompt = kept.target.format.encode([{"role": "user", "content": PROMPT}])
     logits = kept.Prefill(pb.PrefillRequest(session_id="k", prompt_ids=prompt)).logits
-    first = int(from_proto(logits).argmax())
-    context = prompt + [first]
+    committed, held = prompt + [int(from_proto(logits).argmax())], len(prompt)
     drafter = DrafterServer("a", models["heads"]["a"], models["target"], "fp32")
     greedy = pb.Acceptance(sampling=pb.SamplingParams(temperature=0.0, top_p=1.0))
     partial = VerifierServer(models["target"], "fp32")
     partial.Prefill(pb.PrefillRequest(session_id="k", prompt_ids=prompt))
     fresh = VerifierServer(models["target"], "fp32")
     feats = torch.zeros(len(prompt), kept.target.config.hidden_size)
-    update = pb.PairUpdate(session_id="k", drafter="a", offset=0, tokens=prompt[1:] + [first], features=to_proto(feats))
+    update = pb.PairUpdate(session_id="k", drafter="a", offset=0, tokens=committed[1:], features=to_proto(feats))
     tree = drafter.Propose(pb.ProposeRequest(update=update, tree=settings_to_proto(SETTINGS))).tree
+
+    def verify(server, offset):
+        return server.Verify(pb.VerifyRequest(session_id="k", offset=offset, tokens=committed[offset:], tree=tree,
+                                              accept=greedy))
+
     for step in range(3):
-        request = pb.VerifyRequest(session_id="k", context_ids=context, tree=tree, accept=greedy)
-        answers = [kept.Verify(request)]
+        answers = [verify(kept, held).verified]
         if step == 2:  # `partial` held the prompt only; `fresh` never saw the session
-            answers += [partial.Verify(request), fresh.Verify(request)]
-            assert [a.rebuilt for a in answers] == [False, True, True]
+            assert verify(partial, held).miss.resend_from == len(prompt)
+            assert verify(fresh, held).miss.resend_from == 0
+            answers += [verify(partial, len(prompt)).verified, verify(fresh, 0).verified]
+            assert [a.caught_up for a in answers] == [False, True, True]
         for other in answers[1:]:
             assert other.path == answers[0].path and other.bonus_token == answers[0].bonus_token
-            assert torch.allclose(torch.frombuffer(bytearray(other.features.data), dtype=torch.float32),
-                                  torch.frombuffer(bytearray(answers[0].features.data), dtype=torch.float32),
-                                  atol=1e-4)
+            assert torch.allclose(from_proto(other.features), from_proto(answers[0].features), atol=1e-4)
         accepted = tree_from_proto(tree).tokens[list(answers[0].path)].tolist()
-        context = context + accepted + [answers[0].bonus_token]
-    assert kept.Info(pb.InfoRequest()).sessions == 1
-    assert kept.Release(pb.ReleaseRequest(session_id="k")).released
+        held = len(committed) + len(accepted)
+        committed = committed + accepted + [answers[0].bonus_token]
+    assert verify(kept, held - 1).miss.resend_from == 0 and "k" not in kept.sessions  # a retry: start over
+    features = kept.Features(pb.FeaturesRequest(token_ids=committed, start=3)).features
+    full, _ = kept._prefilled(committed)[1:]
+    assert torch.allclose(from_proto(features), full[3:], atol=1e-5)
+    with pytest.raises(ValueError, match="outside"):
+        kept.Features(pb.FeaturesRequest(token_ids=committed, start=len(committed)))
+
+
+def test_router_traffic_grows_linearly_with_the_answer(models, servers):
+    """Bytes sent to the verifier and drafters per request: twice the tokens, about twice the bytes (the old
+    protocol resent the whole context every step: quadratic)."""
+    sent = {}
+
+    class Counting(InProcessHandle):
+        def remote(self, data: bytes):
+            sent[self.method] = sent.get(self.method, 0) + len(data)
+            return super().remote(data)
+
+        def options(self, method_name=None, **_):
+            view = Counting(self.server, method_name or self.method, self.fail)
+            view.calls = self.calls
+            return view
+
+    core = RouterCore(make_config(models, max_new_tokens_cap=512), load_prompt_format(models["target"]),
+                      {name: Counting(s) for name, s in servers[0].items()}, Counting(servers[1]),
+                      LocalAssignmentCache(60.0), RouterMetrics())
+    totals = []
+    for n in (64, 128, 256):
+        sent.clear()
+        tokens, _, _ = run(core, prompt=PROMPT, policy="single", drafter="b", max_new_tokens=n, ignore_eos=True)
+        assert len(tokens) == n
+        totals.append(sent["Verify"] + sent["Propose"])
+    assert totals[2] / totals[1] < 2.2 and totals[1] / totals[0] < 2.2
+    assert totals[2] - totals[1] < 2.4 * (totals[1] - totals[0])   # constant bytes per token, not growing
 
 
 # ----- the router core against the in-process engine -----
@@ -247,7 +301,7 @@ def test_a_stream_closed_early_releases_its_sessions(core, servers):
 
 
 def test_unavailable_verifier_is_a_request_error(models, servers):
-    core = RouterCore(make_config(models), load_light_target(models["target"]),
+    core = RouterCore(make_config(models), load_prompt_format(models["target"]),
                       {name: InProcessHandle(s) for name, s in servers[0].items()},
                       InProcessHandle(servers[1], fail=True), LocalAssignmentCache(60.0), RouterMetrics())
     with pytest.raises(RequestError) as error:
@@ -266,21 +320,23 @@ def test_list_drafters(core):
 @pytest.mark.parametrize("case, fields, code", bad_requests(cap=64, max_prompt=200), ids=lambda v: str(v))
 def test_bad_requests_get_their_status(models, core, case, fields, code):
     with pytest.raises(RequestError) as error:
-        parse_request(pb.GenerateRequest(**fields), core.target, make_config(models))
+        parse_request(pb.GenerateRequest(**fields), core.format, make_config(models))
     assert error.value.code == code and error.value.message
     assert pickle.loads(pickle.dumps(error.value)).code == code  # it crosses Ray's process boundaries
 
 
 def test_request_defaults_and_assignment_keys(models, core):
     config = make_config(models)
-    parsed = parse_request(pb.GenerateRequest(prompt=PROMPT), core.target, config)
-    assert parsed.policy == "sticky" and parsed.params == SamplingParams(max_new_tokens=24)
+    parsed = parse_request(pb.GenerateRequest(prompt=PROMPT), core.format, config)
+    assert parsed.policy.name == "sticky" and parsed.params == SamplingParams(max_new_tokens=24)
     as_messages = parse_request(pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content=PROMPT),
                                                             pb.ChatMessage(role="assistant", content="5"),
                                                             pb.ChatMessage(role="user", content="Why?")]),
-                                core.target, config)
+                                core.format, config)
     assert as_messages.assignment_key == parsed.assignment_key  # same first user turn: same conversation
-    assert parse_request(pb.GenerateRequest(prompt_token_ids=[5, 6]), core.target, config).assignment_key is None
+    assert parse_request(pb.GenerateRequest(prompt_token_ids=[5, 6]), core.format, config).assignment_key is None
+    assert parse_request(pb.GenerateRequest(prompt=PROMPT, policy="single"), core.format, config).assignment_key \
+        is None   # only assignable policies (sticky) use the assignment cache
 
 
 # ----- text, affinity, pickling -----

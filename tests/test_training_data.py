@@ -73,16 +73,16 @@ def test_chat_limit_and_truncation_between_records(tmp_path):
 
 
 def test_malformed_json_lines_name_file_and_line(tmp_path):
-    with pytest.raises(ValueError, match=r"bad_lines\.jsonl: line 3: malformed JSON"):
+    with pytest.raises(ValueError, match=r"bad_lines\.jsonl:3: malformed JSON"):
         load_chat(BAD_LINES)
     bad_math = tmp_path / "math.jsonl"
     bad_math.write_text('{"instruction": "1+1?", "output": "2"}\n{"instruction": \n')
-    with pytest.raises(ValueError, match=r"math\.jsonl: line 2: malformed JSON"):
+    with pytest.raises(ValueError, match=r"math\.jsonl:2: malformed JSON"):
         load_math(bad_math)
     # a syntax error in the middle of a JSON array is not a truncation
     broken = tmp_path / "broken.json"
     broken.write_text('[\n {"conversations": []},\n {"conversations": [}\n, {"conversations": []}\n]')
-    with pytest.raises(ValueError, match=r"broken\.json: line 3: malformed JSON"):
+    with pytest.raises(ValueError, match=r"broken\.json:3: malformed JSON"):
         load_chat(broken)
     # a missing file raised early, not as an empty data set
     with pytest.raises(ValueError, match="no such file"):

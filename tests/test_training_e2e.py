@@ -49,7 +49,7 @@ def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch):
     plain = PlainDecoder(target)
     for prompt in ("Tom has 3 apples.", "Solve x + 1 = 2."):
         messages = [{"role": "user", "content": prompt}]
-        assert decoder.generate(messages, 16).token_ids == plain.generate(messages, 16).token_ids
+        assert decoder.generate(messages, max_new_tokens=16).token_ids == plain.generate(messages, max_new_tokens=16).token_ids
 
 
 def test_interrupted_feature_run_leaves_no_corrupt_shard_and_resumes(data_dir, tokenizer, monkeypatch):
@@ -115,7 +115,7 @@ def test_hass_pass_count_and_shapes(data_dir, tokenizer, passes):
 def test_config_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("name: x\nmethod: medusa\ndata: {kind: math}\n")
-    with pytest.raises(ValueError, match=r"c.yaml: method: Input should be 'eagle2' or 'hass'.*data: Value error, "
+    with pytest.raises(ValueError, match=r"c.yaml: method: Input should be 'eagle2' or 'hass'.*data: "
                                          r"data kind 'math' needs n_math > 0"):
         load_config(bad)
     bad.write_text("name: x\nmethod: eagle2\ndata: {kind: math, n_math: 5}\ntrain: {lr: 0.1}\n")

@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from taps_engine import Decoder, DraftHead, TreeSettings, make_policy
-from taps_engine.cli import app
+from taps_engine.cli_root import app
 from tiny import tiny_target
 
 

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.settings import taps_home
+from taps_engine.target import DEFAULT_TARGET
 
 
 class DataConfig(Strict):
@@ -60,7 +61,7 @@ class TrainConfig(Strict):
 class RunConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     method: Literal["eagle2", "hass"]
-    target: str = "smollm2-135m-instruct"
+    target: str = DEFAULT_TARGET
     dtype: str = "auto"
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)

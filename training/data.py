@@ -15,13 +15,13 @@ and genuinely broken input (a malformed JSON line) is an error naming the file a
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from taps_engine.jsonrecords import JsonRecords
 from taps_engine.settings import data_dir as default_data_dir
 
 Messages = list[dict[str, str]]
@@ -43,7 +43,6 @@ CHAT_ROLES = {
 # GSM8K answers carry calculator annotations ("48/2 = <<48/2=24>>24") that no chat model emits; a drafter
 # trained on them would learn to predict text the target never writes. The final "#### n" line is kept.
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
-_SEPARATORS = re.compile(r"[\s,]*")
 
 
 @dataclass
@@ -66,60 +65,6 @@ class LoadReport:
 
 
 # --------------------------------------------------------------------------------------------- file reading
-
-class _Records:
-    """Iterate the top-level records of a JSON array (possibly truncated at the end) or a JSON Lines file.
-
-    A JSON array is decoded one element at a time so that a file cut inside its last element still yields
-    every complete element before the cut; `truncated` is set when that happens. A syntax error anywhere else
-    (or on any JSON Lines line) is a ValueError naming the file and 1-based line.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.truncated = False
-
-    def __iter__(self) -> Iterator[Any]:
-        if not self.path.is_file():
-            raise ValueError(f"{self.path}: no such file")
-        with self.path.open("r", encoding="utf-8-sig") as f:
-            head = f.read(4096).lstrip()
-        if head.startswith("["):
-            yield from self._array()
-        else:
-            yield from self._lines()
-
-    def _lines(self) -> Iterator[Any]:
-        with self.path.open("r", encoding="utf-8-sig") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}: line {lineno}: malformed JSON ({e.msg})") from None
-
-    def _array(self) -> Iterator[Any]:
-        text = self.path.read_text(encoding="utf-8-sig")
-        decoder = json.JSONDecoder()
-        pos = text.index("[") + 1
-        while True:
-            pos = _SEPARATORS.match(text, pos).end()
-            if pos >= len(text):  # no closing "]": the array was cut between two records
-                self.truncated = True
-                return
-            if text[pos] == "]":
-                return
-            try:
-                record, pos = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as e:
-                # Running out of text means the file was cut inside this record: keep what came before.
-                if e.msg.startswith("Unterminated string") or not text[e.pos:].strip():
-                    self.truncated = True
-                    return
-                raise ValueError(f"{self.path}: line {e.lineno}: malformed JSON ({e.msg})") from None
-            yield record
-
 
 # --------------------------------------------------------------------------------------------- chat
 
@@ -211,12 +156,12 @@ def load_chat(path: Path | None = None, limit: int | None = None) -> tuple[list[
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    records = _Records(Path(path) if path is not None else sharegpt_path())
+    records = JsonRecords(Path(path) if path is not None else sharegpt_path(), allow_truncated=True)
     report = LoadReport()
     out: list[Messages] = []
     if limit == 0:
         return out, report
-    for record in records:
+    for _, record in records:
         messages = _conversation(record, report)
         if messages is not None:
             out.append(messages)
@@ -234,11 +179,11 @@ def _pair(question: str, answer: str) -> Messages:
     return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
-def _qa_examples(records: _Records, q_key: str, a_key: str, report: LoadReport,
+def _qa_examples(records: JsonRecords, q_key: str, a_key: str, report: LoadReport,
                  clean: Callable[[str], str] = str) -> list[Messages]:
     """Records with string fields `q_key` and `a_key` -> one user/assistant exchange each; others are counted."""
     out: list[Messages] = []
-    for record in records:
+    for _, record in records:
         if not isinstance(record, dict):
             report.skip("not an object")
             continue
@@ -273,7 +218,7 @@ def load_math(path: Path | None = None, data_dir: Path | None = None,
         raise ValueError(f"limit must be >= 0, got {limit}")
     report = LoadReport()
     if path is not None:
-        examples = _qa_examples(_Records(Path(path)), "instruction", "output", report)
+        examples = _qa_examples(JsonRecords(Path(path), allow_truncated=True), "instruction", "output", report)
     else:
         root = Path(data_dir) if data_dir is not None else default_data_dir()
         for rel in (GSM8K_TRAIN, MATH_TRAIN):
@@ -282,8 +227,8 @@ def load_math(path: Path | None = None, data_dir: Path | None = None,
                     f"math training data not found: {root / rel} is missing. Provide it by setting TAPS_DATA_DIR "
                     f"to a data folder holding {GSM8K_TRAIN} and {MATH_TRAIN} (GSM8K and MATH train splits), "
                     f"or pass a MathInstruct JSON/JSONL file with --math-path.")
-        gsm8k = _qa_examples(_Records(root / GSM8K_TRAIN), "question", "answer", report, clean=_gsm8k_answer)
-        math = _qa_examples(_Records(root / MATH_TRAIN), "problem", "solution", report)
+        gsm8k = _qa_examples(JsonRecords(root / GSM8K_TRAIN, allow_truncated=True), "question", "answer", report, clean=_gsm8k_answer)
+        math = _qa_examples(JsonRecords(root / MATH_TRAIN, allow_truncated=True), "problem", "solution", report)
         examples = [ex for i in range(max(len(gsm8k), len(math))) for ex in (gsm8k[i:i + 1] + math[i:i + 1])]
     if limit is not None:
         examples = examples[:limit]

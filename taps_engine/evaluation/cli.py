@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+from dataclasses import asdict
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,7 +15,7 @@ import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..benchmarks import load_benchmark
+from ..eval_sets import load_benchmark
 from ..cli_common import console, fail
 from ..fileio import atomic_write, write_json
 from ..target import load_target
@@ -51,7 +52,7 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
     plots = draw_all(rows, runs, cfg.benchmarks, out_dir / "plots")
     n = {b: len(v) for b, v in items.items()}
     lines = [f"# Experiment `{cfg.name}`", "", f"Command: `{command}`", "",
-             f"Target `{cfg.target}` ({env['dtype']} on {env['device']}), tree {cfg.tree.model_dump()}, "
+             f"Target `{cfg.target}` ({env['dtype']} on {env['device']}), tree {asdict(cfg.tree)}, "
              f"max {cfg.max_new_tokens} new tokens per turn, seed {cfg.seed}; prompts per benchmark: {n} "
              "(MT-Bench: both turns, the second after the model's own first answer).", "",
              f"Machine: {env['cpu']}, {env['torch_threads']} torch threads"

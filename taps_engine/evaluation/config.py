@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..benchmarks import BENCHMARKS
 from ..configfile import Strict, read_yaml, validate
-from ..drafter import TreeSettings
-from ..policies import POLICIES
+from ..eval_sets import BENCHMARKS
+from ..head import head_method
+from ..policies import POLICIES, policy_spec
+from ..target import DEFAULT_TARGET
+from ..tree import CPU_TREE, TreeSettings
 
 AVERAGE = "average"   # not an engine policy: a weight-averaged head decoded with `single`
 BASELINES = ("generate", "prompt-lookup")
-
-
-class Tree(Strict):
-    total_tokens: int = Field(16, ge=2)
-    depth: int = Field(4, ge=1)
-    top_k: int = Field(4, ge=1)
-
-    def settings(self) -> TreeSettings:
-        return TreeSettings(self.total_tokens, self.depth, self.top_k)
 
 
 class DrafterSpec(Strict):
@@ -39,12 +31,7 @@ class DrafterSpec(Strict):
         return v.expanduser() if v is not None else None
 
     def resolved_method(self) -> str:
-        if self.method:
-            return self.method
-        config = self.path / "config.json" if self.path else None
-        if config is not None and config.exists():
-            return json.loads(config.read_text()).get("method", "eagle2")
-        return "eagle2" if self.path else "random"
+        return self.method or head_method(self.path)
 
 
 class RunSpec(Strict):
@@ -53,7 +40,7 @@ class RunSpec(Strict):
     policy: str
     drafters: list[str] = Field(default_factory=list)
     alphas: list[float] = Field(default_factory=list)
-    tree: Optional[Tree] = None               # overrides the experiment's tree (e.g. a budget merge at 2x nodes)
+    tree: Optional[TreeSettings] = None               # overrides the experiment's tree (e.g. a budget merge at 2x nodes)
     temperatures: Optional[list[float]] = None  # a subset of the experiment's temperatures
     label: Optional[str] = None
 
@@ -66,12 +53,13 @@ class RunSpec(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> "RunSpec":
-        if self.policy == "plain" and self.drafters:
-            raise ValueError("policy plain takes no drafters")
-        if self.policy not in ("plain", AVERAGE) and not self.drafters:
-            raise ValueError(f"policy {self.policy!r} needs drafters")
-        if self.policy == "single" and len(self.drafters) != 1:
-            raise ValueError("policy single takes exactly one drafter")
+        if self.policy != AVERAGE:
+            spec = policy_spec(self.policy)
+            if spec.needs_drafters and not self.drafters:
+                raise ValueError(f"policy {self.policy!r} needs drafters")
+            if spec.max_drafters is not None and len(self.drafters) > spec.max_drafters:
+                raise ValueError(f"policy {self.policy} takes at most {spec.max_drafters} drafter(s), got "
+                                 f"{len(self.drafters)}")
         if self.policy == AVERAGE:
             if len(self.drafters) != 2 or not self.alphas:
                 raise ValueError("policy average takes two drafters and a list of alphas")
@@ -84,11 +72,11 @@ class RunSpec(Strict):
 
 class EvalConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    target: str = "smollm2-135m-instruct"
+    target: str = DEFAULT_TARGET
     dtype: str = "auto"
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
-    tree: Tree = Field(default_factory=Tree)
+    tree: TreeSettings = CPU_TREE
     benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 1.0], min_length=1)
     n_prompts: Optional[int] = Field(None, ge=1)   # per benchmark; None = the full set

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..benchmarks import BenchmarkItem
+from ..eval_sets import BenchmarkItem
 from .runner import Run, record_key
 
 COLUMN_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}

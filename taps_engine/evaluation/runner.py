@@ -11,19 +11,21 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from ..acceptance import SamplingParams
 from ..answers import extract_answer, is_correct
-from ..benchmarks import BenchmarkItem, load_benchmark
-from ..decoding import Decoder, GenerationResult, PlainDecoder
+from ..eval_sets import BenchmarkItem, load_benchmark
+from ..decoding import Decoder, GenerationResult
 from ..fileio import atomic_write
 from ..head import DraftHead, average_heads, load_head
 from ..metrics import depth_counts, drafter_step_counts, node_values
+from ..policies import Decision, policy_spec
 from ..speed import hf_generate
 from ..target import Target
 from .config import AVERAGE, EvalConfig, RunSpec
@@ -57,7 +59,7 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
 
     def setup(spec: RunSpec | None, alpha: float | None = None) -> str:
         key = {"run": spec.model_dump(mode="json", exclude={"label", "temperatures"}) if spec else None,
-               "tree": (spec.tree or cfg.tree).model_dump() if spec else None, "alpha": alpha,
+               "tree": asdict(spec.tree or cfg.tree) if spec else None, "alpha": alpha,
                "drafters": [[str(cfg.drafters[d].path), methods[d], cfg.drafters[d].seed]
                             for d in (spec.drafters if spec else [])]}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -66,7 +68,7 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
     for spec in cfg.runs:
         temps = spec.temperatures or cfg.temperatures
         used = sorted({methods[d] for d in spec.drafters})
-        method = "target" if spec.policy == "plain" else used[0] if len(used) == 1 else "mixed"
+        method = "target" if not used else used[0] if len(used) == 1 else "mixed"
         drafter = "+".join(spec.drafters) or "-"
         suffix = f"@{spec.tree.total_tokens}n" if spec.tree else ""
         if spec.policy == AVERAGE:
@@ -75,8 +77,8 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
                 runs.append(Run(rid, f"{spec.label}@{alpha:g}" if spec.label else rid, method, drafter, AVERAGE,
                                 temps, spec, alpha, setup(spec, alpha)))
             continue
-        rid = ("plain" if spec.policy == "plain" else drafter if spec.policy == "single"
-               else f"{spec.policy}({drafter})") + suffix
+        one = policy_spec(spec.policy).max_drafters
+        rid = (spec.policy if one == 0 else drafter if one == 1 else f"{spec.policy}({drafter})") + suffix
         runs.append(Run(rid, spec.label or rid, method, drafter, spec.policy, temps, spec, setup=setup(spec)))
     runs += [Run(f"hf-{b}", f"transformers {b}", "transformers", "-", b, list(cfg.temperatures), setup=setup(None))
              for b in cfg.baselines]
@@ -160,7 +162,7 @@ def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: li
         "depth_reached": {str(d): n for d, n in reached.items()},
         "depth_accepted": {str(d): n for d, n in accepted.items()},
         "selections": dict(selections), "nodes": node_histograms(results),
-        "turns": [{"token_ids": r.token_ids, "text": r.text, "finish": r.finish_reason, "decision": r.decision}
+        "turns": [{"token_ids": r.token_ids, "text": r.text, "finish": r.finish_reason, "decision": r.decision.to_dict()}
                   for r in results],
         "answer": answer, "gold": item.answer,
         "correct": is_correct(item.benchmark, answer, item.answer) if item.answer is not None else None,
@@ -171,10 +173,10 @@ Generate = Callable[[list[dict], float, int, str | None], GenerationResult]
 
 
 def conversation(generate: Generate, item: BenchmarkItem, temperature: float, seed: int,
-                 sticky_turns: bool) -> list[GenerationResult]:
+                 keep_drafter: bool) -> list[GenerationResult]:
     """Answer each user turn after the model's own previous answers (MT-Bench turn 2 follows turn 1).
 
-    With `sticky_turns`, later turns reuse the drafter chosen on the first, as the serving assignment cache does.
+    With `keep_drafter`, later turns reuse the drafter chosen on the first, as the serving assignment cache does.
     """
     messages: list[dict] = []
     results: list[GenerationResult] = []
@@ -182,8 +184,8 @@ def conversation(generate: Generate, item: BenchmarkItem, temperature: float, se
     for turn in item.turns:
         messages.append({"role": "user", "content": turn})
         result = generate(messages, temperature, seed, assigned)
-        if sticky_turns:
-            assigned = result.decision.get("drafter")
+        if keep_drafter:
+            assigned = result.decision.drafter
         messages.append({"role": "assistant", "content": result.text})
         results.append(result)
     return results
@@ -209,28 +211,25 @@ def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, D
         lookup = run.policy == "prompt-lookup"
 
         def baseline(messages: list[dict], temperature: float, seed: int, _: str | None) -> GenerationResult:
-            ids = target.encode_prompt(messages)
+            ids = target.format.encode(messages)
             start = time.perf_counter()
             out = hf_generate(target, ids, cfg.max_new_tokens, temperature, seed, prompt_lookup=lookup)
             seconds = time.perf_counter() - start
-            text = target.tokenizer.decode(out, skip_special_tokens=True)
-            finish = "eos" if out and out[-1] in target.eos_token_ids else "length"
-            return GenerationResult(ids, out, text, finish, [], run.policy, {}, seconds)
+            text = target.format.decode(out)
+            finish = "eos" if out and out[-1] in target.format.eos_token_ids else "length"
+            return GenerationResult(ids, out, text, finish, [], run.policy, Decision(), seconds)
         return baseline
 
     spec = run.spec
-    tree = (spec.tree or cfg.tree).settings()
-    if run.policy == "plain":
-        decoder: Decoder = PlainDecoder(target)
-    elif run.policy == AVERAGE:
+    tree = spec.tree or cfg.tree
+    if run.policy == AVERAGE:
         a, b = spec.drafters
         decoder = Decoder(target, {run.id: average_heads(heads[a], heads[b], run.alpha)}, "single", tree)
     else:
         decoder = Decoder(target, {d: heads[d] for d in spec.drafters}, run.policy, tree)
 
     def engine(messages: list[dict], temperature: float, seed: int, assigned: str | None) -> GenerationResult:
-        return decoder.generate(messages, max_new_tokens=cfg.max_new_tokens, temperature=temperature, seed=seed,
-                                drafter=assigned)
+        return decoder.generate(messages, SamplingParams(cfg.max_new_tokens, temperature, seed=seed), assigned)
     return engine
 
 
@@ -285,7 +284,8 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
         progress(done, len(work), f"T={temperature:g} {item.benchmark} #{index + 1} {run.label}")
         with torch.inference_mode():
             results = conversation(generators[run.id], item, temperature, cfg.seed + index,
-                                   sticky_turns=run.policy == "sticky")
+                                   keep_drafter=run.spec is not None and run.policy != AVERAGE
+                                   and policy_spec(run.policy).assignable)
         store.append(prompt_record(run, item, temperature, results))
     progress(len(work), len(work), "done")
     return store

@@ -343,27 +343,51 @@ class PrefillResponse(_message.Message):
     def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("session_id", "context_ids", "tree", "accept")
+    __slots__ = ("session_id", "offset", "tokens", "tree", "accept")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    CONTEXT_IDS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     TREE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    context_ids: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    tokens: _containers.RepeatedScalarFieldContainer[int]
     tree: DraftTree
     accept: Acceptance
-    def __init__(self, session_id: _Optional[str] = ..., context_ids: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[DraftTree, _Mapping]] = ..., accept: _Optional[_Union[Acceptance, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., offset: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[DraftTree, _Mapping]] = ..., accept: _Optional[_Union[Acceptance, _Mapping]] = ...) -> None: ...
 
-class VerifyResponse(_message.Message):
-    __slots__ = ("features", "path", "bonus_token", "rng_state", "rebuilt")
+class Verified(_message.Message):
+    __slots__ = ("features", "path", "bonus_token", "rng_state", "caught_up")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     BONUS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RNG_STATE_FIELD_NUMBER: _ClassVar[int]
-    REBUILT_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     features: Tensor
     path: _containers.RepeatedScalarFieldContainer[int]
     bonus_token: int
     rng_state: bytes
-    rebuilt: bool
-    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., path: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., rng_state: _Optional[bytes] = ..., rebuilt: _Optional[bool] = ...) -> None: ...
+    caught_up: bool
+    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., path: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., rng_state: _Optional[bytes] = ..., caught_up: _Optional[bool] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("verified", "miss")
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    MISS_FIELD_NUMBER: _ClassVar[int]
+    verified: Verified
+    miss: StateMiss
+    def __init__(self, verified: _Optional[_Union[Verified, _Mapping]] = ..., miss: _Optional[_Union[StateMiss, _Mapping]] = ...) -> None: ...
+
+class FeaturesRequest(_message.Message):
+    __slots__ = ("token_ids", "start")
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    start: int
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., start: _Optional[int] = ...) -> None: ...
+
+class FeaturesResponse(_message.Message):
+    __slots__ = ("features",)
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    features: Tensor
+    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...

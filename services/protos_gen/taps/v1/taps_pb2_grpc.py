@@ -428,9 +428,12 @@ class VerifierStub:
     """===== Internal: the verifier deployment (the remote Verifier) =====
 
     A verifier session holds the target's KV cache for every committed token except the last (the root of the next
-    tree). Prefill and Verify carry the session's whole committed sequence: token ids are cheap, and a replica
-    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a forward over the missing suffix,
-    or a fresh prefill) before verifying, so a miss costs compute, never correctness.
+    tree). The session protocol is the drafters': requests carry only the committed tokens from `offset` on (normally
+    the previous step's bonus token, the new root), so a request's bytes grow linearly with its length. A replica
+    holding exactly `offset` tokens appends them; one holding fewer answers `StateMiss` with what it holds (0 when it
+    has no session) and the caller, which keeps the whole committed sequence (token ids are cheap), resends from
+    there; the replica then forwards the missing suffix before verifying. One holding more (a retried request)
+    drops the session and asks for everything. A miss costs compute, never correctness.
 
     Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
     round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
@@ -457,6 +460,11 @@ class VerifierStub:
                 request_serializer=taps_dot_v1_dot_taps__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=taps_dot_v1_dot_taps__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.Features = channel.unary_unary(
+                '/taps.v1.Verifier/Features',
+                request_serializer=taps_dot_v1_dot_taps__pb2.FeaturesRequest.SerializeToString,
+                response_deserializer=taps_dot_v1_dot_taps__pb2.FeaturesResponse.FromString,
+                _registered_method=True)
         self.Release = channel.unary_unary(
                 '/taps.v1.Verifier/Release',
                 request_serializer=taps_dot_v1_dot_taps__pb2.ReleaseRequest.SerializeToString,
@@ -468,9 +476,12 @@ class VerifierServicer:
     """===== Internal: the verifier deployment (the remote Verifier) =====
 
     A verifier session holds the target's KV cache for every committed token except the last (the root of the next
-    tree). Prefill and Verify carry the session's whole committed sequence: token ids are cheap, and a replica
-    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a forward over the missing suffix,
-    or a fresh prefill) before verifying, so a miss costs compute, never correctness.
+    tree). The session protocol is the drafters': requests carry only the committed tokens from `offset` on (normally
+    the previous step's bonus token, the new root), so a request's bytes grow linearly with its length. A replica
+    holding exactly `offset` tokens appends them; one holding fewer answers `StateMiss` with what it holds (0 when it
+    has no session) and the caller, which keeps the whole committed sequence (token ids are cheap), resends from
+    there; the replica then forwards the missing suffix before verifying. One holding more (a retried request)
+    drops the session and asks for everything. A miss costs compute, never correctness.
 
     Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
     round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
@@ -490,6 +501,14 @@ class VerifierServicer:
 
     def Verify(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Features(self, request, context):
+        """The target's features of a token sequence, rows `start` on, keeping no state: how a caller rebuilds drafter
+        history it no longer holds.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -518,6 +537,11 @@ def add_VerifierServicer_to_server(servicer, server):
                     request_deserializer=taps_dot_v1_dot_taps__pb2.VerifyRequest.FromString,
                     response_serializer=taps_dot_v1_dot_taps__pb2.VerifyResponse.SerializeToString,
             ),
+            'Features': grpc.unary_unary_rpc_method_handler(
+                    servicer.Features,
+                    request_deserializer=taps_dot_v1_dot_taps__pb2.FeaturesRequest.FromString,
+                    response_serializer=taps_dot_v1_dot_taps__pb2.FeaturesResponse.SerializeToString,
+            ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
                     request_deserializer=taps_dot_v1_dot_taps__pb2.ReleaseRequest.FromString,
@@ -535,9 +559,12 @@ class Verifier:
     """===== Internal: the verifier deployment (the remote Verifier) =====
 
     A verifier session holds the target's KV cache for every committed token except the last (the root of the next
-    tree). Prefill and Verify carry the session's whole committed sequence: token ids are cheap, and a replica
-    whose cache does not hold exactly `context_ids[:-1]` rebuilds it from them (a forward over the missing suffix,
-    or a fresh prefill) before verifying, so a miss costs compute, never correctness.
+    tree). The session protocol is the drafters': requests carry only the committed tokens from `offset` on (normally
+    the previous step's bonus token, the new root), so a request's bytes grow linearly with its length. A replica
+    holding exactly `offset` tokens appends them; one holding fewer answers `StateMiss` with what it holds (0 when it
+    has no session) and the caller, which keeps the whole committed sequence (token ids are cheap), resends from
+    there; the replica then forwards the missing suffix before verifying. One holding more (a retried request)
+    drops the session and asks for everything. A miss costs compute, never correctness.
 
     Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
     round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
@@ -614,6 +641,33 @@ class Verifier:
             '/taps.v1.Verifier/Verify',
             taps_dot_v1_dot_taps__pb2.VerifyRequest.SerializeToString,
             taps_dot_v1_dot_taps__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Features(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taps.v1.Verifier/Features',
+            taps_dot_v1_dot_taps__pb2.FeaturesRequest.SerializeToString,
+            taps_dot_v1_dot_taps__pb2.FeaturesResponse.FromString,
             options,
             channel_credentials,
             insecure,

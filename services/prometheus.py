@@ -56,7 +56,7 @@ class RouterMetrics:
             self.depth.inc(n, tags={"depth": str(d), "outcome": "reached"})
             if accepted[d]:
                 self.depth.inc(accepted[d], tags={"depth": str(d), "outcome": "accepted"})
-        for name in result.decision.get("unavailable", []):
+        for name in result.decision.unavailable:
             self.unavailable.inc(tags={"drafter": name})
 
     def failed(self, policy: str, outcome: str) -> None:

@@ -1,11 +1,8 @@
-"""Partial views of the target for replicas that never run it: the router's (no weights) and a drafter's
-(embedding and LM head only).
+"""The part of the target a drafter replica needs: its input embedding and LM head.
 
-The router runs the decoding loop but never computes with the target (the verifier does), so it loads only what
-the loop reads: the tokenizer (prompt rendering, text), the config (vocabulary and context size) and the
-generation config (end-of-sequence ids). A draft head borrows the target's frozen input embedding and LM head and
-nothing else, so a drafter replica loads just those two matrices (about 2 GB for Llama-3-8B instead of 16 GB).
-Both build the model on the meta device, where parameters have shapes but no storage.
+A draft head borrows the target's frozen input embedding and LM head and nothing else, so a drafter replica loads
+just those two matrices (about 2 GB for Llama-3-8B instead of 16 GB). The model is built on the meta device, where
+the other parameters have shapes but no storage. (The router needs even less: `taps_engine.prompt.PromptFormat`.)
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from taps_engine.settings import default_device, resolve_dtype
 from taps_engine.target import Target, load_target, resolve_target_path
@@ -26,17 +23,7 @@ def _meta_model(location: str):
     config = AutoConfig.from_pretrained(location)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    try:
-        model.generation_config = GenerationConfig.from_pretrained(location)
-    except OSError:  # no generation_config.json: the model config's own eos/bos ids apply
-        model.generation_config = GenerationConfig.from_model_config(config)
     return model.eval()
-
-
-def load_light_target(spec: str) -> Target:
-    """A weightless `Target` for `spec` (the same spec strings as `load_target`)."""
-    location = resolve_target_path(spec)
-    return Target(model=_meta_model(location), tokenizer=AutoTokenizer.from_pretrained(location), name=spec)
 
 
 def _weight_files(directory: Path) -> dict[str, Path]:

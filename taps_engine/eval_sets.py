@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .jsonrecords import JsonRecords
 from .settings import data_dir
 
 BENCHMARKS = ("mt_bench", "gsm8k", "math500", "svamp")  # the paper's column order
@@ -91,51 +91,6 @@ PARSERS: dict[str, Callable[[Any, int], BenchmarkItem]] = {
 }
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, record) for each non-blank line, read lazily so `n` stops early."""
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-
-
-def _json_array_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line where the element starts, element) for a JSON array file, so errors can point at a line."""
-    text = path.read_text(encoding="utf-8")
-    decoder = json.JSONDecoder()
-
-    def skip(i: int) -> int:
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def fail(i: int, what: str) -> ValueError:
-        return ValueError(f"{path}:{text.count(chr(10), 0, i) + 1}: {what}")
-
-    i = skip(0)
-    if not text.startswith("[", i):
-        raise fail(i, "expected a JSON array of records")
-    i = skip(i + 1)
-    if text.startswith("]", i):
-        return
-    while True:
-        try:
-            element, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        yield text.count("\n", 0, i) + 1, element
-        i = skip(end)
-        if text.startswith("]", i):
-            return
-        if not text.startswith(",", i):
-            raise fail(i, "not valid JSON (expected ',' or ']' between records)")
-        i = skip(i + 1)
-
-
 def benchmark_path(name: str, root: Path | None = None) -> Path:
     """The benchmark's file under `root` (default: the data dir), with the errors a user can act on."""
     if name not in BENCHMARK_FILES:
@@ -153,7 +108,7 @@ def load_benchmark(name: str, n: int | None = None, root: Path | None = None) ->
     if n is not None and n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     parse = PARSERS[name]
-    records = _json_array_records(path) if path.suffix == ".json" else _jsonl_records(path)
+    records = JsonRecords(path, expect_array=path.suffix == ".json")
     items: list[BenchmarkItem] = []
     if n == 0:
         return items

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from taps_engine.benchmarks import (
+from taps_engine.eval_sets import (
     BENCHMARK_FILES,
     BENCHMARKS,
     BenchmarkItem,
@@ -141,7 +141,7 @@ GOOD_GSM = json.dumps({"question": "Q1?", "answer": "work\n#### 1,000"})
     (json.dumps({"answer": "#### 3"}), 3, "missing field 'question'"),
     (json.dumps({"question": "Q2?", "answer": "no final line"}), 3, "'#### <number>'"),
     (json.dumps({"question": ["Q2?"], "answer": "#### 3"}), 3, "field 'question' should be str"),
-    ('{"question": "Q2?", "answer": ', 3, "not valid JSON"),
+    ('{"question": "Q2?", "answer": ', 3, "malformed JSON"),
     (json.dumps(["Q2?", "#### 3"]), 3, "expected a JSON object"),
 ])
 def test_malformed_gsm8k_line(tmp_path, bad_line, line, expected):
