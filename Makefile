@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROMPT ?= A farmer has 17 sheep and buys 5 more. How many sheep does he have now?
 
-.PHONY: install run test bench-speed protos serve k8s clean
+.PHONY: install run test test-fast bench-speed protos serve k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/taps generate "$(PROMPT)" --max-new-tokens 96 --total-tokens 16 --depth 4 --top-k 4
+	$(VENV)/bin/taps generate "$(PROMPT)" --max-new-tokens 96
 
 test: install
 	$(PY) -m pytest -q
+
+# the inner loop: tiny models, no Ray, no real target, no statistical tests
+test-fast: install
+	$(PY) -m pytest -q -m "not real_model and not ray and not slow"
 
 bench-speed: install
 	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 96 --out results/engine/bench_speed.json

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import torch
 
@@ -114,9 +114,9 @@ def _check_structure(tree: DraftTree) -> None:
 
 
 def settings_to_proto(settings: TreeSettings) -> pb.TreeSettings:
-    return pb.TreeSettings(total_tokens=settings.total_tokens, depth=settings.depth, top_k=settings.top_k)
+    return pb.TreeSettings(**asdict(settings))
 
 
 def settings_from_proto(msg: pb.TreeSettings) -> TreeSettings:
     """ValueError (from TreeSettings) for out-of-range values, including an unset (zero) message."""
-    return TreeSettings(total_tokens=msg.total_tokens, depth=msg.depth, top_k=msg.top_k)
+    return TreeSettings(**{f.name: getattr(msg, f.name) for f in fields(TreeSettings)})

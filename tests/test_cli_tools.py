@@ -6,7 +6,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from taps_engine import DraftHead, load_head, save_head
+from taps_engine import Decoder, DraftHead, TreeSettings, load_head, save_head
+from taps_engine.metrics import mean_acceptance_length
 from taps_engine.cli_root import app
 from tiny import FIXTURES, tiny_chat_target
 
@@ -56,5 +57,12 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir):
     records = json.loads(out.read_text())
     assert len(records) == 1
     assert records[0]["method"] == "eagle2" and records[0]["drafter"] == "trained"
-    assert records[0]["n_prompts"] == 2 and records[0]["tau"] >= 1.0
-    assert records[0]["tree"] == {"total_tokens": 8, "depth": 3, "top_k": 2}
+    assert records[0]["n_prompts"] == 2 and records[0]["tree"] == {"total_tokens": 8, "depth": 3, "top_k": 2}
+    # the recorded tau is the engine's own on the same prompts
+    target = load_target(str(model_dir), dtype="fp32")
+    decoder = Decoder(target, {"trained": load_head(tmp_path / "head", target.model)}, "single",
+                      TreeSettings(8, 3, 2))
+    results = [decoder.generate([{"role": "user", "content": f"What is {i} + {i}?"}], max_new_tokens=6, seed=i)
+               for i in range(2)]
+    assert records[0]["tau"] == round(mean_acceptance_length(results), 4)
+    assert records[0]["n_steps"] == sum(len(r.steps) for r in results)

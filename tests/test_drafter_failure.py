@@ -93,3 +93,20 @@ def test_sticky_exploration_skips_a_failed_drafter(target):
     assert result.decision.drafter == "b" and result.decision.unavailable == ("a",)
     assert result.token_ids == PlainDecoder(target).generate([0, 5, 17, 33, 8], max_new_tokens=16,
                                                              stop_on_eos=False).token_ids
+
+
+@pytest.mark.parametrize("policy, fail", [("confidence", "a"), ("entropy", "a"), ("merged-trie", "a"),
+                                          ("merged-concat", "b")])
+def test_nodes_keep_their_drafters_name_after_a_drop(target, policy, fail):
+    """Tree nodes name the drafter that drafted them before and after another drafter is dropped (a node's
+    index is fixed for the request, not taken from the drafters still active)."""
+    result = Decoder(target, drafters(target, {fail}, n=2), policy, TreeSettings(8, 3, 2)).generate(
+        [0, 5, 17, 33, 8], max_new_tokens=24, stop_on_eos=False)
+    assert result.decision.unavailable == (fail,)
+    survivor = ({"a", "b"} - {fail}).pop()
+    after = [s for s in result.steps if s.drafters == [survivor] and fail not in s.drafters][-3:]
+    assert after, "steps after the drop"
+    for s in result.steps:
+        assert set(s.node_drafter) <= set(s.drafters), (s.drafters, s.node_drafter)
+    for s in after:
+        assert set(s.node_drafter) == {survivor}

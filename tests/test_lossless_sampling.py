@@ -64,6 +64,7 @@ CASES = [(policy, params) for policy in ("single", "merged-concat") for params i
     ("merged-trie", PARAMS[0]), ("merged-budget", PARAMS[1]), ("confidence", PARAMS[0])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy,params", CASES, ids=[f"{c[0]}-T{c[1].temperature}" for c in CASES])
 def test_output_distribution_equals_target(target, policy, params):
     heads = {"noisy": oracle_head(target, noise=0.3, seed=2), "random": DraftHead.random(target.model, seed=4)}
@@ -80,6 +81,7 @@ def test_drafts_are_accepted_often_enough_to_matter(target):
     assert sum(s.accepted for s in steps) / len(steps) > 0.3
 
 
+@pytest.mark.slow
 def test_chi_square_detects_a_wrong_distribution(target):
     """The statistical test has power: T=1 samples are rejected against the T=0.7 distribution."""
     decoder = Decoder(target, {"noisy": oracle_head(target, noise=0.3, seed=2)}, "single", TreeSettings(8, 3, 3))

@@ -68,6 +68,7 @@ def test_errors_are_one_clean_line(cli, args, message):
 
 
 @pytest.mark.real_model
+@pytest.mark.ray
 def test_taps_serve_with_the_real_target_answers_like_the_engine(smollm2, tmp_path, tmp_path_factory):
     """The whole system from the command line: `taps serve` (SmolLM2, two random heads, fp32), then
     `taps client generate`; the answer equals the in-process greedy output."""

@@ -27,7 +27,7 @@ from taps_engine.tree import TreeSettings
 from taps_engine.head import load_head
 from taps_engine.target import load_target
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 CAP, MAX_PROMPT = 64, 200
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
