@@ -56,18 +56,48 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     return int(torch.multinomial(target_probs(logits.cpu(), params), 1, generator=generator))
 
 
+class _Walk:
+    """Descending a draft tree during acceptance, with same-token siblings taken as one node.
+
+    A merged tree (concat) can hold the same token twice under one parent, one copy per drafter. Both copies extend
+    the same context, so the target's distribution at each is the same and their KV rows are interchangeable:
+    accepting the token continues below all copies, not just the first, and a concat merge never accepts less
+    than the de-duplicated trie.
+    """
+
+    def __init__(self, tree: DraftTree) -> None:
+        self.tokens = tree.tokens.tolist()
+        self.scores = tree.scores.tolist()
+        self.kids = tree.children()
+        self.group = [-1]          # the current node's copies (-1: the root)
+
+    @property
+    def row(self) -> int:
+        """The logits row of the current node (the root is row 0, node i row i+1)."""
+        return self.group[0] + 1
+
+    def candidates(self) -> list[tuple[int, list[int]]]:
+        """(token, copies) of the current node's children, best-scored copy first, tokens by their best score."""
+        children = sorted((k for g in self.group for k in self.kids[g + 1]), key=lambda k: -self.scores[k])
+        by_token: dict[int, list[int]] = {}
+        for k in children:
+            by_token.setdefault(self.tokens[k], []).append(k)
+        return list(by_token.items())
+
+    def descend(self, copies: list[int]) -> int:
+        self.group = copies
+        return copies[0]
+
+
 def accept_greedy(logits: torch.Tensor, tree: DraftTree) -> tuple[list[int], int]:
     """Follow the target's argmax down the tree; returns accepted node indices and the bonus token."""
     best = logits.argmax(-1).tolist()
-    tokens = tree.tokens.tolist()
-    children = tree.children()
-    path, row = [], 0
+    walk, path = _Walk(tree), []
     while True:
-        nxt = next((c for c in children[row] if tokens[c] == best[row]), None)
-        if nxt is None:
-            return path, best[row]
-        path.append(nxt)
-        row = nxt + 1
+        copies = dict(walk.candidates()).get(best[walk.row])
+        if copies is None:
+            return path, best[walk.row]
+        path.append(walk.descend(copies))
 
 
 def accept_sampling(logits: torch.Tensor, tree: DraftTree, params: SamplingParams,
@@ -79,24 +109,20 @@ def accept_sampling(logits: torch.Tensor, tree: DraftTree, params: SamplingParam
     exactly as p, so the output follows the target's own sampling distribution.
     """
     probs = target_probs(logits.cpu(), params)
-    tokens = tree.tokens.tolist()
-    children = tree.children()
-    path, row = [], 0
+    walk, path = _Walk(tree), []
     while True:
-        p = probs[row].clone()
+        p = probs[walk.row].clone()
         accepted = None
-        for c in children[row]:
-            x = tokens[c]
+        for x, copies in walk.candidates():
             if float(torch.rand((), generator=generator)) < float(p[x]):
-                accepted = c
+                accepted = copies
                 break
             p[x] = 0.0
             mass = p.sum()
             if mass <= 0:  # x held all the mass; only rounding rejected it
-                accepted = c
+                accepted = copies
                 break
             p /= mass
         if accepted is None:
             return path, int(torch.multinomial(p, 1, generator=generator))
-        path.append(accepted)
-        row = accepted + 1
+        path.append(walk.descend(accepted))

@@ -101,7 +101,7 @@ class Decoder:
     def stream(self, prompt: Prompt, params: SamplingParams, drafter: str | None = None) -> Iterator[StepEvent]:
         """`generate` one step at a time: an event per committed chunk, the last one carrying the result."""
         prompt_ids = self.format.encode(prompt)
-        self.format.check_length(len(prompt_ids), params.max_new_tokens, self.tree.depth + 1)
+        self.format.check_length(len(prompt_ids), params.max_new_tokens, self.tree.depth + 2)
         yield from self._decode(prompt_ids, params, drafter)
 
     @torch.inference_mode()   # torch re-enters the mode around each resumption of the generator

@@ -102,7 +102,8 @@ class Drafter:
 
     @torch.no_grad()
     def propose(self, settings: TreeSettings) -> DraftTree:
-        """EAGLE-2 dynamic tree: expand the global top-k frontier `depth` times, keep the best nodes overall."""
+        """EAGLE-2 dynamic tree: the root's top-k, then `depth` expansions of the global top-k frontier (so the
+        deepest draft sits at depth + 1, as in EAGLE-2's code); keep the best nodes overall."""
         root_hidden = self._catch_up()[-1]
         base = self.processed  # cached pairs; the root pair sits at position base - 1
         logp = torch.log_softmax(self._logits(root_hidden[None]), -1)
@@ -115,7 +116,7 @@ class Drafter:
         fed_ancestors = torch.zeros(0, 0, dtype=torch.bool)  # among fed draft nodes: row sees column
         fed_index: dict[int, int] = {}      # candidate id -> index among fed nodes
         n_candidates = k
-        for depth in range(2, settings.depth + 1):
+        for depth in range(2, settings.depth + 2):
             n_fed = fed_ancestors.shape[0]
             rows = torch.zeros(k, n_fed + k, dtype=torch.bool)
             all_parents = torch.cat(parents)

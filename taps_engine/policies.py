@@ -115,7 +115,7 @@ class Single(Policy):
 
     def start(self, drafters, requested):
         plan = super().start(drafters, requested)
-        chosen = requested or next(iter(drafters))
+        chosen, = _requested_or_first(list(drafters), requested)
         return replace(plan, drafter=chosen, decision=Decision(drafter=chosen))
 
     def propose(self, plan, drafters, settings):

@@ -17,6 +17,9 @@ from pydantic import ConfigDict
 class TreeSettings:
     """EAGLE-2 dynamic tree shape: nodes verified per step (root included), expansion depth, branching.
 
+    `depth` counts the expansions after the root's top-k, as in EAGLE-2's code, so the deepest draft token sits at
+    depth + 1 and the paper's "60/5/10" means here what it means there.
+
     The one tree type of the project: engine, CLI options, serving and evaluation configs (pydantic validates it
     as a config field, unknown keys included) all use it.
     """
@@ -41,8 +44,9 @@ class TreeSettings:
 
 
 PAPER_TREE = TreeSettings(60, 5, 10)
-# Measured on CPUs (README, results/engine): a 16-node tree costs 1.15-1.9x one token, 60 nodes about 3x.
-CPU_TREE = TreeSettings(16, 4, 4)
+# Measured on CPUs (README, results/engine): a 16-node tree costs 1.15-1.9x one token, 60 nodes about 3x; and
+# every depth is one more drafting pass through the LM head.
+CPU_TREE = TreeSettings(16, 3, 4)
 
 
 def default_tree(device: torch.device | str) -> TreeSettings:

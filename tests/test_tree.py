@@ -5,8 +5,9 @@ import torch
 
 from taps_engine import DraftHead, Drafter, DraftTree, TreeSettings
 from taps_engine import tree as trees
+from taps_engine.acceptance import accept_greedy
 from taps_engine.verifier import TargetVerifier
-from tiny import tiny_target
+from tiny import oracle_head, tiny_target
 
 
 def make_tree(tokens, parents, scores, source=0):
@@ -78,13 +79,44 @@ def test_drafted_tree_respects_budget_and_is_connected(settings):
     drafter.extend([6, 7, 8, 9], features)
     tree = drafter.propose(settings)
     assert 0 < len(tree) <= settings.total_tokens - 1
-    assert tree.max_depth <= settings.depth
+    assert tree.max_depth <= settings.depth + 1   # EAGLE-2's convention: depth expansions after the root's top-k
     assert_well_formed(tree)
     kids = tree.children()
     assert all(len(k) <= settings.top_k for k in kids)
     assert all(len(set(int(tree.tokens[c]) for c in k)) == len(k) for k in kids), "siblings are distinct"
     # drafting leaves the head's cache at the committed pairs only
     assert drafter.cache.get_seq_length() == drafter.processed == 4
+
+
+def test_deepest_draft_sits_at_depth_plus_one():
+    target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    drafter = Drafter("o", oracle_head(target), target)
+    features, _ = TargetVerifier(target).prefill([0, 6, 7, 8])
+    drafter.extend([6, 7, 8, 9], features)
+    for depth in (1, 3, 5):
+        # a chain (top_k 1) keeps every level: the root's child, then `depth` expansions
+        tree = drafter.propose(TreeSettings(total_tokens=20, depth=depth, top_k=1))
+        assert len(tree) == depth + 1 and tree.max_depth == depth + 1
+
+
+def test_concat_accepts_as_much_as_trie():
+    """Two drafters propose the same first token with different continuations; the target wants the second
+    drafter's. Concat holds both copies of the first token: acceptance must continue below either."""
+    a = make_tree([5, 6], [-1, 0], [-0.1, -0.2], source=0)
+    b = make_tree([5, 7, 8], [-1, 0, 1], [-0.3, -0.4, -0.5], source=1)
+    merged = {name: merge([a, b]) for name, merge in (("concat", trees.concat), ("trie", trees.trie))}
+    wanted = [5, 7, 8, 4]   # the target's argmax after the root, 5, 7 and 8
+
+    def logits_for(tree):
+        rows = torch.full((len(tree) + 1, 10), -5.0)
+        for row in range(len(tree) + 1):
+            depth = 0 if row == 0 else int(tree.depths[row - 1])
+            rows[row, wanted[depth]] = 5.0
+        return rows
+
+    for name, tree in merged.items():
+        path, bonus = accept_greedy(logits_for(tree), tree)
+        assert tree.tokens[path].tolist() == [5, 7, 8] and bonus == 4, name
 
 
 def test_ancestor_mask_matches_parents():
