@@ -10,6 +10,7 @@ import torch
 
 from .acceptance import SamplingParams, sample_token
 from .drafter import Drafter, DrafterUnavailable, Proposer
+from .economics import StepEconomics
 from .head import DraftHead
 from .policies import PLAIN, Decision, Plan, Policy, make_policy, policy_spec
 from .prompt import Prompt, PromptFormat
@@ -31,10 +32,17 @@ class StepRecord:
     node_entropy: list[float] = field(default_factory=list)
     node_accepted: list[bool] = field(default_factory=list)
     node_drafter: list[str] = field(default_factory=list)
+    draft_s: float = 0.0          # wall time drafting (proposers, policy)
+    verify_s: float = 0.0         # wall time of the target's verification and acceptance
+    other_s: float = 0.0          # the rest of the step: committing, bookkeeping
 
     @property
     def acceptance_length(self) -> int:
         return self.accepted + 1
+
+    @property
+    def seconds(self) -> float:
+        return self.draft_s + self.verify_s + self.other_s
 
 
 @dataclass
@@ -57,6 +65,11 @@ class GenerationResult:
     def tokens_per_s(self) -> float:
         return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def plain_steps(self) -> int:
+        """Steps that verified no draft (speculation paused, or no drafter left)."""
+        return sum(s.tree_size == 0 for s in self.steps)
+
 
 @dataclass
 class StepEvent:
@@ -77,7 +90,9 @@ class Decoder:
 
     def __init__(self, target: Target | PromptFormat, drafters: Mapping[str, DraftHead | Proposer] | None = None,
                  policy: str | Policy = "single", tree: TreeSettings | None = None,
-                 verifier: Verifier | None = None) -> None:
+                 verifier: Verifier | None = None, fallback: bool = False) -> None:
+        """`fallback`: step plainly while this request's measured speculative steps commit fewer tokens per second
+        than plain ones (taps_engine/economics.py); off, every step speculates (what acceptance studies measure)."""
         self.format = target.format if isinstance(target, Target) else target
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
         self.drafters: dict[str, Proposer] = {
@@ -89,6 +104,7 @@ class Decoder:
             raise ValueError("a Decoder without a loaded Target needs a verifier")
         self.tree = tree or default_tree(target.device if isinstance(target, Target) else "cpu")
         self.verifier = verifier or TargetVerifier(target)
+        self.fallback = fallback
 
     def generate(self, prompt: Prompt, params: SamplingParams | None = None, drafter: str | None = None,
                  **sampling) -> GenerationResult:
@@ -117,26 +133,35 @@ class Decoder:
             d.reset()
             d.extend(prompt_ids[1:] + out, features)
         plan = self._start(active, drafter)
+        economics = StepEconomics() if self.fallback else None
         yield StepEvent(list(out), None)
         steps: list[StepRecord] = []
         while out[-1] not in eos and len(out) < params.max_new_tokens:
+            t0 = time.perf_counter()
+            policy = plan.policy if economics is None or economics.speculate() else PLAIN
             try:
-                proposal = plan.policy.propose(plan, active, self.tree)
+                proposal = policy.propose(plan, active, self.tree)
             except DrafterUnavailable as e:
                 active.pop(e.name, None)
                 plan = plan.without(e.name, active)
                 continue
+            t1 = time.perf_counter()
             tree = proposal.tree
             path, bonus, features = self.verifier.step(out[-1], tree, params, generator)
+            t2 = time.perf_counter()
             new = tree.tokens[path].tolist() + [bonus]
             for d in active.values():
                 d.extend(new, features)
-            steps.append(_record(tree, path, bonus, proposal.drafters, plan.roster))
+            step = _record(tree, path, bonus, proposal.drafters, plan.roster)
             n_before = len(out)
             out.extend(new)
             hit = next((i for i in range(n_before, len(out)) if out[i] in eos), None)
             out = out[:params.max_new_tokens if hit is None else min(hit + 1, params.max_new_tokens)]
-            yield StepEvent(out[n_before:], steps[-1])
+            step.draft_s, step.verify_s, step.other_s = t1 - t0, t2 - t1, time.perf_counter() - t2
+            if economics is not None:
+                economics.record(len(new), step.seconds, speculative=policy is not PLAIN)
+            steps.append(step)
+            yield StepEvent(out[n_before:], step)
         finish = "eos" if out[-1] in eos else "length"
         yield StepEvent([], None, GenerationResult(prompt_ids, out, self.format.decode(out), finish, steps,
                                                    self.policy.name, plan.decision, time.perf_counter() - start))

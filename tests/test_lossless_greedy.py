@@ -49,7 +49,7 @@ def test_every_policy_equals_greedy(setup, policy):
     for i, ids in enumerate(random_prompts(20, 96, seed=len(policy))):
         names = rng.sample(sorted(heads), 2)
         settings = TreeSettings(rng.choice([6, 16, 40]), rng.choice([2, 4, 6]), rng.choice([1, 3, 6]))
-        decoder = Decoder(target, {n: heads[n] for n in names}, policy, settings)
+        decoder = Decoder(target, {n: heads[n] for n in names}, policy, settings, fallback=rng.random() < 0.5)
         max_new = rng.choice([1, 2, 3, 17, 48])
         result = decoder.generate(ids, max_new_tokens=max_new, seed=i)
         expected = hf_greedy(target, ids, max_new)
@@ -82,3 +82,21 @@ def test_two_layer_targets_with_random_heads():
             decoder = Decoder(target, heads, policy, TreeSettings(12, 3, 3))
             for ids in random_prompts(3, 96, seed=7):
                 assert decoder.generate(ids, max_new_tokens=20).token_ids == hf_greedy(target, ids, 20)
+
+
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-concat", "sticky"])
+def test_plain_steps_between_speculative_ones_stay_lossless(setup, policy, monkeypatch):
+    """The fallback's plain steps interleaved with speculative ones (every third step speculates): the drafters
+    catch up on the tokens committed plainly and the output is still plain greedy decoding."""
+    from taps_engine import economics
+
+    calls = iter(range(10 ** 6))
+    monkeypatch.setattr(economics.StepEconomics, "speculate", lambda self: next(calls) % 3 == 0)
+    target, heads = setup
+    decoder = Decoder(target, {"oracle": heads["oracle"], "noisy": heads["noisy"]}, policy, TreeSettings(12, 3, 3),
+                      fallback=True)
+    for ids in random_prompts(4, 96, seed=7):
+        result = decoder.generate(ids, max_new_tokens=40, stop_on_eos=False)
+        assert result.token_ids == hf_greedy(target, ids, 40, eos=False)
+        assert 0 < result.plain_steps < len(result.steps)
+        assert any(s.accepted >= 1 for s in result.steps)
