@@ -28,7 +28,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not real_model and not ray and not slow"
 
 bench-speed: install
-	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 96 --out results/engine/bench_speed.json
+	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 128 --policy single --policy confidence --policy merged-trie --policy sticky --out results/engine/bench_speed.json
 
 # regenerate services/protos_gen/ after editing protos/taps/v1/taps.proto (tests fail while it is stale)
 protos: install

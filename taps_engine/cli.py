@@ -31,7 +31,8 @@ PolicyOpt = typer.Option("single", "--policy",
                          help="; ".join(f"{s.name}: {s.summary}" for s in POLICY_SPECS) + ".")
 TotalOpt = typer.Option(None, "--total-tokens", help="Tree nodes verified per step, root included "
                                                      "(default: 60 on GPUs, 16 on CPUs).")
-DepthOpt = typer.Option(None, "--depth", help="Tree expansion depth (default: 5 on GPUs, 4 on CPUs).")
+DepthOpt = typer.Option(None, "--depth", help="Expansions after the root's top-k, EAGLE-2's convention: the deepest "
+                                               "draft sits at depth + 1 (default: 5 on GPUs, 3 on CPUs).")
 TopKOpt = typer.Option(None, "--top-k", help="Tree branching, EAGLE-2 top-k (default: 10 on GPUs, 4 on CPUs).")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32.")
 
@@ -42,24 +43,32 @@ def tree_settings(target: Target, total_tokens: int | None, depth: int | None, t
     return replace(default_tree(target.device), **given)
 
 
-def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters: int, policy: str,
-                  tree: tuple[int | None, int | None, int | None], dtype: str) -> Decoder:
-    """Target + named drafters (the target's trained ones by default; random heads when there are none)."""
-    spec = policy_spec(policy)  # fail fast, before loading any model
+def load_models(target_spec: str, drafters: list[str] | None, random_drafters: int, random_default: int,
+                dtype: str) -> tuple[Target, dict[str, DraftHead]]:
+    """Target + named draft heads: the given ones, else the target's trained ones, else `random_default` random
+    heads (with a warning); `random_drafters` adds random heads in any case."""
     paths = parse_drafter_specs(drafters or [])
-    target: Target = load_target(target_spec, dtype=dtype)
-    settings = tree_settings(target, *tree)
-    if not paths and spec.needs_drafters and random_drafters == 0:
+    target = load_target(target_spec, dtype=dtype)
+    if not paths and random_drafters == 0:
         paths = default_drafters(target_spec)
         if not paths:
-            random_drafters = 1 if spec.name == "single" else 2
+            random_drafters = random_default
     heads: dict[str, DraftHead] = {name: load_head(path, target.model) for name, path in paths.items()}
     if random_drafters:
         err.print(f"[yellow]warning:[/yellow] using {random_drafters} untrained (random) draft head(s): "
                   "expect acceptance length ~1")
     for i in range(random_drafters):
         heads[f"random{i}"] = DraftHead.random(target.model, seed=i)
-    return Decoder(target, heads, policy, settings)
+    return target, heads
+
+
+def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters: int, policy: str,
+                  tree: tuple[int | None, int | None, int | None], dtype: str, fallback: bool = False) -> Decoder:
+    spec = policy_spec(policy)  # fail fast, before loading any model
+    target, heads = load_models(target_spec, drafters, random_drafters if spec.needs_drafters else 0,
+                                (1 if spec.max_drafters == 1 else 2) if spec.needs_drafters else 0, dtype)
+    return Decoder(target, heads if spec.needs_drafters else {}, policy, tree_settings(target, *tree),
+                   fallback=fallback)
 
 
 def generate(
@@ -74,6 +83,8 @@ def generate(
     max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
     top_p: float = typer.Option(1.0), sample_top_k: int = typer.Option(0, help="Target top-k when sampling."),
     seed: int = typer.Option(0), dtype: str = DtypeOpt,
+    fallback: bool = typer.Option(True, help="Step plainly while this request's speculative steps commit fewer "
+                                                   "tokens per second than plain ones, probing again later."),
     json_out: bool = typer.Option(False, "--json", help="Print the result and its stats as JSON."),
 ) -> None:
     """Generate an answer with speculative decoding and print its acceptance statistics."""
@@ -90,7 +101,8 @@ def generate(
         if system and isinstance(chat, list):
             chat = [{"role": "system", "content": system}] + chat
         params = SamplingParams(max_new_tokens, temperature, top_p, sample_top_k, seed)
-        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k), dtype)
+        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k), dtype,
+                                fallback)
         result = decoder.generate(chat, params, drafter=use)
     except ValueError as e:
         fail(str(e))
@@ -98,12 +110,14 @@ def generate(
     if json_out:
         console.print_json(json.dumps({"text": result.text, "token_ids": result.token_ids,
                                        "finish_reason": result.finish_reason, "decision": result.decision.to_dict(),
-                                       "tokens_per_s": result.tokens_per_s, **stats}))
+                                       "tokens_per_s": result.tokens_per_s, "plain_steps": result.plain_steps,
+                                       **stats}))
         return
     console.print(result.text)
     table = Table(title=f"policy {result.policy}", show_header=False)
     for key, value in [("new tokens", len(result.token_ids)), ("finish", result.finish_reason),
-                       ("verify steps", stats["n_steps"]), ("mean acceptance length", f"{stats['tau']:.3f}"),
+                       ("verify steps", f"{stats['n_steps']} ({result.plain_steps} plain)"),
+                       ("mean acceptance length", f"{stats['tau']:.3f}"),
                        ("tokens/s", f"{result.tokens_per_s:.2f}"),
                        ("acceptance by depth", {d: round(r, 3) for d, r in stats["acceptance_rate_by_depth"].items()}),
                        ("drafter shares", {k: round(v, 3) for k, v in stats["drafter_selection_shares"].items()}),
@@ -112,47 +126,84 @@ def generate(
     console.print(table)
 
 
+def parse_tree(spec: str) -> TreeSettings:
+    """`TOTAL/DEPTH/TOPK`, e.g. 60/5/10."""
+    parts = spec.split("/")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--tree must look like TOTAL/DEPTH/TOPK (e.g. 16/3/4), got {spec!r}")
+    return TreeSettings(*(int(p) for p in parts))
+
+
 @bench_app.command("speed")
 def bench_speed(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
-    policy: str = PolicyOpt, total_tokens: Optional[int] = TotalOpt, depth: Optional[int] = DepthOpt,
-    top_k: Optional[int] = TopKOpt,
-    prompts: int = typer.Option(4, help="Number of prompts (MT-Bench and GSM8K alternating)."),
+    policy: list[str] = typer.Option(["single"], "--policy", help="Engine policies to run (repeatable); `single` "
+                                     "runs once per drafter."),
+    tree: Optional[list[str]] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK trees to run each policy with "
+                                             "(repeatable; default: the device's tree)."),
+    prompts: int = typer.Option(4, help="Prompts per benchmark."),
+    benchmark: list[str] = typer.Option(["gsm8k", "mt_bench"], help="Benchmarks the prompts come from (repeatable)."),
     max_new_tokens: int = typer.Option(64), dtype: str = DtypeOpt,
-    out: Optional[Path] = typer.Option(None, help="Also write the table as JSON here."),
+    fallback: bool = typer.Option(True, help="Step plainly while speculation loses (see `taps generate`)."),
+    out: Optional[Path] = typer.Option(None, help="Also write the report as JSON here (and Markdown beside it)."),
 ) -> None:
-    """Tokens/s of transformers generate, prompt-lookup decoding and the engine on the same prompts."""
+    """Tokens/s of transformers generate, prompt-lookup decoding, the engine's plain loop and engine policies on the
+    same prompts, with the step time split and the machine's verify cost curve."""
     from .speed import bench_prompts, report_markdown, run_speed_bench
 
     try:
         if prompts <= 0 or max_new_tokens <= 0:
             raise ValueError("--prompts and --max-new-tokens must be positive")
-        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k), dtype)
+        specs = [policy_spec(p) for p in policy]
+        trees = [parse_tree(t) for t in tree or []]
+        loaded, heads = load_models(target, drafter, random_drafters, 2, dtype)
+        engines = {}
+        for settings in trees or [default_tree(loaded.device)]:
+            label = "{total_tokens}/{depth}/{top_k}".format(**asdict(settings))
+            for spec in specs:
+                groups = [[name] for name in heads] if spec.max_drafters == 1 else [list(heads)]
+                for names in groups:
+                    name = f"{spec.name}[{','.join(names)}] {label}" if spec.max_drafters == 1 else \
+                        f"{spec.name} {label}"
+                    engines[name] = Decoder(loaded, {n: heads[n] for n in names}, spec.name, settings,
+                                            fallback=fallback)
         with console.status("benchmarking") as status:
-            report = run_speed_bench(decoder.target, decoder, bench_prompts(prompts), max_new_tokens,
+            report = run_speed_bench(loaded, engines, bench_prompts(prompts, tuple(benchmark)), max_new_tokens,
                                      progress=lambda msg: status.update(msg))
     except ValueError as e:
         fail(str(e))
-    table = Table(title=f"{report['target']} ({report['dtype']}, {report['device']}), {report['n_prompts']} prompts, "
-                        f"max {report['max_new_tokens']} new tokens, greedy")
-    for col in ("method", "tokens/s", "x generate", "x prompt-lookup", "same as generate", "tau"):
-        table.add_column(col)
-    for row in report["rows"]:
-        table.add_row(row["method"], f"{row['tokens_per_s']:.2f}", f"{row['speedup_vs_generate']:.2f}",
-                      f"{row['speedup_vs_prompt_lookup']:.2f}",
-                      f"{row['same_output_as_generate']}/{report['n_prompts']}",
-                      "" if row["tau"] is None else f"{row['tau']:.2f}")
-    console.print(table)
+    home = str(Path.home())
+    command = " ".join(["taps bench speed", f"--target {target}",
+                        *(f"--drafter {d.replace(home, '~')}" for d in drafter or []),
+                        *(f"--policy {p}" for p in policy), *(f"--tree {t}" for t in tree or []),
+                        *(f"--benchmark {b}" for b in benchmark),
+                        f"--prompts {prompts} --max-new-tokens {max_new_tokens} --dtype {dtype}",
+                        "--fallback" if fallback else "--no-fallback", *([f"--out {out}"] if out else [])])
+    markdown = report_markdown(report, command)
+    console.print(markdown, markup=False)
     if out is not None:
         write_json(out, report)
-        home = str(Path.home())
-        command = " ".join(["taps bench speed", f"--target {target}",
-                            *(f"--drafter {d.replace(home, '~')}" for d in drafter or []),
-                            f"--random-drafters {random_drafters}", f"--policy {policy}",
-                            "--total-tokens {total_tokens} --depth {depth} --top-k {top_k}".format(
-                                **asdict(decoder.tree)),
-                            f"--prompts {prompts} --max-new-tokens {max_new_tokens} --dtype {dtype} --out {out}"])
-        atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(report_markdown(report, command)))
+        atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(markdown))
+
+
+@bench_app.command("cost")
+def bench_cost(target: str = TargetOpt, dtype: str = DtypeOpt) -> None:
+    """Measure this machine's verify cost curve for the target again and cache it (the cost-aware tree and
+    `taps bench speed` read it)."""
+    from .costs import cost_path, machine, verify_costs
+
+    try:
+        loaded = load_target(target, dtype=dtype)
+        curve = verify_costs(loaded, remeasure=True)
+    except ValueError as e:
+        fail(str(e))
+    table = Table(title=f"{target} ({str(loaded.dtype).replace('torch.', '')}, {loaded.device}) on {machine()['cpu']}")
+    for col in ("tokens verified", "ms", "x one token"):
+        table.add_column(col)
+    for n, ms in curve.items():
+        table.add_row(str(n), f"{ms:.1f}", f"{ms / curve[1]:.2f}")
+    console.print(table)
+    console.print(f"cached in {cost_path(loaded)}")
 
 
 @bench_app.command("tau")

@@ -1,49 +1,46 @@
-"""Side-by-side speed benchmark in one process: transformers' plain and prompt-lookup decoding vs the engine."""
+"""Side-by-side speed benchmark in one process: transformers' plain and prompt-lookup decoding, the engine's plain
+loop, and engine decoders, on the same prompts, interleaved per prompt so machine noise is shared.
+
+Each engine row splits its step time into drafting, verification and the rest, and the report carries the verify
+cost curve of the machine (taps_engine/costs.py) and what the machine is, so a ratio can be explained.
+"""
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
-from .decoding import Decoder, PlainDecoder
-from .metrics import mean_acceptance_length
+from .costs import machine, measure_verify_costs
+from .decoding import Decoder, GenerationResult, PlainDecoder
 from .eval_sets import benchmark_prompts
 from .target import Target
 
-FALLBACK_PROMPTS = [
-    "Explain in a few sentences why the sky is blue.",
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
-    "Write a short poem about the sea.",
-    "A train travels 60 km in 1.5 hours. What is its average speed in km/h?",
-]
+FALLBACK_PROMPTS = {
+    "mt_bench": ["Explain in a few sentences why the sky is blue.", "Write a short poem about the sea."],
+    "gsm8k": ["Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+              "How many clips did Natalia sell altogether in April and May?",
+              "A train travels 60 km in 1.5 hours. What is its average speed in km/h?"],
+}
+GENERATE, LOOKUP, PLAIN = "transformers generate", "transformers prompt-lookup", "engine plain"
 
 
-def bench_prompts(n: int) -> list[str]:
-    """Alternating MT-Bench first turns and GSM8K test questions from the data dir (fixed prompts without it)."""
-    try:
-        chat, math = benchmark_prompts("mt_bench", n), benchmark_prompts("gsm8k", n)
-    except ValueError as e:
-        warnings.warn(f"{e}; using built-in prompts")
-        return [FALLBACK_PROMPTS[i % len(FALLBACK_PROMPTS)] for i in range(n)]
-    return [p for pair in zip(chat, math) for p in pair][:n]
-
-
-@dataclass
-class MethodResult:
-    name: str
-    new_tokens: int
-    seconds: float
-    outputs: list[list[int]]
-    tau: float | None = None
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds else 0.0
+def bench_prompts(n: int, benchmarks: tuple[str, ...] = ("gsm8k", "mt_bench")) -> list[tuple[str, str]]:
+    """(benchmark, prompt) pairs: `n` first prompts of each benchmark from the data dir (fixed ones without it)."""
+    out = []
+    for name in benchmarks:
+        try:
+            prompts = benchmark_prompts(name, n)
+        except ValueError as e:
+            if name not in FALLBACK_PROMPTS:
+                raise
+            warnings.warn(f"{e}; using built-in prompts")
+            prompts = [FALLBACK_PROMPTS[name][i % len(FALLBACK_PROMPTS[name])] for i in range(n)]
+        out += [(name, p) for p in prompts]
+    return out
 
 
 def hf_generate(target: Target, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
@@ -60,67 +57,109 @@ def hf_generate(target: Target, prompt_ids: list[int], max_new_tokens: int, temp
     return out[0, len(prompt_ids):].tolist()
 
 
-def _hf_runner(target: Target, max_new_tokens: int, prompt_lookup: bool = False) -> Callable[[list[int]], list[int]]:
-    return lambda ids: hf_generate(target, ids, max_new_tokens, prompt_lookup=prompt_lookup)
+@dataclass
+class Runs:
+    """One method's outputs, per prompt."""
+
+    outputs: list[list[int]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    results: list[GenerationResult | None] = field(default_factory=list)
 
 
-def run_speed_bench(target: Target, engine: Decoder, prompts: list[str], max_new_tokens: int,
-                    progress: Callable[[str], None] = lambda _: None) -> dict:
-    """Greedy decoding of the same prompts by every method, interleaved per prompt so machine noise is shared."""
-    ids = [target.encode_prompt([{"role": "user", "content": p}]) for p in prompts]
+def _row(name: str, runs: Runs, keep: list[int], base: Runs, plain: Runs) -> dict:
+    """Totals over the prompts `keep`: tokens/s, ratios, tau and the step time split."""
+    def rate(r: Runs) -> float:
+        seconds = sum(r.seconds[i] for i in keep)
+        return sum(len(r.outputs[i]) for i in keep) / seconds if seconds else 0.0
+
+    steps = [s for i in keep if runs.results[i] is not None for s in runs.results[i].steps]
+    row = {"method": name, "new_tokens": sum(len(runs.outputs[i]) for i in keep),
+           "seconds": round(sum(runs.seconds[i] for i in keep), 3), "tokens_per_s": round(rate(runs), 2),
+           "x_generate": round(rate(runs) / rate(base), 3), "x_engine_plain": round(rate(runs) / rate(plain), 3),
+           "same_output_as_generate": sum(runs.outputs[i] == base.outputs[i] for i in keep), "n_prompts": len(keep)}
+    if steps:
+        row.update(tau=round(sum(s.acceptance_length for s in steps) / len(steps), 3), steps=len(steps),
+                   plain_steps=sum(s.tree_size == 0 for s in steps),
+                   ms_draft=round(1e3 * sum(s.draft_s for s in steps) / len(steps), 2),
+                   ms_verify=round(1e3 * sum(s.verify_s for s in steps) / len(steps), 2),
+                   ms_other=round(1e3 * sum(s.other_s for s in steps) / len(steps), 2))
+    return row
+
+
+def run_speed_bench(target: Target, engines: dict[str, Decoder], prompts: list[tuple[str, str]],
+                    max_new_tokens: int, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Greedy decoding of the same prompts by every method, interleaved per prompt."""
+    ids = [target.format.encode([{"role": "user", "content": p}]) for _, p in prompts]
     plain = PlainDecoder(target)
-    engine_results = []
 
-    def engine_run(x: list[int]) -> list[int]:
-        result = engine.generate(x, max_new_tokens=max_new_tokens)
-        engine_results.append(result)
-        return result.token_ids
+    def engine(decoder: Decoder) -> Callable[[list[int]], tuple[list[int], GenerationResult | None]]:
+        def run(x: list[int]) -> tuple[list[int], GenerationResult]:
+            result = decoder.generate(x, max_new_tokens=max_new_tokens)
+            return result.token_ids, result
+        return run
 
-    methods: dict[str, Callable[[list[int]], list[int]]] = {
-        "transformers generate": _hf_runner(target, max_new_tokens),
-        "transformers prompt-lookup": _hf_runner(target, max_new_tokens, prompt_lookup=True),
-        "engine plain": lambda x: plain.generate(x, max_new_tokens=max_new_tokens).token_ids,
-        f"engine {engine.policy.name}": engine_run,
+    methods = {
+        GENERATE: lambda x: (hf_generate(target, x, max_new_tokens), None),
+        LOOKUP: lambda x: (hf_generate(target, x, max_new_tokens, prompt_lookup=True), None),
+        PLAIN: engine(plain), **{name: engine(d) for name, d in engines.items()},
     }
-    for run in methods.values():  # warm-up
-        run(ids[0][:16])
-    engine_results.clear()
-    results = {name: MethodResult(name, 0, 0.0, []) for name in methods}
+    runs = {name: Runs() for name in methods}
     with torch.inference_mode():
+        for run in methods.values():  # warm-up: first calls pay one-time costs
+            run(ids[0][:16])
         for i, x in enumerate(ids):
             progress(f"prompt {i + 1}/{len(ids)}")
             for name, run in methods.items():
                 start = time.perf_counter()
-                out = run(x)
-                results[name].seconds += time.perf_counter() - start
-                results[name].new_tokens += len(out)
-                results[name].outputs.append(out)
-    results[f"engine {engine.policy.name}"].tau = mean_acceptance_length(engine_results)
-    base = results["transformers generate"]
-    lookup = results["transformers prompt-lookup"]
-    rows = [{"method": r.name, "new_tokens": r.new_tokens, "seconds": round(r.seconds, 3),
-             "tokens_per_s": round(r.tokens_per_s, 2),
-             "speedup_vs_generate": round(r.tokens_per_s / base.tokens_per_s, 3),
-             "speedup_vs_prompt_lookup": round(r.tokens_per_s / lookup.tokens_per_s, 3),
-             "same_output_as_generate": sum(a == b for a, b in zip(r.outputs, base.outputs)),
-             "tau": r.tau} for r in results.values()]
+                out, result = run(x)
+                runs[name].seconds.append(time.perf_counter() - start)
+                runs[name].outputs.append(out)
+                runs[name].results.append(result)
+    progress("verify cost curve")
+    groups = {"all": list(range(len(prompts)))}
+    for b in dict.fromkeys(b for b, _ in prompts):
+        groups[b] = [i for i, (name, _) in enumerate(prompts) if name == b]
+    rows = {group: [_row(name, r, keep, runs[GENERATE], runs[PLAIN]) for name, r in runs.items()]
+            for group, keep in groups.items()}
     return {"target": target.name, "dtype": str(target.dtype).replace("torch.", ""), "device": str(target.device),
-            "n_prompts": len(prompts), "max_new_tokens": max_new_tokens, "policy": engine.policy.name,
-            "drafters": list(engine.drafters), "tree": asdict(engine.tree),
-            "rows": rows}
+            "machine": machine(), "n_prompts": len(prompts), "benchmarks": list(groups)[1:],
+            "max_new_tokens": max_new_tokens,
+            "engines": {name: {"policy": d.policy.name, "drafters": list(d.drafters), "tree": asdict(d.tree),
+                               "fallback": d.fallback} for name, d in engines.items()},
+            "verify_ms": measure_verify_costs(target), "rows": rows}
 
 
 def report_markdown(report: dict, command: str) -> str:
-    """The benchmark table as Markdown, with the command and settings that produced it."""
+    """The benchmark as Markdown: overall table, per-benchmark ratios, the verify cost curve and the machine."""
+    m = report["machine"]
     lines = [f"Command: `{command}`", "",
-             f"Target {report['target']} ({report['dtype']}, {report['device']}), {report['n_prompts']} prompts "
-             f"(MT-Bench and GSM8K alternating), greedy, max {report['max_new_tokens']} new tokens; engine policy "
-             f"`{report['policy']}` with drafters {', '.join(report['drafters']) or 'none'}, tree {report['tree']}.",
-             "", "| method | tokens/s | x generate | x prompt-lookup | same output as generate | tau |",
-             "|---|---|---|---|---|---|"]
-    for row in report["rows"]:
-        tau = "" if row["tau"] is None else f"{row['tau']:.2f}"
-        lines.append(f"| {row['method']} | {row['tokens_per_s']:.2f} | {row['speedup_vs_generate']:.2f} | "
-                     f"{row['speedup_vs_prompt_lookup']:.2f} | {row['same_output_as_generate']}/{report['n_prompts']} "
-                     f"| {tau} |")
-    return "\n".join(lines) + "\n"
+             f"Target {report['target']} ({report['dtype']}, {report['device']}); CPU {m['cpu']} "
+             f"(native bf16: {'yes' if m['native_bf16'] else 'no'}), {m['torch_threads']} torch threads"
+             + (f", GPU {m['gpu']}" if m["gpu"] else "") + f". {report['n_prompts']} prompts "
+             f"({', '.join(report['benchmarks'])}), greedy, max {report['max_new_tokens']} new tokens, interleaved "
+             "per prompt.", "",
+             "| method | tokens/s | x generate | x engine plain | tau | plain steps | ms/step draft | verify | other "
+             "| same output as generate |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]["all"]:
+        tau = f"{row['tau']:.2f}" if "tau" in row else ""
+        split = [f"{row[k]:.1f}" if k in row else "" for k in ("ms_draft", "ms_verify", "ms_other")]
+        plain_steps = f"{row['plain_steps']}/{row['steps']}" if "steps" in row else ""
+        lines.append(f"| {row['method']} | {row['tokens_per_s']:.2f} | {row['x_generate']:.2f} | "
+                     f"{row['x_engine_plain']:.2f} | {tau} | {plain_steps} | {' | '.join(split)} | "
+                     f"{row['same_output_as_generate']}/{row['n_prompts']} |")
+    lines += ["", "Per benchmark (x engine plain, tau):", "",
+              "| method | " + " | ".join(report["benchmarks"]) + " |", "|---|" + "---|" * len(report["benchmarks"])]
+    by_method = {b: {r["method"]: r for r in report["rows"][b]} for b in report["benchmarks"]}
+    for row in report["rows"]["all"]:
+        cells = []
+        for b in report["benchmarks"]:
+            r = by_method[b][row["method"]]
+            cells.append(f"{r['x_engine_plain']:.2f}" + (f" (τ {r['tau']:.2f})" if "tau" in r else ""))
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    curve = report["verify_ms"]
+    one = curve.get(1) or curve.get("1")
+    lines += ["", "Verify cost on this machine (ms for one verification of n tokens after a 200-token context):", "",
+              "| n | " + " | ".join(str(n) for n in curve) + " |", "|---|" + "---|" * len(curve),
+              "| ms | " + " | ".join(f"{ms:.1f}" for ms in curve.values()) + " |",
+              "| x one token | " + " | ".join(f"{ms / one:.2f}" for ms in curve.values()) + " |", ""]
+    return "\n".join(lines)

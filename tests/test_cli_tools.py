@@ -66,3 +66,27 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir):
                for i in range(2)]
     assert records[0]["tau"] == round(mean_acceptance_length(results), 4)
     assert records[0]["n_steps"] == sum(len(r.steps) for r in results)
+
+
+def test_bench_speed_reports_every_method_with_its_step_split(tmp_path, model_dir, monkeypatch):
+    monkeypatch.setenv("TAPS_DATA_DIR", str(tmp_path / "no-data"))   # the built-in prompts
+    from taps_engine import load_target
+
+    save_head(DraftHead.random(load_target(str(model_dir), dtype="fp32").model, seed=3), tmp_path / "h")
+    out = tmp_path / "speed.json"
+    with pytest.warns(UserWarning, match="built-in prompts"):
+        invoke("bench", "speed", "--target", model_dir, "--drafter", f"h={tmp_path / 'h'}", "--policy", "single",
+               "--policy", "merged-trie", "--tree", "6/2/2", "--tree", "8/1/3", "--prompts", 1,
+               "--max-new-tokens", 5, "--dtype", "fp32", "--out", out)
+    report = json.loads(out.read_text())
+    methods = [r["method"] for r in report["rows"]["all"]]
+    assert methods == ["transformers generate", "transformers prompt-lookup", "engine plain", "single[h] 6/2/2",
+                       "merged-trie 6/2/2", "single[h] 8/1/3", "merged-trie 8/1/3"]
+    assert report["benchmarks"] == ["gsm8k", "mt_bench"] and report["n_prompts"] == 2
+    for row in report["rows"]["all"]:
+        assert row["same_output_as_generate"] == 2, row["method"]   # every method decodes greedily, losslessly
+        if row["method"].startswith(("single", "merged", "engine")):
+            assert row["ms_verify"] > 0 and row["steps"] >= 2
+    assert sorted(int(n) for n in report["verify_ms"]) == [1, 2, 4, 8, 16, 32, 64]
+    assert report["machine"]["cpu"] and "native_bf16" in report["machine"]
+    assert "| single[h] 6/2/2 |" in out.with_suffix(".md").read_text()

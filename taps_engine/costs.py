@@ -1,0 +1,112 @@
+"""What verification costs on this machine: the target's step time as a function of the tree size.
+
+Speculation pays when the tokens a step commits outweigh what the step costs relative to a plain one, and that
+ratio depends on the machine (a GPU verifies 60 nodes for about the price of one; a CPU does not), the target and
+the dtype. The curve is measured with the engine's own verifier (tree mask, KV compaction included), once per
+(machine, target, dtype, threads), and cached under `TAPS_HOME/costs/`; `taps bench cost` measures it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .fileio import write_json
+from .settings import cpu_has_fast_bf16, taps_home
+from .target import Target
+from .tree import DraftTree
+from .verifier import TargetVerifier
+
+SIZES = (1, 2, 4, 8, 16, 32, 64)   # tokens per verification: the root plus n - 1 draft nodes
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """What a speed figure depends on besides the code."""
+    return {"cpu": cpu_model(), "native_bf16": cpu_has_fast_bf16(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _chain(n: int, vocab: int, generator: torch.Generator) -> DraftTree:
+    tokens = torch.randint(0, vocab, (n,), generator=generator)
+    return DraftTree(tokens=tokens, parents=torch.arange(n) - 1, depths=torch.arange(1, n + 1),
+                     scores=torch.zeros(n), entropies=torch.zeros(n), sources=torch.zeros(n, dtype=torch.long))
+
+
+def _sync(target: Target) -> None:
+    if target.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def measure_verify_costs(target: Target, context: int = 200, reps: int = 5,
+                         sizes: tuple[int, ...] = SIZES) -> dict[int, float]:
+    """Median milliseconds of one verification of `n` tokens (a chain of n - 1 drafts under the root) after a
+    `context`-token prefix, for each n in `sizes`."""
+    generator = torch.Generator().manual_seed(0)
+    vocab = target.format.vocab_size
+    verifier = TargetVerifier(target)
+    verifier.prefill(torch.randint(0, vocab, (context,), generator=generator).tolist())
+    root = int(torch.randint(0, vocab, (1,), generator=generator))
+    curve = {}
+    for n in sizes:
+        tree = _chain(n - 1, vocab, generator)
+        times = []
+        for _ in range(reps + 1):                    # the first run of each size warms up
+            _sync(target)
+            start = time.perf_counter()
+            verifier.verify(root, tree)
+            _sync(target)
+            times.append(time.perf_counter() - start)
+            verifier.commit([])                      # back to the prefix
+        curve[n] = round(1e3 * statistics.median(times[1:]), 3)
+    return curve
+
+
+def cost_key(target: Target) -> str:
+    info = {"target": target.name, "dtype": str(target.dtype), "device": str(target.device), **machine()}
+    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cost_path(target: Target) -> Path:
+    return taps_home() / "costs" / f"{cost_key(target)}.json"
+
+
+def verify_costs(target: Target, remeasure: bool = False) -> dict[int, float]:
+    """The cached cost curve of this (machine, target, dtype, threads), measured when missing."""
+    path = cost_path(target)
+    if path.exists() and not remeasure:
+        return {int(n): ms for n, ms in json.loads(path.read_text())["verify_ms"].items()}
+    curve = measure_verify_costs(target)
+    write_json(path, {"target": target.name, "dtype": str(target.dtype).replace("torch.", ""),
+                      "device": str(target.device), "machine": machine(), "verify_ms": curve})
+    return curve
+
+
+def interpolate(curve: dict[int, float], n: int) -> float:
+    """Cost of verifying `n` tokens, linear between measured sizes (and beyond the last two)."""
+    sizes = sorted(curve)
+    if n in curve:
+        return curve[n]
+    lo = max([s for s in sizes if s <= n], default=sizes[0])
+    hi = min([s for s in sizes if s >= n], default=sizes[-1])
+    if lo == hi:
+        lo, hi = sizes[-2], sizes[-1]
+    return curve[lo] + (curve[hi] - curve[lo]) * (n - lo) / (hi - lo)
