@@ -52,7 +52,11 @@ class Drafter:
         self.name = name
         self.head = head
         self.embed = target.model.get_input_embeddings()
-        self.lm_head = target.model.get_output_embeddings()
+        lm_head = target.model.get_output_embeddings()
+        self.vocab = head.draft_vocab                # target ids drafted from; None: all of them
+        self.lm_weight = lm_head.weight if self.vocab is None else lm_head.weight[self.vocab].contiguous()
+        self.lm_bias = None if lm_head.bias is None else (lm_head.bias if self.vocab is None
+                                                          else lm_head.bias[self.vocab])
         self.device = target.device
         self.reset()
 
@@ -71,7 +75,11 @@ class Drafter:
         self.pending_features.append(features)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        """Draft logits over the draft vocabulary (index i is target token `_target_ids(i)`)."""
+        return torch.nn.functional.linear(hidden, self.lm_weight, self.lm_bias).float()
+
+    def _target_ids(self, index: torch.Tensor) -> torch.Tensor:
+        return index if self.vocab is None else self.vocab[index]
 
     @torch.no_grad()
     def _catch_up(self) -> torch.Tensor:
@@ -97,7 +105,7 @@ class Drafter:
         hidden = self._catch_up()
         if not targets:
             return 0.0
-        predicted = self._logits(hidden[:-1]).argmax(-1).tolist()
+        predicted = self._target_ids(self._logits(hidden[:-1]).argmax(-1)).tolist()
         return sum(p == t for p, t in zip(predicted, targets)) / len(targets)
 
     @torch.no_grad()
@@ -109,6 +117,7 @@ class Drafter:
         logp = torch.log_softmax(self._logits(root_hidden[None]), -1)
         k = min(settings.top_k, logp.shape[-1])
         top_lp, top_tok = logp.topk(k, dim=-1)
+        top_tok = self._target_ids(top_tok)
         tokens, parents, scores = [top_tok[0]], [torch.full((k,), -1)], [top_lp[0].cpu()]
         entropies, depths = [_entropy(logp).expand(k).cpu()], [torch.ones(k, dtype=torch.long)]
         frontier = torch.arange(k)          # candidate ids being expanded next
@@ -135,6 +144,7 @@ class Drafter:
                                positions, attention_mask=mask, cache=self.cache)[0]
             child_logp = torch.log_softmax(self._logits(hidden), -1)
             lp, tok = child_logp.topk(k, dim=-1)                                    # (k, k)
+            tok = self._target_ids(tok)
             cand_scores = (torch.cat(scores)[frontier][:, None] + lp.cpu()).flatten()
             tokens.append(tok.flatten())
             parents.append(frontier.repeat_interleave(k))

@@ -1,7 +1,10 @@
 """EAGLE-2 draft head: `fc(concat(embed(token), feature))` then one decoder layer of the target's own class.
 
 The head owns only `fc` and `layers.0` (EAGLE's key layout); the embedding and LM head are the target's frozen
-ones and are never stored in a head checkpoint.
+ones and are never stored in a head checkpoint. A head may carry a draft vocabulary: the target token ids it
+drafts from (its training data's most frequent), stored as EAGLE-3's `d2t` buffer (draft index i -> target id
+i + d2t[i]). Drafting then reads only those rows of the target's LM head; verification keeps the full vocabulary,
+so output is unchanged.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ HEAD_WEIGHTS = "model.safetensors"
 HEAD_CONFIG = "config.json"
 # Shapes a head may take from its own checkpoint config instead of the target's.
 _OVERRIDABLE = ("intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
-# Extra tensors found in EAGLE/HASS checkpoints that belong to the target, not the head.
-_IGNORED_PREFIXES = ("embed_tokens.", "lm_head.", "norm.")
+# Extra tensors found in EAGLE/HASS checkpoints that belong to the target, not the head (EAGLE-3's `t2d` is the
+# inverse of `d2t`).
+_IGNORED_PREFIXES = ("embed_tokens.", "lm_head.", "norm.", "t2d")
+D2T = "d2t"
 
 
 def _decoder(model: PreTrainedModel) -> nn.Module:
@@ -87,6 +92,23 @@ class DraftHead(nn.Module):
             torch.manual_seed(seed)
             return cls.for_target(model)
 
+    def set_draft_vocab(self, token_ids: torch.Tensor | None) -> None:
+        """Draft from these target token ids only (None: the full vocabulary)."""
+        if token_ids is None:
+            self._buffers.pop(D2T, None)
+            return
+        ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+        vocab = self.config.vocab_size
+        if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= vocab or ids.unique().numel() != ids.numel():
+            raise ValueError(f"a draft vocabulary must hold distinct token ids in [0, {vocab})")
+        self.register_buffer(D2T, (ids - torch.arange(ids.numel())).to(self.fc.weight.device))
+
+    @property
+    def draft_vocab(self) -> torch.Tensor | None:
+        """The target token ids of the draft vocabulary, in draft-index order; None for the full vocabulary."""
+        d2t = self._buffers.get(D2T)
+        return None if d2t is None else d2t + torch.arange(d2t.numel(), device=d2t.device)
+
     def forward(self, token_embeds: torch.Tensor, features: torch.Tensor, position_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, cache=None) -> torch.Tensor:
         """Shapes: embeds/features (B, T, H), position_ids (B, T); returns predicted features (B, T, H).
@@ -109,7 +131,8 @@ def save_head(head: DraftHead, directory: str | Path, metadata: dict | None = No
     state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
     cfg = head.config
     config = {"architectures": ["TapsDraftHead"], "model_type": cfg.model_type, "hidden_size": cfg.hidden_size,
-              "fc_bias": head.fc_bias, "input_norm": head.input_norm, **(metadata or {})}
+              "fc_bias": head.fc_bias, "input_norm": head.input_norm,
+              "draft_vocab_size": None if head.draft_vocab is None else head.draft_vocab.numel(), **(metadata or {})}
     config.update({k: getattr(cfg, k, None) for k in _OVERRIDABLE})
     atomic_write(out / HEAD_WEIGHTS, lambda tmp: save_file(state, tmp))
     write_json(out / HEAD_CONFIG, config)
@@ -160,6 +183,7 @@ def load_head(path: str | Path, model: PreTrainedModel) -> DraftHead:
                          f"hidden size {hidden}")
     head = DraftHead.for_target(model, overrides=config, fc_bias="fc.bias" in state,
                                 input_norm="layers.0.input_layernorm.weight" in state)
+    d2t = state.pop(D2T, None)
     expected = set(head.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
@@ -169,6 +193,11 @@ def load_head(path: str | Path, model: PreTrainedModel) -> DraftHead:
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise ValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
     head.load_state_dict(state)
+    if d2t is not None:
+        try:
+            head.set_draft_vocab(d2t.long() + torch.arange(d2t.numel()))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
     return head.to(device=model.device, dtype=model.dtype).eval().requires_grad_(False)
 
 
@@ -176,9 +205,13 @@ def average_heads(a: DraftHead, b: DraftHead, alpha: float) -> DraftHead:
     """Weight interpolation `(1 - alpha) * a + alpha * b` (the paper's checkpoint-averaging baseline)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    sa, sb = a.state_dict(), b.state_dict()
+    sa, sb = ({k: v for k, v in h.state_dict().items() if k != D2T} for h in (a, b))
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise ValueError("heads have different layouts and cannot be averaged")
     mixed = copy.deepcopy(a)
+    mixed.set_draft_vocab(None)
     mixed.load_state_dict({k: ((1 - alpha) * sa[k].float() + alpha * sb[k].float()).to(sa[k].dtype) for k in sa})
+    vocab_a, vocab_b = a.draft_vocab, b.draft_vocab
+    if vocab_a is not None and vocab_b is not None:   # draft from either parent's tokens
+        mixed.set_draft_vocab(torch.cat([vocab_a, vocab_b[~torch.isin(vocab_b, vocab_a)]]).cpu())
     return mixed

@@ -27,7 +27,7 @@ def invoke(*args):
     return result.output
 
 
-def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir):
+def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir, tokenizer):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({
         "name": "cli-eagle2", "method": "eagle2", "target": str(model_dir), "dtype": "fp32",
@@ -35,12 +35,20 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir):
                  "chat_path": str(FIXTURES / "sharegpt_truncated.json")},
         "train": {"stages": [{"epochs": 1, "lr": 0.001}], "batch_tokens": 128, "heldout_fraction": 0.2},
         "output_dir": str(tmp_path / "head")}))
+    from taps_engine import load_target
+
     output = invoke("features", "--config", config)
     assert '"complete": true' in output and '"n_examples": 6' in output
     assert "cli-eagle2" in invoke("train", "--config", config)
-    other = tmp_path / "other"
-    from taps_engine import load_target
+    said = invoke("draft-vocab", "--config", config, "--size", 50, "--out", tmp_path / "head-v50")
+    assert "draft vocabulary of 50 tokens" in " ".join(said.split())
+    from training.config import load_config
+    from training.features import assistant_token_counts
 
+    counts = assistant_token_counts(load_config(config).features_dir, len(tokenizer))
+    vocab = load_head(tmp_path / "head-v50", load_target(str(model_dir), dtype="fp32").model).draft_vocab
+    assert vocab.numel() == 50 and counts[vocab].min() >= counts.sort(descending=True).values[49]
+    other = tmp_path / "other"
     save_head(DraftHead.random(load_target(str(model_dir), dtype="fp32").model, seed=3), other)
     invoke("average", tmp_path / "head", other, "--out", tmp_path / "avg", "--sweep", "0,0.5,1",
            "--target", model_dir)

@@ -104,3 +104,24 @@ def test_averaging_endpoints_and_midpoint():
     assert torch.allclose(mid.fc.weight, (a.fc.weight + b.fc.weight) / 2)
     with pytest.raises(ValueError, match="alpha"):
         average_heads(a, b, 1.5)
+
+
+def test_draft_vocabulary_round_trips_as_eagle3_d2t(tmp_path):
+    from safetensors.torch import load_file
+
+    target = tiny_target("llama")
+    head = DraftHead.random(target.model, seed=1)
+    vocab = torch.tensor([7, 3, 50, 11])
+    head.set_draft_vocab(vocab)
+    save_head(head, tmp_path / "h")
+    stored = load_file(str(tmp_path / "h" / "model.safetensors"))
+    assert torch.equal(stored["d2t"], vocab - torch.arange(4))   # draft index i -> target id i + d2t[i]
+    loaded = load_head(tmp_path / "h", target.model)
+    assert torch.equal(loaded.draft_vocab, vocab)
+    assert torch.equal(loaded.fc.weight, head.fc.weight)
+    with pytest.raises(ValueError, match="distinct token ids"):
+        head.set_draft_vocab(torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match=r"in \[0, 96\)"):
+        head.set_draft_vocab(torch.tensor([96]))
+    head.set_draft_vocab(None)
+    assert head.draft_vocab is None and "d2t" not in head.state_dict()

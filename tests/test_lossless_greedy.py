@@ -100,3 +100,24 @@ def test_plain_steps_between_speculative_ones_stay_lossless(setup, policy, monke
         assert result.token_ids == hf_greedy(target, ids, 40, eos=False)
         assert 0 < result.plain_steps < len(result.steps)
         assert any(s.accepted >= 1 for s in result.steps)
+
+
+@pytest.mark.parametrize("policy", SPEC_POLICIES)
+def test_every_policy_equals_greedy_with_draft_vocabularies(setup, policy):
+    """Heads that draft from a subset of the vocabulary (EAGLE-3's d2t): verification keeps the full vocabulary,
+    so the output is still plain greedy decoding, and every drafted token comes from the subset."""
+    import copy
+
+    target, heads = setup
+    g = torch.Generator().manual_seed(3)
+    reduced = {}
+    for name, head in heads.items():
+        reduced[name] = copy.deepcopy(head)
+        reduced[name].set_draft_vocab(torch.randperm(96, generator=g)[:48])
+    decoder = Decoder(target, {n: reduced[n] for n in ("oracle", "noisy")}, policy, TreeSettings(16, 3, 4))
+    allowed = set(reduced["oracle"].draft_vocab.tolist()) | set(reduced["noisy"].draft_vocab.tolist())
+    for i, ids in enumerate(random_prompts(6, 96, seed=21)):
+        result = decoder.generate(ids, max_new_tokens=30, stop_on_eos=False)
+        assert result.token_ids == hf_greedy(target, ids, 30, eos=False), f"prompt {i}"
+    drafted = {t for s in decoder.drafters.values() for t in s.propose(TreeSettings(16, 3, 4)).tokens.tolist()}
+    assert drafted <= allowed

@@ -96,6 +96,37 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
     console.print(table)
 
 
+def draft_vocab(
+    config: Path = typer.Option(..., "--config", help="The training config whose cached features to count."),
+    size: int = typer.Option(..., "--size", help="Tokens in the draft vocabulary (0: the full vocabulary)."),
+    head: Optional[Path] = typer.Option(None, "--head", help="The head to give it (default: the config's drafter)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to save the head (default: in place)."),
+) -> None:
+    """Give a trained head a draft vocabulary: the `size` most frequent assistant tokens of its training data."""
+    from .config import load_config
+    from .features import assistant_token_counts, frequent_tokens
+
+    try:
+        cfg = load_config(config)
+        source = head or cfg.drafter_dir
+        model = load_target(cfg.target, dtype="fp32").model
+        loaded = load_head(source, model)
+        if size:
+            counts = assistant_token_counts(cfg.features_dir, model.config.vocab_size)
+            loaded.set_draft_vocab(frequent_tokens(counts, size))
+            share = float(counts[loaded.draft_vocab.cpu()].sum() / counts.sum())
+        else:
+            loaded.set_draft_vocab(None)
+            share = 1.0
+        metadata = {k: v for k, v in json.loads((Path(source) / "config.json").read_text()).items()
+                    if k in ("method", "data", "name")} if (Path(source) / "config.json").exists() else {}
+        save_head(loaded, out or source, metadata=metadata)
+    except ValueError as e:
+        fail(str(e))
+    console.print(f"{out or source}: draft vocabulary of {size or 'all'} tokens, covering {share:.1%} of the "
+                  "training data's assistant tokens")
+
+
 def average(
     head_a: Path = typer.Argument(..., help="First head (alpha = 0)."),
     head_b: Path = typer.Argument(..., help="Second head (alpha = 1)."),
@@ -122,3 +153,4 @@ def register(app: typer.Typer) -> None:
     app.command()(features)
     app.command()(train)
     app.command()(average)
+    app.command("draft-vocab")(draft_vocab)

@@ -54,6 +54,7 @@ class TrainConfig(Strict):
     topk: int = Field(10, ge=1)
     hass_passes: int = Field(3, ge=1)
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
+    draft_vocab: int = Field(0, ge=0)       # draft from the N most frequent assistant tokens (0: the full vocabulary)
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
 

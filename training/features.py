@@ -119,3 +119,22 @@ def load_examples(directory: Path) -> Iterator[Example]:
         offsets = [0] + shard["lengths"].cumsum(0).tolist()
         for a, b in zip(offsets, offsets[1:]):
             yield Example(shard["input_ids"][a:b].long(), shard["loss_mask"][a:b].bool(), shard["features"][a:b])
+
+
+def assistant_token_counts(directory: Path, vocab_size: int) -> torch.Tensor:
+    """How often each token id occurs among the cached examples' assistant (loss) tokens."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    manifest = read_manifest(directory)
+    for index in range(manifest["n_shards"]):
+        shard = load_file(str(_shard_path(directory, index)))
+        ids = shard["input_ids"].long()[shard["loss_mask"].bool()]
+        counts += torch.bincount(ids, minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def frequent_tokens(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """The `n` most frequent token ids (ties: the lower id first), most frequent first."""
+    if not 0 < n <= counts.numel():
+        raise ValueError(f"draft vocabulary size must lie in [1, {counts.numel()}], got {n}")
+    order = torch.sort(-counts, stable=True).indices
+    return order[:n]

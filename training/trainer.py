@@ -25,7 +25,7 @@ from taps_engine.head import DraftHead, save_head
 from taps_engine.target import Target
 
 from .config import RunConfig, TrainConfig
-from .features import Example, load_examples
+from .features import Example, assistant_token_counts, frequent_tokens, load_examples
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -159,6 +159,9 @@ def train(cfg: RunConfig, target: Target, progress: bool = True) -> dict:
 
     torch.manual_seed(tc.seed)
     head = DraftHead.for_target(target.model).float().train()
+    if tc.draft_vocab:
+        counts = assistant_token_counts(cfg.features_dir, target.config.vocab_size)
+        head.set_draft_vocab(frequent_tokens(counts, tc.draft_vocab))
     embed, lm_head = target.model.get_input_embeddings(), target.model.get_output_embeddings()
     passes = tc.hass_passes if cfg.method == "hass" else 1
     use_bf16 = target.dtype == torch.bfloat16  # fp32 master weights, bf16 compute like the target
