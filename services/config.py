@@ -156,6 +156,9 @@ class ServeConfig(Strict):
         """Fill in the tree for the device the verifier replicas get (GPUs if they ask for any)."""
         if self.tree is None:
             self.tree = default_tree("cuda" if self.verifier.deployment.ray_actor_options.num_gpus else "cpu")
+        if self.tree.cost_aware:
+            raise ValueError("tree.cost_aware is not served yet (the router has no verify cost curve); use a fixed "
+                             "tree")
         return self
 
     @field_validator("drafters")

@@ -126,21 +126,14 @@ def generate(
     console.print(table)
 
 
-def parse_tree(spec: str) -> TreeSettings:
-    """`TOTAL/DEPTH/TOPK`, e.g. 60/5/10."""
-    parts = spec.split("/")
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"--tree must look like TOTAL/DEPTH/TOPK (e.g. 16/3/4), got {spec!r}")
-    return TreeSettings(*(int(p) for p in parts))
-
-
 @bench_app.command("speed")
 def bench_speed(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
     policy: list[str] = typer.Option(["single"], "--policy", help="Engine policies to run (repeatable); `single` "
                                      "runs once per drafter."),
-    tree: Optional[list[str]] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK trees to run each policy with "
-                                             "(repeatable; default: the device's tree)."),
+    tree: Optional[list[str]] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK trees (+cost: cost-aware, those "
+                                             "numbers the maxima) to run each policy with (repeatable; default: the "
+                                             "device's tree)."),
     prompts: int = typer.Option(4, help="Prompts per benchmark."),
     benchmark: list[str] = typer.Option(["gsm8k", "mt_bench"], help="Benchmarks the prompts come from (repeatable)."),
     max_new_tokens: int = typer.Option(64), dtype: str = DtypeOpt,
@@ -155,11 +148,11 @@ def bench_speed(
         if prompts <= 0 or max_new_tokens <= 0:
             raise ValueError("--prompts and --max-new-tokens must be positive")
         specs = [policy_spec(p) for p in policy]
-        trees = [parse_tree(t) for t in tree or []]
+        trees = [TreeSettings.parse(t) for t in tree or []]
         loaded, heads = load_models(target, drafter, random_drafters, 2, dtype)
         engines = {}
         for settings in trees or [default_tree(loaded.device)]:
-            label = "{total_tokens}/{depth}/{top_k}".format(**asdict(settings))
+            label = settings.label
             for spec in specs:
                 groups = [[name] for name in heads] if spec.max_drafters == 1 else [list(heads)]
                 for names in groups:

@@ -98,15 +98,3 @@ def verify_costs(target: Target, remeasure: bool = False) -> dict[int, float]:
     write_json(path, {"target": target.name, "dtype": str(target.dtype).replace("torch.", ""),
                       "device": str(target.device), "machine": machine(), "verify_ms": curve})
     return curve
-
-
-def interpolate(curve: dict[int, float], n: int) -> float:
-    """Cost of verifying `n` tokens, linear between measured sizes (and beyond the last two)."""
-    sizes = sorted(curve)
-    if n in curve:
-        return curve[n]
-    lo = max([s for s in sizes if s <= n], default=sizes[0])
-    hi = min([s for s in sizes if s >= n], default=sizes[-1])
-    if lo == hi:
-        lo, hi = sizes[-2], sizes[-1]
-    return curve[lo] + (curve[hi] - curve[lo]) * (n - lo) / (hi - lo)

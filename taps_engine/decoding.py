@@ -10,7 +10,8 @@ import torch
 
 from .acceptance import SamplingParams, sample_token
 from .drafter import Drafter, DrafterUnavailable, Proposer
-from .economics import StepEconomics
+from .costs import verify_costs
+from .economics import CostModel, StepEconomics
 from .head import DraftHead
 from .policies import PLAIN, Decision, Plan, Policy, make_policy, policy_spec
 from .prompt import Prompt, PromptFormat
@@ -105,6 +106,18 @@ class Decoder:
         self.tree = tree or default_tree(target.device if isinstance(target, Target) else "cpu")
         self.verifier = verifier or TargetVerifier(target)
         self.fallback = fallback
+        if self.tree.cost_aware and not isinstance(target, Target):
+            raise ValueError("cost-aware trees need the target in process (its verify cost curve)")
+        self._target = target if isinstance(target, Target) else None
+        self._costs: CostModel | None = None
+
+    @property
+    def costs(self) -> CostModel | None:
+        """The cost model of cost-aware trees: this machine's verify costs (cached under TAPS_HOME, measured on
+        first use) and a calibration that learns from every verified step of this decoder."""
+        if self.tree.cost_aware and self._costs is None:
+            self._costs = CostModel(verify_costs(self._target))
+        return self._costs
 
     def generate(self, prompt: Prompt, params: SamplingParams | None = None, drafter: str | None = None,
                  **sampling) -> GenerationResult:
@@ -134,19 +147,22 @@ class Decoder:
             d.extend(prompt_ids[1:] + out, features)
         plan = self._start(active, drafter)
         economics = StepEconomics() if self.fallback else None
+        costs = self.costs
         yield StepEvent(list(out), None)
         steps: list[StepRecord] = []
         while out[-1] not in eos and len(out) < params.max_new_tokens:
             t0 = time.perf_counter()
             policy = plan.policy if economics is None or economics.speculate() else PLAIN
             try:
-                proposal = policy.propose(plan, active, self.tree)
+                proposal = policy.propose(plan, active, self.tree if costs is None else costs.settings(self.tree))
             except DrafterUnavailable as e:
                 active.pop(e.name, None)
                 plan = plan.without(e.name, active)
                 continue
-            t1 = time.perf_counter()
             tree = proposal.tree
+            if costs is not None:
+                tree = costs.prune(tree, 1e3 * (time.perf_counter() - t0))
+            t1 = time.perf_counter()
             path, bonus, features = self.verifier.step(out[-1], tree, params, generator)
             t2 = time.perf_counter()
             new = tree.tokens[path].tolist() + [bonus]
@@ -158,6 +174,8 @@ class Decoder:
             hit = next((i for i in range(n_before, len(out)) if out[i] in eos), None)
             out = out[:params.max_new_tokens if hit is None else min(hit + 1, params.max_new_tokens)]
             step.draft_s, step.verify_s, step.other_s = t1 - t0, t2 - t1, time.perf_counter() - t2
+            if costs is not None:
+                costs.observe(tree, path, len(new), 1e3 * step.seconds, 1e3 * step.draft_s)
             if economics is not None:
                 economics.record(len(new), step.seconds, speculative=policy is not PLAIN)
             steps.append(step)

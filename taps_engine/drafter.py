@@ -126,6 +126,8 @@ class Drafter:
         fed_index: dict[int, int] = {}      # candidate id -> index among fed nodes
         n_candidates = k
         for depth in range(2, settings.depth + 2):
+            if settings.stop_below and float(torch.cat(scores)[frontier].max().exp()) < settings.stop_below:
+                break   # no frontier node is likely enough to pay for another drafting pass
             n_fed = fed_ancestors.shape[0]
             rows = torch.zeros(k, n_fed + k, dtype=torch.bool)
             all_parents = torch.cat(parents)

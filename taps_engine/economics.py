@@ -1,6 +1,13 @@
-"""Whether speculation pays for the request at hand, from its own measured steps.
+"""What a speculative step is worth on this machine: how many draft nodes to verify, when to stop drafting, and
+whether to speculate at all.
 
-A drafter that does not fit a prompt (a chat head on code, say) commits little more than one token per step while
+Cost-aware trees (`CostModel`): a step's expected yield is 1 + the sum of its verified nodes' acceptance
+probabilities, its cost the drafting time plus the verify cost c(n) of the machine (taps_engine/costs.py). Of the
+drafted nodes ranked by confidence, each step verifies the n that maximize expected tokens per second, and drafting
+stops expanding once the best frontier node cannot pay for another pass. A node's acceptance probability is its
+draft confidence mapped through a calibration learned from the steps already verified.
+
+Fallback (`StepEconomics`): a drafter that does not fit a prompt (a chat head on code, say) commits little more than one token per step while
 each step costs drafting plus a tree verification. Comparing the tokens per second of recent speculative steps
 with those of plain steps tells when it loses; the request then decodes plainly for a while and probes again, so a
 poor fit costs a few steps, not the whole request. Output is unaffected: plain steps verify an empty tree.
@@ -9,6 +16,96 @@ poor fit costs a few steps, not the whole request. Output is unaffected: plain s
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
+
+import torch
+
+from .tree import DraftTree, TreeSettings
+
+CALIBRATION_BINS = 20
+PRIOR_WEIGHT = 4.0     # pseudo-observations pulling an empty bin towards the confidence itself
+
+
+class Calibration:
+    """P(a drafted node is accepted | its draft confidence), binned, learned from verified steps."""
+
+    def __init__(self, bins: int = CALIBRATION_BINS) -> None:
+        self.accepted = torch.zeros(bins)
+        self.total = torch.zeros(bins)
+
+    def _bins(self, confidence: torch.Tensor) -> torch.Tensor:
+        return (confidence.clamp(0, 1) * len(self.total)).long().clamp(max=len(self.total) - 1)
+
+    def update(self, confidence: torch.Tensor, accepted: torch.Tensor) -> None:
+        bins = self._bins(confidence)
+        self.total.index_add_(0, bins, torch.ones_like(confidence))
+        self.accepted.index_add_(0, bins, accepted.float())
+
+    def __call__(self, confidence: torch.Tensor) -> torch.Tensor:
+        bins = self._bins(confidence)
+        return (self.accepted[bins] + PRIOR_WEIGHT * confidence) / (self.total[bins] + PRIOR_WEIGHT)
+
+    def curve(self) -> list[dict]:
+        """Per bin: its confidence range, the nodes seen and the share accepted (for plots and reports)."""
+        width = 1 / len(self.total)
+        return [{"low": round(i * width, 3), "high": round((i + 1) * width, 3), "nodes": int(self.total[i]),
+                 "accepted": float(self.accepted[i] / self.total[i]) if self.total[i] else None}
+                for i in range(len(self.total))]
+
+
+class CostModel:
+    """Prunes drafted trees to what pays on this machine, and tells drafting when to stop expanding."""
+
+    def __init__(self, verify_ms: dict[int, float]) -> None:
+        sizes = sorted(verify_ms)
+        top = sizes[-1]
+        # c(n) for n = 1 .. a generous maximum, interpolated between measured sizes
+        self.cost = torch.tensor([_interpolate(verify_ms, sizes, n) for n in range(1, 4 * top + 1)])
+        self.calibration = Calibration()
+        self.rate = None           # recent tokens per ms of whole steps
+        self.pass_ms = None        # recent drafting time per expansion pass
+
+    def settings(self, tree: TreeSettings) -> TreeSettings:
+        """The tree to draft this step: stop expanding below the confidence a pass is worth."""
+        if self.rate is None or self.pass_ms is None:
+            return tree
+        return replace(tree, stop_below=min(1.0, self.pass_ms * self.rate))
+
+    def prune(self, tree: DraftTree, draft_ms: float) -> DraftTree:
+        """The best-ranked n nodes, n maximizing (1 + sum of their acceptance probabilities) / (draft + c(n + 1))."""
+        if len(tree) == 0:
+            return tree
+        order = torch.sort(-tree.scores, stable=True).indices
+        gain = 1 + torch.cat([torch.zeros(1), self.calibration(tree.confidences[order]).cumsum(0)])
+        n_max = min(len(tree), len(self.cost) - 1)
+        rate = gain[:n_max + 1] / (draft_ms + self.cost[:n_max + 1])
+        rate[0] = -1.0   # verify at least one node: the calibration learns only from verified nodes
+        return tree.select(order[:int(rate.argmax())])
+
+    def observe(self, tree: DraftTree, accepted_nodes: list[int], tokens: int, step_ms: float,
+                draft_ms: float) -> None:
+        """Learn from a verified step: calibration, the rate of whole steps, the cost of a drafting pass."""
+        if len(tree):
+            accepted = torch.zeros(len(tree), dtype=torch.bool)
+            accepted[accepted_nodes] = True
+            self.calibration.update(tree.confidences, accepted)
+            passes = max(1, tree.max_depth)
+            self.pass_ms = _ema(self.pass_ms, draft_ms / passes)
+        self.rate = _ema(self.rate, tokens / step_ms)
+
+
+def _ema(old: float | None, new: float, weight: float = 0.2) -> float:
+    return new if old is None else (1 - weight) * old + weight * new
+
+
+def _interpolate(curve: dict[int, float], sizes: list[int], n: int) -> float:
+    lo = max((s for s in sizes if s <= n), default=sizes[0])
+    hi = min((s for s in sizes if s >= n), default=sizes[-1])
+    if lo == hi:
+        if n <= sizes[-1]:
+            return curve[lo]
+        lo, hi = sizes[-2], sizes[-1]
+    return curve[lo] + (curve[hi] - curve[lo]) * (n - lo) / (hi - lo)
 
 
 class StepEconomics:

@@ -29,6 +29,11 @@ class TreeSettings:
     total_tokens: int = 60
     depth: int = 5
     top_k: int = 10
+    # cost-aware: the three numbers above are maxima; each step verifies the number of ranked nodes that maximizes
+    # the expected tokens per second on this machine (taps_engine/economics.py)
+    cost_aware: bool = False
+    # drafting stops expanding once the best frontier node's confidence falls below this (0: never)
+    stop_below: float = 0.0
 
     def __post_init__(self) -> None:
         if self.total_tokens < 2:
@@ -37,6 +42,22 @@ class TreeSettings:
             raise ValueError(f"depth must be >= 1, got {self.depth}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0.0 <= self.stop_below <= 1.0:
+            raise ValueError(f"stop_below must lie in [0, 1], got {self.stop_below}")
+
+    @property
+    def label(self) -> str:
+        """`TOTAL/DEPTH/TOPK`, with `+cost` for a cost-aware tree."""
+        return f"{self.total_tokens}/{self.depth}/{self.top_k}" + ("+cost" if self.cost_aware else "")
+
+    @classmethod
+    def parse(cls, spec: str) -> "TreeSettings":
+        """`TOTAL/DEPTH/TOPK`, optionally followed by `+cost` (e.g. 60/5/8+cost)."""
+        body, plus, mode = spec.partition("+")
+        parts = body.split("/")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts) or (plus and mode != "cost"):
+            raise ValueError(f"a tree must look like TOTAL/DEPTH/TOPK or TOTAL/DEPTH/TOPK+cost, got {spec!r}")
+        return cls(*(int(p) for p in parts), cost_aware=bool(plus))
 
     @property
     def max_nodes(self) -> int:

@@ -36,3 +36,66 @@ def test_back_off_resets_when_a_probe_wins():
         economics.record(1, 0.05, speculative=False)
     run(economics, spec=(4, 0.1), plain_s=0.05, steps=2)
     assert economics.backoff == 2 and economics.speculate()
+
+
+import pytest
+import torch
+
+from taps_engine import Decoder, TreeSettings
+from taps_engine.economics import Calibration, CostModel
+from taps_engine.tree import DraftTree
+from tiny import oracle_head, tiny_target
+
+
+def chain(confidences: list[float]) -> DraftTree:
+    n = len(confidences)
+    scores = torch.tensor(confidences).log()
+    return DraftTree(tokens=torch.arange(n), parents=torch.arange(n) - 1, depths=torch.arange(1, n + 1),
+                     scores=scores, entropies=torch.zeros(n), sources=torch.zeros(n, dtype=torch.long))
+
+
+def test_pruning_follows_the_machines_cost_curve():
+    tree = chain([0.9, 0.8, 0.6, 0.3, 0.1, 0.05])
+    free = CostModel({1: 10.0, 64: 10.0})          # verifying more costs nothing: keep every node with p > 0
+    assert len(free.prune(tree, draft_ms=5.0)) == 6
+    steep = CostModel({1: 10.0, 2: 40.0, 64: 1900.0})  # a node costs 3 plain steps: only the likeliest pays
+    assert len(steep.prune(tree, draft_ms=5.0)) == 1
+    middle = CostModel({1: 10.0, 4: 12.0, 8: 30.0, 64: 300.0})
+    assert 1 < len(middle.prune(tree, draft_ms=5.0)) < 6
+
+
+def test_calibration_learns_acceptance_per_confidence():
+    calibration = Calibration()
+    conf = torch.full((200,), 0.85)
+    calibration.update(conf, torch.arange(200) < 20)          # overconfident drafts: 10% accepted
+    assert calibration(torch.tensor([0.85])).item() == pytest.approx((20 + 4 * 0.85) / 204)
+    assert calibration(torch.tensor([0.3])).item() == pytest.approx(0.3)   # no data: the confidence itself
+    assert calibration.curve()[17]["nodes"] == 200
+
+
+def test_drafting_stops_when_no_frontier_node_can_pay():
+    target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    from taps_engine import Drafter
+    from taps_engine.verifier import TargetVerifier
+
+    drafter = Drafter("o", oracle_head(target, noise=0.5, seed=1), target)
+    features, _ = TargetVerifier(target).prefill([0, 6, 7, 8])
+    drafter.extend([6, 7, 8, 9], features)
+    full = drafter.propose(TreeSettings(40, 4, 3))
+    assert full.max_depth == 5
+    assert drafter.propose(TreeSettings(40, 4, 3, stop_below=1.0)).max_depth == 1
+
+
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky"])
+def test_cost_aware_trees_stay_lossless(policy, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAPS_HOME", str(tmp_path))   # the measured cost curve is cached here
+    target = tiny_target("qwen3", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    heads = {"oracle": oracle_head(target), "noisy": oracle_head(target, noise=0.5, seed=1)}
+    decoder = Decoder(target, heads, policy, TreeSettings(40, 4, 6, cost_aware=True))
+    plain = Decoder(target, {}, "plain")
+    for ids in ([0, 5, 9, 13], [0, 44, 2, 71, 30, 8]):
+        result = decoder.generate(ids, max_new_tokens=40, stop_on_eos=False)
+        assert result.token_ids == plain.generate(ids, max_new_tokens=40, stop_on_eos=False).token_ids
+        assert all(1 <= s.tree_size <= 39 for s in result.steps)
+    assert list((tmp_path / "costs").glob("*.json"))
+    assert decoder.costs.calibration.total.sum() > 0

@@ -27,14 +27,18 @@ class Tensor(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TreeSettings(_message.Message):
-    __slots__ = ("total_tokens", "depth", "top_k")
+    __slots__ = ("total_tokens", "depth", "top_k", "cost_aware", "stop_below")
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    COST_AWARE_FIELD_NUMBER: _ClassVar[int]
+    STOP_BELOW_FIELD_NUMBER: _ClassVar[int]
     total_tokens: int
     depth: int
     top_k: int
-    def __init__(self, total_tokens: _Optional[int] = ..., depth: _Optional[int] = ..., top_k: _Optional[int] = ...) -> None: ...
+    cost_aware: bool
+    stop_below: float
+    def __init__(self, total_tokens: _Optional[int] = ..., depth: _Optional[int] = ..., top_k: _Optional[int] = ..., cost_aware: _Optional[bool] = ..., stop_below: _Optional[float] = ...) -> None: ...
 
 class DraftTree(_message.Message):
     __slots__ = ("tokens", "parents", "depths", "scores", "entropies", "sources")
