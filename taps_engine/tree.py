@@ -121,15 +121,15 @@ class DraftTree:
         return self.select(order[:n])
 
     def ancestor_mask(self) -> torch.Tensor:
-        """(N+1, N+1) bool with the root at index 0: row i may attend to column j iff j is i or an ancestor."""
+        """(N+1, N+1) bool with the root at index 0: row i may attend to column j iff j is i or an ancestor.
+
+        Built one depth level at a time (a node's row is its parent's row plus itself), not node by node."""
         n = len(self)
-        mask = torch.zeros(n + 1, n + 1, dtype=torch.bool)
+        mask = torch.eye(n + 1, dtype=torch.bool)
         mask[:, 0] = True
-        for i in range(n):
-            p = int(self.parents[i])
-            if p >= 0:
-                mask[i + 1] = mask[p + 1]
-            mask[i + 1, i + 1] = True
+        for depth in range(2, self.max_depth + 1):
+            rows = torch.nonzero(self.depths == depth).flatten() + 1
+            mask[rows] |= mask[self.parents[rows - 1] + 1]
         return mask
 
     def children(self) -> list[list[int]]:
