@@ -1,15 +1,20 @@
-"""Naming drafters on command lines and finding the trained ones a target comes with."""
+"""Naming drafters on command lines and finding the trained ones a target comes with.
+
+The default target's drafters ship with the package (`taps_engine/drafters/<target>/<name>/`: bf16 weights, a draft
+vocabulary, and their provenance in train_log.json, written by `taps export`), so a fresh clone decodes with
+trained heads.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterable
 
-from .settings import taps_home
-from .target import DEFAULT_TARGET
+from .target import DEFAULT_TARGET, is_default_target
 
 RANDOM = "random"   # a PATH that asks for an untrained head (smoke runs, benchmarks of the overhead floor)
-DEFAULT_NAMES = ("math", "chat")
+SHIPPED = Path(__file__).parent / "drafters"
+DEFAULTS = {"math": "eagle2-math", "chat": "eagle2-chat"}   # the drafters used when none is named
 
 
 def parse_drafter_specs(specs: Iterable[str], allow_random: bool = False) -> dict[str, Path | None]:
@@ -31,10 +36,15 @@ def parse_drafter_specs(specs: Iterable[str], allow_random: bool = False) -> dic
     return out
 
 
-def default_drafters(target: str) -> dict[str, Path]:
-    """The trained math/chat heads for `target` found in the cache dir (`taps train` with configs/smollm2/ puts
-    them there); empty for other targets or before training."""
-    if target != DEFAULT_TARGET:
+def shipped_drafters(target: str) -> dict[str, Path]:
+    """Every drafter shipped for `target` (the default target's aliases included), by directory name."""
+    if not is_default_target(target):
         return {}
-    found = {name: taps_home() / "drafters" / f"smollm2-eagle2-{name}" for name in DEFAULT_NAMES}
-    return {name: path for name, path in found.items() if (path / "config.json").exists()}
+    root = SHIPPED / DEFAULT_TARGET
+    return {d.name: d for d in sorted(root.iterdir()) if (d / "config.json").exists()} if root.is_dir() else {}
+
+
+def default_drafters(target: str) -> dict[str, Path]:
+    """The math and chat drafters shipped for `target`; empty for targets without shipped drafters."""
+    shipped = shipped_drafters(target)
+    return {name: shipped[directory] for name, directory in DEFAULTS.items() if directory in shipped}

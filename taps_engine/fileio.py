@@ -17,9 +17,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600: give the result the permissions of a normal file
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files (writers may recreate them): a normal mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

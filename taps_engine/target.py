@@ -93,9 +93,13 @@ def convert_gguf(gguf: Path) -> Path:
     return out
 
 
+def is_default_target(spec: str) -> bool:
+    return spec in _DEFAULT_ALIASES
+
+
 def resolve_target_path(spec: str) -> str:
     """Local directory or Hub id for `from_pretrained`, converting GGUF files first."""
-    if spec in _DEFAULT_ALIASES:
+    if is_default_target(spec):
         return str(convert_gguf(bundled_gguf()))
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):

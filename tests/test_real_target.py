@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from taps_engine import POLICIES, Decoder, DraftHead, PlainDecoder, TreeSettings, load_target
-from taps_engine.target import bundled_gguf, gguf_cache_dir
+from taps_engine import POLICIES, Decoder, DraftHead, PlainDecoder, TreeSettings, load_head, load_target
+from taps_engine.target import DEFAULT_TARGET, bundled_gguf, gguf_cache_dir
 
 pytestmark = pytest.mark.real_model
 
@@ -72,3 +72,19 @@ def test_sampling_runs_and_is_reproducible(smollm2):
     a = decoder.generate(PROMPTS[2], max_new_tokens=16, temperature=0.9, top_p=0.95, top_k=50, seed=7)
     b = decoder.generate(PROMPTS[2], max_new_tokens=16, temperature=0.9, top_p=0.95, top_k=50, seed=7)
     assert a.token_ids == b.token_ids and a.text
+
+
+def test_every_shipped_drafter_loads_for_its_target(smollm2):
+    """The drafters shipped in the package: recorded target and hidden size, a draft vocabulary, provenance."""
+    from taps_engine.drafter_specs import default_drafters, shipped_drafters
+
+    shipped = shipped_drafters(DEFAULT_TARGET)
+    assert set(default_drafters("smollm2-135m-instruct").values()) <= set(shipped.values())
+    assert "eagle2-math" in shipped
+    for name, path in shipped.items():
+        config = json.loads((path / "config.json").read_text())
+        assert config["target"] == DEFAULT_TARGET and config["hidden_size"] == smollm2.config.hidden_size, name
+        provenance = json.loads((path / "train_log.json").read_text())["provenance"]
+        assert provenance["target"] == DEFAULT_TARGET and provenance["config_file"].startswith("configs/")
+        head = load_head(path, smollm2.model)
+        assert head.draft_vocab is not None and head.draft_vocab.numel() == config["draft_vocab_size"]

@@ -8,6 +8,8 @@ import yaml
 
 from services.config import (SERVE_POLICIES, DeploymentConfig, ServeConfig, embedded_defaults,
                              load_serve_config)
+from taps_engine.drafter_specs import SHIPPED
+from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import CPU_TREE, PAPER_TREE
 from taps_engine.policies import make_policy
 
@@ -42,14 +44,13 @@ def test_every_serving_policy_is_an_engine_policy():
         assert ServeConfig.model_validate({"router": {"default_policy": name}}).router.default_policy == name
 
 
-def test_example_config_loads_with_expanded_cache_paths():
+def test_example_config_points_at_the_shipped_drafters():
     config = load_serve_config(EXAMPLE)
     assert set(config.drafters) == {"math", "chat"}
-    cache = Path("~/.cache/taps/drafters").expanduser()
     for name, drafter in config.drafters.items():
-        assert drafter.path == cache / f"smollm2-eagle2-{name}"
+        assert drafter.path.resolve() == (SHIPPED / DEFAULT_TARGET / f"eagle2-{name}").resolve()
     raw = yaml.safe_load(EXAMPLE.read_text())
-    assert all(d["path"].startswith("~/.cache/taps/") for d in raw["drafters"].values())  # no machine paths
+    assert all(not Path(d["path"]).is_absolute() for d in raw["drafters"].values())  # no machine paths
     chat = config.drafters["chat"].deployment.serve_options()
     assert chat["autoscaling_config"]["max_replicas"] == 2 and "num_replicas" not in chat
     most = sum(a.deployment.ray_actor_options.num_cpus * (a.deployment.autoscaling_config.max_replicas

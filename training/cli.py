@@ -127,6 +127,39 @@ def draft_vocab(
                   "training data's assistant tokens")
 
 
+def export(
+    config: Path = typer.Option(..., "--config", help="The training config of the drafter to export."),
+    out: Path = typer.Option(..., "--out", help="Directory to write (e.g. taps_engine/drafters/<target>/<name>)."),
+    draft_vocab: int = typer.Option(8192, "--draft-vocab", help="Draft vocabulary size (0: the full vocabulary)."),
+) -> None:
+    """Write a trained drafter for shipping: bf16 weights without optimizer state, its draft vocabulary, and its
+    provenance (config file, data, epochs, held-out top-1) in train_log.json."""
+    from .config import load_config
+    from .features import assistant_token_counts, frequent_tokens
+
+    try:
+        cfg = load_config(config)
+        log_path = cfg.drafter_dir / "train_log.json"
+        if not log_path.exists():
+            raise ValueError(f"{cfg.drafter_dir} holds no trained drafter; run `taps train --config {config}`")
+        model = load_target(cfg.target, dtype="fp32").model
+        head = load_head(cfg.drafter_dir, model)
+        if draft_vocab:
+            head.set_draft_vocab(frequent_tokens(assistant_token_counts(cfg.features_dir, model.config.vocab_size),
+                                                 draft_vocab))
+        head = head.to(torch.bfloat16)
+        log = json.loads(log_path.read_text())
+        log["provenance"] = {"config_file": str(config), "target": cfg.target, "method": cfg.method,
+                             "data": cfg.data.model_dump(mode="json"), "epochs": len(log["epochs"]),
+                             "heldout_top1": log["epochs"][-1]["heldout_top1"], "draft_vocab": draft_vocab}
+        save_head(head, out, metadata={"method": cfg.method, "data": cfg.data.kind, "name": cfg.name,
+                                       "target": cfg.target})
+        atomic_write(out / "train_log.json", lambda tmp: Path(tmp).write_text(json.dumps(log, indent=2) + "\n"))
+    except ValueError as e:
+        fail(str(e))
+    console.print(f"exported {cfg.name} to {out}")
+
+
 def average(
     head_a: Path = typer.Argument(..., help="First head (alpha = 0)."),
     head_b: Path = typer.Argument(..., help="Second head (alpha = 1)."),
@@ -154,3 +187,4 @@ def register(app: typer.Typer) -> None:
     app.command()(train)
     app.command()(average)
     app.command("draft-vocab")(draft_vocab)
+    app.command()(export)
