@@ -121,13 +121,12 @@ def test_unreadable_and_malformed_files(tmp_path):
         load_serve_config(_write(tmp_path, "- a list\n"))
 
 
-def test_embedded_defaults_use_trained_heads_when_present(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("TAPS_HOME", str(tmp_path))
+def test_embedded_defaults_use_the_shipped_drafters(monkeypatch, tmp_path, caplog):
+    config = embedded_defaults()
+    for name in ("math", "chat"):
+        shipped = SHIPPED / DEFAULT_TARGET / f"eagle2-{name}"
+        assert config.drafters[name].path == (shipped if (shipped / "config.json").exists() else None)
+    monkeypatch.setattr("taps_engine.drafter_specs.SHIPPED", tmp_path)   # a target without shipped drafters
     with caplog.at_level(logging.WARNING, logger="services.config"):
         assert embedded_defaults().warn_random_drafters() == ["math", "chat"]
     assert "random (untrained) heads" in caplog.text
-    trained = tmp_path / "drafters" / "smollm2-eagle2-math"
-    trained.mkdir(parents=True)
-    (trained / "config.json").write_text("{}")
-    config = embedded_defaults()
-    assert config.drafters["math"].path == trained and config.drafters["chat"].path is None
