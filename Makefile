@@ -2,7 +2,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PROMPT ?= A farmer has 17 sheep and buys 5 more. How many sheep does he have now?
 
 .PHONY: install run test test-fast bench-speed protos serve k8s clean
 
@@ -18,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/taps generate "$(PROMPT)" --max-new-tokens 96
+	$(VENV)/bin/taps demo
 
 test: install
 	$(PY) -m pytest -q
