@@ -143,7 +143,7 @@ def bench_speed(
 ) -> None:
     """Tokens/s of transformers generate, prompt-lookup decoding, the engine's plain loop and engine policies on the
     same prompts, with the step time split and the machine's verify cost curve."""
-    from .speed import bench_prompts, report_markdown, run_speed_bench
+    from .speed import bench_prompts, plot_calibration, report_markdown, run_speed_bench
 
     try:
         if prompts <= 0 or max_new_tokens <= 0:
@@ -177,6 +177,9 @@ def bench_speed(
     console.print(markdown, markup=False)
     if out is not None:
         write_json(out, report)
+        plot = out.with_suffix(".calibration.png")
+        if plot_calibration(report, plot):
+            markdown += f"\nCalibration of the cost-aware trees' draft confidence: ![calibration]({plot.name})\n"
         atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(markdown))
 
 

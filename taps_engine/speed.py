@@ -125,7 +125,9 @@ def run_speed_bench(target: Target, engines: dict[str, Decoder], prompts: list[t
             "machine": machine(), "n_prompts": len(prompts), "benchmarks": list(groups)[1:],
             "max_new_tokens": max_new_tokens,
             "engines": {name: {"policy": d.policy.name, "drafters": list(d.drafters), "tree": asdict(d.tree),
-                               "fallback": d.fallback} for name, d in engines.items()},
+                               "fallback": d.fallback,
+                               "calibration": d.costs.calibration.curve() if d.costs is not None else None}
+                        for name, d in engines.items()},
             "verify_ms": measure_verify_costs(target), "rows": rows}
 
 
@@ -163,3 +165,29 @@ def report_markdown(report: dict, command: str) -> str:
               "| ms | " + " | ".join(f"{ms:.1f}" for ms in curve.values()) + " |",
               "| x one token | " + " | ".join(f"{ms / one:.2f}" for ms in curve.values()) + " |", ""]
     return "\n".join(lines)
+
+
+def plot_calibration(report: dict, path) -> bool:
+    """Acceptance rate of drafted nodes by draft confidence, one line per cost-aware engine (False: none)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {name: e["calibration"] for name, e in report["engines"].items() if e.get("calibration")}
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="confidence = acceptance")
+    for name, curve in curves.items():
+        points = [((b["low"] + b["high"]) / 2, b["accepted"]) for b in curve if b["nodes"] >= 20]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xlabel("draft confidence (exp of cumulative log-prob)")
+    ax.set_ylabel("share of verified nodes accepted")
+    ax.set_title("Calibration of draft confidence (bins with >= 20 nodes)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

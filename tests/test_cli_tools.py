@@ -78,18 +78,20 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir, tokenizer
 
 def test_bench_speed_reports_every_method_with_its_step_split(tmp_path, model_dir, monkeypatch):
     monkeypatch.setenv("TAPS_DATA_DIR", str(tmp_path / "no-data"))   # the built-in prompts
+    monkeypatch.setenv("TAPS_HOME", str(tmp_path / "home"))          # the cost curve cache
     from taps_engine import load_target
 
     save_head(DraftHead.random(load_target(str(model_dir), dtype="fp32").model, seed=3), tmp_path / "h")
     out = tmp_path / "speed.json"
     with pytest.warns(UserWarning, match="built-in prompts"):
         invoke("bench", "speed", "--target", model_dir, "--drafter", f"h={tmp_path / 'h'}", "--policy", "single",
-               "--policy", "merged-trie", "--tree", "6/2/2", "--tree", "8/1/3", "--prompts", 1,
+               "--policy", "merged-trie", "--tree", "6/2/2", "--tree", "8/1/3+cost", "--prompts", 1,
                "--max-new-tokens", 5, "--dtype", "fp32", "--out", out)
     report = json.loads(out.read_text())
     methods = [r["method"] for r in report["rows"]["all"]]
     assert methods == ["transformers generate", "transformers prompt-lookup", "engine plain", "single[h] 6/2/2",
-                       "merged-trie 6/2/2", "single[h] 8/1/3", "merged-trie 8/1/3"]
+                       "merged-trie 6/2/2", "single[h] 8/1/3+cost", "merged-trie 8/1/3+cost"]
+    assert report["engines"]["single[h] 8/1/3+cost"]["calibration"] is not None
     assert report["benchmarks"] == ["gsm8k", "mt_bench"] and report["n_prompts"] == 2
     for row in report["rows"]["all"]:
         assert row["same_output_as_generate"] == 2, row["method"]   # every method decodes greedily, losslessly
