@@ -38,10 +38,11 @@ TopKOpt = typer.Option(None, "--top-k", help="Tree branching, EAGLE-2 top-k (def
 DtypeOpt = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32.")
 
 
-def tree_settings(target: Target, total_tokens: int | None, depth: int | None, top_k: int | None) -> TreeSettings:
+def tree_settings(target: Target, total_tokens: int | None, depth: int | None, top_k: int | None,
+                  cost_aware: bool = False) -> TreeSettings:
     """The device's default tree with the options given on the command line."""
     given = {k: v for k, v in (("total_tokens", total_tokens), ("depth", depth), ("top_k", top_k)) if v is not None}
-    return replace(default_tree(target.device), **given)
+    return replace(default_tree(target.device), **given, cost_aware=cost_aware)
 
 
 def load_models(target_spec: str, drafters: list[str] | None, random_drafters: int, random_default: int,
@@ -64,7 +65,7 @@ def load_models(target_spec: str, drafters: list[str] | None, random_drafters: i
 
 
 def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters: int, policy: str,
-                  tree: tuple[int | None, int | None, int | None], dtype: str, fallback: bool = False) -> Decoder:
+                  tree: tuple[int | None, int | None, int | None, bool], dtype: str, fallback: bool = False) -> Decoder:
     spec = policy_spec(policy)  # fail fast, before loading any model
     target, heads = load_models(target_spec, drafters, random_drafters if spec.needs_drafters else 0,
                                 (1 if spec.max_drafters == 1 else 2) if spec.needs_drafters else 0, dtype)
@@ -84,6 +85,8 @@ def generate(
     max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
     top_p: float = typer.Option(1.0), sample_top_k: int = typer.Option(0, help="Target top-k when sampling."),
     seed: int = typer.Option(0), dtype: str = DtypeOpt,
+    cost_aware: bool = typer.Option(False, "--cost-aware", help="The tree numbers become maxima; each step verifies "
+                                    "as many ranked draft nodes as pay on this machine's measured cost curve."),
     fallback: bool = typer.Option(True, help="Step plainly while this request's speculative steps commit fewer "
                                                    "tokens per second than plain ones, probing again later."),
     json_out: bool = typer.Option(False, "--json", help="Print the result and its stats as JSON."),
@@ -102,8 +105,8 @@ def generate(
         if system and isinstance(chat, list):
             chat = [{"role": "system", "content": system}] + chat
         params = SamplingParams(max_new_tokens, temperature, top_p, sample_top_k, seed)
-        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k), dtype,
-                                fallback)
+        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k, cost_aware),
+                                dtype, fallback)
         result = decoder.generate(chat, params, drafter=use)
     except ValueError as e:
         fail(str(e))
@@ -219,7 +222,7 @@ def bench_tau(
     try:
         SamplingParams(max_new_tokens, temperature)
         prompts = {b: benchmark_prompts(b, n) for b in benchmark}
-        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k), dtype)
+        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k, False), dtype)
         methods = {name: head_method(path) for name, path in parse_drafter_specs(drafter or []).items()}
     except ValueError as e:
         fail(str(e))
