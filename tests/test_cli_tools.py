@@ -1,6 +1,7 @@
 """The training and measurement commands, end to end through the CLI on a tiny model saved as a local directory."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import yaml
@@ -65,7 +66,7 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir, tokenizer
     records = json.loads(out.read_text())
     assert len(records) == 1
     assert records[0]["method"] == "eagle2" and records[0]["drafter"] == "trained"
-    assert records[0]["n_prompts"] == 2 and records[0]["tree"] == {"total_tokens": 8, "depth": 3, "top_k": 2}
+    assert records[0]["n_prompts"] == 2 and records[0]["tree"] == asdict(TreeSettings(8, 3, 2))
     # the recorded tau is the engine's own on the same prompts
     target = load_target(str(model_dir), dtype="fp32")
     decoder = Decoder(target, {"trained": load_head(tmp_path / "head", target.model)}, "single",
