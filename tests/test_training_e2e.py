@@ -1,5 +1,6 @@
 """End to end on a tiny random target: data set from fixtures -> feature cache -> EAGLE-2 / HASS training."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,29 @@ def test_shipped_configs_validate():
         load_serve_config(path)
     kinds = {p.parent.name for p in root.rglob("*.yaml")}
     assert kinds == {"smollm2", "llama3-8b", "eval", "serve"}, f"a config folder without a validation test: {kinds}"
+
+
+def test_init_from_starts_at_a_trained_head_and_refuses_foreign_ones(data_dir, tokenizer, tmp_path):
+    target = tiny_chat_target("llama", tokenizer)
+    base = run_config("eagle2", epochs=2)
+    build(base, target)
+    fresh_log = train(base, target, progress=False)["epochs"]
+    tuned = RunConfig.model_validate({**base.model_dump(), "name": "tiny-tuned", "init_from": str(base.drafter_dir),
+                                      "output_dir": str(tmp_path / "tuned")})
+    tuned_log = train(tuned, target, progress=False)["epochs"]
+    # its first epoch starts where the base head ended, far below a fresh head's first epoch
+    assert tuned_log[0]["feature"] < fresh_log[0]["feature"]
+    assert tuned_log[0]["feature"] <= fresh_log[-1]["feature"] * 1.2
+
+    other = json.loads((base.drafter_dir / "config.json").read_text())
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.safetensors").write_bytes((base.drafter_dir / "model.safetensors").read_bytes())
+    (foreign / "config.json").write_text(json.dumps({**other, "target": "another-model"}))
+    with pytest.raises(ValueError, match="a head for target 'another-model', not 'tiny'"):
+        train(RunConfig.model_validate({**tuned.model_dump(), "init_from": str(foreign),
+                                        "output_dir": str(tmp_path / "x")}), target, progress=False)
+    small = tiny_chat_target("qwen3", tokenizer)   # same hidden size, another architecture's layer shapes
+    with pytest.raises(ValueError, match="init_from|does not fit|does not match"):
+        train(RunConfig.model_validate({**tuned.model_dump(), "output_dir": str(tmp_path / "y")}), small,
+              progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.settings import taps_home
@@ -66,7 +66,13 @@ class RunConfig(Strict):
     dtype: str = "auto"
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    init_from: Optional[Path] = None   # start from this head's weights (e.g. specialists fine-tuned from a mixed one)
     output_dir: Optional[Path] = None
+
+    @field_validator("init_from")
+    @classmethod
+    def _expand(cls, value: Optional[Path]) -> Optional[Path]:
+        return value.expanduser() if value is not None else None
 
     @property
     def features_dir(self) -> Path:

@@ -14,6 +14,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import DynamicCache
 
 from taps_engine.fileio import atomic_write, write_json
-from taps_engine.head import DraftHead, save_head
+from taps_engine.head import DraftHead, load_head, save_head
 from taps_engine.target import Target
 
 from .config import RunConfig, TrainConfig
@@ -140,6 +141,20 @@ def _schedule(warmup: int, total: int):
     return factor
 
 
+def initial_weights(path: Path, target_name: str, fresh: DraftHead, target: Target) -> dict[str, torch.Tensor]:
+    """A trained head's weights to start from; ValueError for a head of another target or shape."""
+    config_file = Path(path) / "config.json"
+    recorded = json.loads(config_file.read_text()).get("target") if config_file.exists() else None
+    if recorded is not None and recorded != target_name:
+        raise ValueError(f"init_from {path}: a head for target {recorded!r}, not {target_name!r}")
+    state = {k: v for k, v in load_head(path, target.model).state_dict().items() if k != "d2t"}
+    shapes = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    wrong = [k for k, v in state.items() if shapes.get(k) != tuple(v.shape)]
+    if wrong or state.keys() != shapes.keys():
+        raise ValueError(f"init_from {path}: its layers do not have this config's shapes ({(wrong or ['keys'])[0]})")
+    return state
+
+
 def train(cfg: RunConfig, target: Target, progress: bool = True) -> dict:
     """Train (or resume) the head of `cfg` on its cached features; saves the head after every epoch."""
     tc = cfg.train
@@ -159,6 +174,8 @@ def train(cfg: RunConfig, target: Target, progress: bool = True) -> dict:
 
     torch.manual_seed(tc.seed)
     head = DraftHead.for_target(target.model).float().train()
+    if cfg.init_from is not None:
+        head.load_state_dict(initial_weights(cfg.init_from, cfg.target, head, target))
     if tc.draft_vocab:
         counts = assistant_token_counts(cfg.features_dir, target.config.vocab_size)
         head.set_draft_vocab(frequent_tokens(counts, tc.draft_vocab))
@@ -222,7 +239,8 @@ def train(cfg: RunConfig, target: Target, progress: bool = True) -> dict:
                         **{k: round(v / max(count, 1), 5) for k, v in sums.items()},
                         "heldout_top1": accuracy, "tokens": tokens, "seconds": round(seconds, 2),
                         "tokens_per_s": round(tokens / seconds, 1) if seconds else None})
-            save_head(head, out_dir, metadata={"method": cfg.method, "data": cfg.data.kind, "name": cfg.name})
+            save_head(head, out_dir, metadata={"method": cfg.method, "data": cfg.data.kind, "name": cfg.name,
+                                               "target": cfg.target})
             state = {"head": head.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "stage": stage_index, "log": log,
                      "epochs_done": epoch_index + 1, "generator": generator.get_state()}
