@@ -58,6 +58,14 @@ class JsonRecords:
         text = self.path.read_text(encoding="utf-8-sig")
         decoder = json.JSONDecoder()
         pos = _SPACE.match(text, text.index("[") + 1).end()
+        line, counted = 1, 0   # line numbers advance incrementally: counting from the start each time is quadratic
+
+        def line_at(i: int) -> int:
+            nonlocal line, counted
+            line += text.count("\n", counted, i)
+            counted = i
+            return line
+
         if text.startswith("]", pos):
             return
         while True:
@@ -65,7 +73,7 @@ class JsonRecords:
                 if self.allow_truncated:   # cut between two records
                     self.truncated = True
                     return
-                raise self._error(text.count("\n") + 1, "malformed JSON (the array is not closed)")
+                raise self._error(line_at(len(text)), "malformed JSON (the array is not closed)")
             try:
                 record, end = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as e:
@@ -74,12 +82,11 @@ class JsonRecords:
                     self.truncated = True
                     return
                 raise self._error(e.lineno, f"malformed JSON ({e.msg})") from None
-            yield text.count("\n", 0, pos) + 1, record
+            yield line_at(pos), record
             pos = _SPACE.match(text, end).end()
             if text.startswith("]", pos):
                 return
             if pos < len(text):
                 if not text.startswith(",", pos):
-                    raise self._error(text.count("\n", 0, pos) + 1,
-                                      "malformed JSON (expected ',' or ']' between records)")
+                    raise self._error(line_at(pos), "malformed JSON (expected ',' or ']' between records)")
                 pos = _SPACE.match(text, pos + 1).end()
