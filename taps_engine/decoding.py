@@ -94,21 +94,22 @@ class Decoder:
                  verifier: Verifier | None = None, fallback: bool = False) -> None:
         """`fallback`: step plainly while this request's measured speculative steps commit fewer tokens per second
         than plain ones (taps_engine/economics.py); off, every step speculates (what acceptance studies measure)."""
-        self.format = target.format if isinstance(target, Target) else target
+        loaded = target if isinstance(target, Target) else None
+        self.format = loaded.format if loaded is not None else target
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
         self.drafters: dict[str, Proposer] = {
             name: Drafter(name, d, target) if isinstance(d, DraftHead) else d for name, d in (drafters or {}).items()
         }
         if policy_spec(self.policy.name).needs_drafters and not self.drafters:
             raise ValueError(f"policy {self.policy.name!r} needs at least one drafter")
-        if verifier is None and not isinstance(target, Target):
+        if verifier is None and loaded is None:
             raise ValueError("a Decoder without a loaded Target needs a verifier")
-        self.tree = tree or default_tree(target.device if isinstance(target, Target) else "cpu")
+        self.tree = tree or default_tree(loaded.device if loaded is not None else "cpu")
         self.verifier = verifier or TargetVerifier(target)
         self.fallback = fallback
-        if self.tree.cost_aware and not isinstance(target, Target):
+        if self.tree.cost_aware and loaded is None:
             raise ValueError("cost-aware trees need the target in process (its verify cost curve)")
-        self._target = target if isinstance(target, Target) else None
+        self._target = loaded
         self._costs: CostModel | None = None
 
     @property

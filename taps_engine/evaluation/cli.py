@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..eval_sets import load_benchmark
 from ..cli_common import console, fail
+from ..costs import cpu_model
 from ..fileio import atomic_write, write_json
 from ..target import load_target
 from .config import EvalConfig, load_eval_config
@@ -29,11 +30,8 @@ def environment(device: str, dtype: str) -> dict:
     """Versions and machine, so a table can be compared with another machine's."""
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "platform": platform.platform(), "cpu": cpu,
+            "transformers": transformers.__version__, "platform": platform.platform(), "cpu": cpu_model(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": device, "dtype": dtype,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
