@@ -109,6 +109,8 @@ class RouterConfig(Strict):
     drafter_timeout_s: float = Field(10.0, gt=0)  # one drafter call; past it the request goes on without it
     verifier_timeout_s: float = Field(120.0, gt=0)  # one verifier call; past it the request fails (UNAVAILABLE)
     request_timeout_s: Optional[float] = Field(None, gt=0)  # whole request, at the gRPC proxy: DEADLINE_EXCEEDED
+    breaker_cooldown_s: float = Field(1.0, ge=0)     # a failed deployment is skipped by all requests at least this long
+    breaker_probe_interval_s: float = Field(0.5, gt=0)  # then probed this often until it answers
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @field_validator("default_policy")

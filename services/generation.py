@@ -23,11 +23,12 @@ from taps_engine.policies import Decision
 from taps_engine.prompt import PromptFormat
 
 from .assignments import Assignment, AssignmentCache
+from .breaker import Breaker
 from .codec import settings_to_proto
 from .config import SERVE_POLICIES, ServeConfig
 from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
-from .remote import RemoteProposer, RemoteVerifier, VerifierUnavailable, call, release
+from .remote import VERIFIER, RemoteProposer, RemoteVerifier, VerifierUnavailable, call, drafter_key, release
 from .results import FINISH, TextDeltas, decision_proto, generation_stats, step_stats
 from .validation import ParsedRequest, RequestError, parse_request
 
@@ -48,6 +49,16 @@ class RouterCore:
         self.cache = cache
         self.metrics = metrics
         self.tree = config.tree
+        limits = config.router
+        self.breaker = Breaker(self._probe, limits.breaker_cooldown_s, limits.breaker_probe_interval_s)
+
+    def _probe(self, key: str) -> None:
+        """Raises unless the deployment named by a breaker key answers its `Info` call."""
+        if key == VERIFIER:
+            call(self.verifier, "Info", pb.InfoRequest(), pb.VerifierInfo, "", HEALTH_TIMEOUT_S)
+            return
+        name = next(n for n in self.drafters if drafter_key(n) == key)
+        call(self.drafters[name], "Info", pb.InfoRequest(), pb.DrafterInfo, "", HEALTH_TIMEOUT_S)
 
     def list_drafters(self) -> pb.ListDraftersResponse:
         infos = [pb.DrafterInfo(name=name, method=d.method if d.path is not None else "random",
@@ -63,10 +74,12 @@ class RouterCore:
 
     def health(self) -> health_pb2.HealthCheckResponse.ServingStatus:
         """SERVING when the verifier answers (without it nothing can be generated); drafters are optional."""
+        if not self.breaker.up(VERIFIER):
+            return health_pb2.HealthCheckResponse.NOT_SERVING
         try:
-            call(self.verifier, "Info", pb.InfoRequest(), pb.VerifierInfo, "", HEALTH_TIMEOUT_S)
+            self._probe(VERIFIER)
         except Exception as e:
-            log.warning("health check: verifier unavailable: %s", e)
+            self.breaker.failed(VERIFIER, f"health check: {type(e).__name__}: {e}")
             return health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthCheckResponse.SERVING
 
@@ -98,13 +111,16 @@ class RouterCore:
         Whenever the iteration ends (finished, failed, or closed early), the request's replica sessions are freed.
         """
         parsed = parse_request(request, self.format, self.config)
+        if not self.breaker.up(VERIFIER):
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the verifier is unavailable (its replicas are down or "
+                                                            "restarting); retry later")
         cached = self._cached_assignment(parsed)
         requested = parsed.drafter or (cached.drafter if cached is not None else None)
         session_id = uuid.uuid4().hex
         limits = self.config.router
-        verifier = RemoteVerifier(self.verifier, session_id, limits.verifier_timeout_s)
+        verifier = RemoteVerifier(self.verifier, session_id, limits.verifier_timeout_s, self.breaker)
         proposers = {name: RemoteProposer(name, self.drafters[name], session_id, limits.drafter_timeout_s,
-                                          verifier.features)
+                                          verifier.features, self.breaker)
                      for name in parsed.policy.sessions(list(self.drafters), requested)}
         decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier)
         events = decoder.stream(parsed.prompt_ids, parsed.params, requested)

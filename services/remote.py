@@ -24,6 +24,7 @@ from taps_engine.acceptance import SamplingParams
 from taps_engine.drafter import DrafterUnavailable
 from taps_engine.tree import DraftTree, TreeSettings
 
+from .breaker import Breaker
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .codec import from_proto, settings_to_proto, to_proto, tree_from_proto, tree_to_proto
 
@@ -33,6 +34,14 @@ M = TypeVar("M", bound=Message)
 # Resends after StateMiss answers before a drafter counts as unavailable: the first miss is normal (a restarted or
 # evicting replica); more mean the session keeps landing on replicas without its state.
 MAX_RESENDS = 2
+
+
+VERIFIER = "verifier"
+
+
+def drafter_key(name: str) -> str:
+    """A drafter's name in the breaker (drafter names are the operator's; this keeps them apart from the verifier)."""
+    return f"drafter {name}"
 
 
 class VerifierUnavailable(RuntimeError):
@@ -78,12 +87,13 @@ class RemoteProposer:
     concurrent = True  # waits on the network, not the CPU: multi-drafter policies draft these in parallel
 
     def __init__(self, name: str, handle: Any, session_id: str, timeout_s: float,
-                 refetch: Callable[[int, int], torch.Tensor]) -> None:
+                 refetch: Callable[[int, int], torch.Tensor], breaker: Breaker) -> None:
         self.name = name
         self.handle = handle
         self.session_id = session_id
         self.timeout_s = timeout_s
         self.refetch = refetch
+        self.breaker = breaker
         self.failed = False  # raised DrafterUnavailable: the loop dropped it, nothing left to release
         self.reset()
 
@@ -111,11 +121,26 @@ class RemoteProposer:
         return pb.PairUpdate(session_id=self.session_id, drafter=self.name, offset=offset,
                              tokens=self.tokens[offset:], features=to_proto(features) if features is not None else None)
 
+    def recovered(self) -> bool:
+        return self.failed and self.breaker.up(drafter_key(self.name))
+
+    def rejoin(self, tokens: Sequence[int]) -> None:
+        """Back after a failure: the replica is sent the whole history again, features recomputed by `refetch`."""
+        self.reset()
+        self.tokens = [int(t) for t in tokens]
+        self.failed = False
+
     def _exchange(self, method: str, build, response_type: type[M]) -> M:
+        """A call, unless the drafter is known to be down (then it fails at once); any failure marks it down for
+        every request until it answers a probe again."""
+        if not self.breaker.up(drafter_key(self.name)):
+            self.failed = True
+            raise DrafterUnavailable(self.name, "marked unavailable after a failure; waiting for it to answer")
         try:
             return self._resending(method, build, response_type)
-        except DrafterUnavailable:
+        except DrafterUnavailable as e:
             self.failed = True
+            self.breaker.failed(drafter_key(self.name), str(e))
             raise
 
     def _resending(self, method: str, build, response_type: type[M]) -> M:
@@ -143,6 +168,7 @@ class RemoteProposer:
             return tree_from_proto(response.tree)
         except ValueError as e:
             self.failed = True
+            self.breaker.failed(drafter_key(self.name), f"malformed draft tree: {e}")
             raise DrafterUnavailable(self.name, f"malformed draft tree: {e}") from e
 
     def prompt_agreement(self) -> float:
@@ -157,19 +183,30 @@ class RemoteVerifier:
     normally one token, the new root.
     """
 
-    def __init__(self, handle: Any, session_id: str, timeout_s: float) -> None:
+    def __init__(self, handle: Any, session_id: str, timeout_s: float, breaker: Breaker) -> None:
         self.handle = handle
         self.session_id = session_id
         self.timeout_s = timeout_s
+        self.breaker = breaker
         self.ids: list[int] = []      # committed tokens before the pending root: what the replica's cache holds
         self.acked = 0                # of those, the ones the replica has acknowledged
         self.rebuilds = 0             # StateMiss answers (metrics)
 
     def _call(self, method: str, request: Message, response_type: type[M]) -> M:
+        """A call; when it fails, the verifier is marked down for new requests and this one waits (up to
+        `timeout_s`) for a replica to answer again, then retries once. Lost session state is then rebuilt through
+        the StateMiss protocol, as after any restart."""
         try:
             return call(self.handle, method, request, response_type, self.session_id, self.timeout_s)
         except Exception as e:
-            raise VerifierUnavailable(f"verifier {method} failed: {type(e).__name__}: {e}") from e
+            failure = VerifierUnavailable(f"verifier {method} failed: {type(e).__name__}: {e}")
+            self.breaker.failed(VERIFIER, str(failure))
+            if not self.breaker.wait_up(VERIFIER, self.timeout_s):
+                raise failure from e
+        try:
+            return call(self.handle, method, request, response_type, self.session_id, self.timeout_s)
+        except Exception as e:
+            raise VerifierUnavailable(f"verifier {method} failed after it came back: {type(e).__name__}: {e}") from e
 
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         response = self._call("Prefill", pb.PrefillRequest(session_id=self.session_id, prompt_ids=list(ids)),

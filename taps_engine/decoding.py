@@ -9,7 +9,7 @@ from typing import Iterator, Mapping
 import torch
 
 from .acceptance import SamplingParams, sample_token
-from .drafter import Drafter, DrafterUnavailable, Proposer
+from .drafter import Drafter, DrafterUnavailable, Proposer, Recoverable
 from .costs import verify_costs
 from .economics import CostModel, StepEconomics
 from .head import DraftHead
@@ -147,17 +147,24 @@ class Decoder:
             d.reset()
             d.extend(prompt_ids[1:] + out, features)
         plan = self._start(active, drafter)
+        chosen, dropped = plan, {}
         economics = StepEconomics() if self.fallback else None
         costs = self.costs
         yield StepEvent(list(out), None)
         steps: list[StepRecord] = []
         while out[-1] not in eos and len(out) < params.max_new_tokens:
             t0 = time.perf_counter()
+            for name in [n for n, d in dropped.items() if d.recovered()]:
+                dropped.pop(name).rejoin(prompt_ids[1:] + out)
+                active = {n: d for n, d in self.drafters.items() if n in active or n == name}
+                plan = plan.rejoined(name, chosen)
             policy = plan.policy if economics is None or economics.speculate() else PLAIN
             try:
                 proposal = policy.propose(plan, active, self.tree if costs is None else costs.settings(self.tree))
             except DrafterUnavailable as e:
-                active.pop(e.name, None)
+                failed = active.pop(e.name, None)
+                if isinstance(failed, Recoverable):
+                    dropped[e.name] = failed
                 plan = plan.without(e.name, active)
                 continue
             tree = proposal.tree

@@ -7,7 +7,7 @@ forward, the next time the drafter drafts, so a drafter that is not consulted co
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 from transformers import DynamicCache
@@ -38,6 +38,17 @@ class Proposer(Protocol):
     def propose(self, settings: TreeSettings) -> DraftTree: ...
 
     def prompt_agreement(self) -> float: ...
+
+
+@runtime_checkable
+class Recoverable(Proposer, Protocol):
+    """A proposer that can come back after failing (a remote drafter whose replica restarted): the loop asks each
+    dropped one at every step and takes it back once it answers again."""
+
+    def recovered(self) -> bool: ...
+
+    def rejoin(self, tokens: Sequence[int]) -> None:
+        """Start over from the committed pairs' tokens alone (their features are the proposer's to fetch)."""
 
 
 def _entropy(logp: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,13 @@ class Plan:
             return replace(self, policy=PLAIN, drafter=None, decision=decision)
         return replace(self, decision=decision)
 
+    def rejoined(self, name: str, chosen: "Plan") -> "Plan":
+        """The plan after `name` came back: the request's `chosen` plan again when `name` is the drafter it uses
+        (or one of all it drafts with); `name` stays listed as having been unavailable."""
+        if chosen.drafter in (None, name):
+            return replace(self, policy=chosen.policy, drafter=chosen.drafter)
+        return self
+
 
 @dataclass(frozen=True)
 class Proposal:

@@ -3,9 +3,10 @@
 import threading
 
 import pytest
+import torch
 
 from taps_engine import Decoder, PlainDecoder, TreeSettings
-from taps_engine.drafter import Drafter, DrafterUnavailable
+from taps_engine.drafter import Drafter, DrafterUnavailable, Recoverable
 from tiny import oracle_head, tiny_target
 
 
@@ -14,6 +15,7 @@ class FailingAfter:
 
     def __init__(self, drafter: Drafter, n: int, fail_agreement: bool = False) -> None:
         self.inner, self.n, self.fail_agreement = drafter, n, fail_agreement
+        self.name = drafter.name
 
     def reset(self):
         self.inner.reset()
@@ -110,3 +112,44 @@ def test_nodes_keep_their_drafters_name_after_a_drop(target, policy, fail):
         assert set(s.node_drafter) <= set(s.drafters), (s.drafters, s.node_drafter)
     for s in after:
         assert set(s.node_drafter) == {survivor}
+
+
+class Rejoining(FailingAfter):
+    """A remote-like drafter that fails after `n` proposals, stays down for `down` checks, then answers again and
+    rejoins from the committed tokens alone (recomputing their features, as a remote proposer has the verifier do)."""
+
+    def __init__(self, drafter: Drafter, n: int, down: int, target, first_token: int) -> None:
+        super().__init__(drafter, n)
+        self.down, self.target, self.first_token = down, target, first_token
+        self.rejoined = 0
+
+    def recovered(self):
+        self.down -= 1
+        return self.down < 0
+
+    def rejoin(self, tokens):
+        ids = torch.tensor([[self.first_token, *tokens[:-1]]])
+        with torch.no_grad():
+            features = self.target.model.get_decoder()(input_ids=ids).last_hidden_state[0]
+        self.inner.reset()
+        self.inner.extend(tokens, features)
+        self.n, self.rejoined = 10 ** 6, self.rejoined + 1
+
+
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie"])
+def test_a_recovered_drafter_is_taken_back_mid_request(target, policy):
+    prompt = [0, 5, 17, 33, 8]
+    expected = PlainDecoder(target).generate(prompt, max_new_tokens=32, stop_on_eos=False).token_ids
+    heads = drafters(target, set())
+    flaky = Rejoining(heads["a"], n=2, down=3, target=target, first_token=prompt[0])
+    assert isinstance(flaky, Recoverable)
+    pool = {"a": flaky} if policy == "single" else {"a": flaky, "b": heads["b"]}
+    result = Decoder(target, pool, policy, TreeSettings(8, 3, 2)).generate(prompt, max_new_tokens=32,
+                                                                          stop_on_eos=False, drafter=None)
+    assert result.token_ids == expected
+    assert flaky.rejoined == 1 and result.decision.unavailable == ("a",)
+    assert 10 ** 6 - flaky.n >= 3, "it drafts again after rejoining"
+    if policy == "single":
+        used = ["a" in s.drafters for s in result.steps]
+        assert used[:2] == [True, True] and not any(used[2:5]) and all(used[6:]), used
+        assert sum(s.accepted for s in result.steps[6:]) > 0, "the rejoined head drafts from the right history"

@@ -4,6 +4,7 @@ affinity request router, and the Serve config / KubeRay manifest generators."""
 
 import math
 import pickle
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,12 +12,14 @@ import grpc
 import pytest
 import torch
 import yaml
+from grpc_health.v1 import health_pb2
 from ray.serve.schema import ServeDeploySchema
 
 from serving_helpers import PROMPT, TREE, InProcessHandle, bad_requests
 from services.affinity import SessionAffinityRouter
 from services.app import app_specs, check_fits, required_resources, serve_config_dict
 from services.assignments import LocalAssignmentCache
+from services.breaker import Breaker
 from services.config import ServeConfig, load_serve_config
 from services.drafter_server import DrafterServer
 from services.generation import RouterCore
@@ -66,6 +69,13 @@ def core(models, servers):
     return RouterCore(make_config(models), load_prompt_format(models["target"]),
                       {name: InProcessHandle(server) for name, server in drafters.items()},
                       InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+
+
+def idle_breaker() -> Breaker:
+    """A breaker whose probes never succeed: what is marked down stays down."""
+    def probe(name: str) -> None:
+        raise RuntimeError(f"{name} still down")
+    return Breaker(probe, cooldown_s=0.0, probe_interval_s=0.05)
 
 
 def run(core, **fields):
@@ -155,7 +165,7 @@ def test_remote_proposer_survives_a_replica_restart(models, engine, servers):
         refetched.append((start, end))
         return history[start:end]
 
-    remote = RemoteProposer("a", handle, "restart", timeout_s=5, refetch=refetch)
+    remote = RemoteProposer("a", handle, "restart", timeout_s=5, refetch=refetch, breaker=idle_breaker())
     done = 0
     for n in (6, 2, 3):
         tokens, feats = torch.randint(0, 1000, (n,), generator=g).tolist(), history[done:done + n]
@@ -174,14 +184,84 @@ def test_remote_proposer_survives_a_replica_restart(models, engine, servers):
 
 def test_remote_failures_map_to_the_engine_contract(servers):
     proposer = RemoteProposer("a", InProcessHandle(servers[0]["a"], fail=True), "f", timeout_s=1,
-                              refetch=lambda start, end: torch.zeros(end - start, 64))
+                              refetch=lambda start, end: torch.zeros(end - start, 64), breaker=idle_breaker())
     proposer.extend([1, 2], torch.zeros(2, 64))
     with pytest.raises(DrafterUnavailable, match="'a' unavailable"):
         proposer.propose(SETTINGS)
     assert proposer.failed
-    verifier = RemoteVerifier(InProcessHandle(servers[1], fail=True), "f", timeout_s=1)
+    verifier = RemoteVerifier(InProcessHandle(servers[1], fail=True), "f", timeout_s=0.2, breaker=idle_breaker())
     with pytest.raises(VerifierUnavailable, match="Prefill failed"):
         verifier.prefill([1, 2, 3])
+
+
+def test_breaker_marks_down_for_all_and_probes_back_after_the_cooldown():
+    answers = {"x": False}
+    probed = []
+
+    def probe(name: str) -> None:
+        probed.append(name)
+        if not answers[name]:
+            raise RuntimeError("down")
+
+    breaker = Breaker(probe, cooldown_s=0.3, probe_interval_s=0.02)
+    breaker.failed("x", "timeout")
+    breaker.failed("x", "timeout again")  # no second cool-down
+    assert not breaker.up("x") and breaker.down() == ["x"]
+    time.sleep(0.15)
+    assert probed == [], "no probe inside the cool-down"
+    assert not breaker.wait_up("x", 0.3)
+    assert probed, "probed after the cool-down"
+    answers["x"] = True
+    assert breaker.wait_up("x", 2.0) and breaker.up("x") and breaker.down() == []
+
+
+def test_a_drafter_marked_down_fails_at_once_and_rejoins_with_its_whole_history(models, engine, servers):
+    """Down: the next call raises without reaching the replica. Up again: the proposer resends the history (its
+    features recomputed) and drafts exactly as an in-process drafter fed the same pairs."""
+    target, heads = engine
+    history = torch.randn(9, target.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(0, 1000, (9,), generator=torch.Generator().manual_seed(2)).tolist()
+    handle = InProcessHandle(servers[0]["a"])
+    answers = {"up": False}
+
+    def probe(name: str) -> None:
+        if not answers["up"]:
+            raise RuntimeError("down")
+
+    breaker = Breaker(probe, cooldown_s=0.0, probe_interval_s=0.02)
+    remote = RemoteProposer("a", handle, "rejoin", timeout_s=5, refetch=lambda a, b: history[a:b], breaker=breaker)
+    remote.extend(tokens[:5], history[:5])
+    handle.fail = True
+    with pytest.raises(DrafterUnavailable, match="replica gone"):
+        remote.propose(SETTINGS)
+    assert not breaker.up("drafter a") and not remote.recovered()
+    handle.fail = False
+    calls = len(handle.calls)
+    start = time.perf_counter()
+    with pytest.raises(DrafterUnavailable, match="marked unavailable"):
+        remote.propose(SETTINGS)
+    assert len(handle.calls) == calls and time.perf_counter() - start < 0.05, "skipped without a call"
+    answers["up"] = True
+    assert breaker.wait_up("drafter a", 2.0) and remote.recovered()
+    remote.rejoin(tokens)
+    local = Drafter("a", heads["a"], target)
+    local.extend(tokens, history)
+    expected, got = local.propose(SETTINGS), remote.propose(SETTINGS)
+    assert torch.equal(expected.tokens, got.tokens) and torch.equal(expected.parents, got.parents)
+    assert not remote.failed and remote.acked == 9
+    servers[0]["a"].Release(pb.ReleaseRequest(session_id="rejoin"))
+
+
+def test_new_requests_get_unavailable_at_once_while_the_verifier_is_down(core):
+    core.breaker.failed("verifier", "test")
+    start = time.perf_counter()
+    with pytest.raises(RequestError) as error:
+        run(core, prompt=PROMPT, policy="single", drafter="a")
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE and "verifier" in error.value.message
+    assert time.perf_counter() - start < 0.5
+    assert core.health() == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert core.breaker.wait_up("verifier", 5.0), "the probe finds the verifier answering"
+    assert run(core, prompt=PROMPT, policy="single", drafter="a")[2].finish_reason
 
 
 # ----- verifier server: rebuilding state -----

@@ -172,3 +172,59 @@ def test_init_from_starts_at_a_trained_head_and_refuses_foreign_ones(data_dir, t
     with pytest.raises(ValueError, match="init_from|does not fit|does not match"):
         train(RunConfig.model_validate({**tuned.model_dump(), "output_dir": str(tmp_path / "y")}), small,
               progress=False)
+
+
+def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_dir, tokenizer, tmp_path, monkeypatch):
+    from training import distill as distill_module
+    from training.data import TRUNCATED, render
+    from training.distill import distill
+
+    target = tiny_chat_target("llama", tokenizer)
+    with torch.no_grad():  # sharper logits: at the default init scale a random model repeats one newline token
+        for p in target.model.parameters():
+            p.mul_(8)
+    examples, _ = build_dataset("mixed", 6, 3, seed=1, chat_path=FIXTURES / "sharegpt_truncated.json")
+    first, report = distill(target, examples, max_length=96, answer_tokens=16, cache_dir=tmp_path / "a",
+                            batch_size=4, progress=False)
+    assert report.loaded == len(first) > 0
+    for original, distilled in zip(examples, first):
+        assert distilled[-1]["role"] == "assistant" and distilled[:-1] == distill_module.prompt_of(original)
+    # a fresh run in another cache, interrupted after its first batch, resumes to the same answers
+    calls = {"n": 0}
+    real = distill_module._generate
+
+    def crash_on_second(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(distill_module, "_generate", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
+    assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".partial"]
+    monkeypatch.setattr(distill_module, "_generate", real)
+    again, _ = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
+    assert again == first
+    assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".jsonl"]
+    # a random tiny model rarely stops within 16 tokens: cut replies train no end-of-turn token
+    cut = next(m for m in first if m[-1].get(TRUNCATED))
+    ids, mask = render(tokenizer, cut, 96)
+    whole, whole_mask = render(tokenizer, cut[:-1] + [{k: v for k, v in cut[-1].items() if k != TRUNCATED}], 96)
+    assert ids == whole and sum(whole_mask) == sum(mask) + 1
+
+
+def test_batched_feature_forwards_match_one_sequence_per_forward(data_dir, tokenizer, tmp_path):
+    target = tiny_chat_target("qwen3", tokenizer)
+    cfg = run_config("eagle2", epochs=1)
+    d = cfg.data
+    examples, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, chat_path=d.chat_path)
+    solo = cache_features(target, examples, tmp_path / "solo", d.max_length, progress=False, batch_tokens=1,
+                          store_dtype=torch.float32)
+    batched = cache_features(target, examples, tmp_path / "batched", d.max_length, progress=False,
+                             store_dtype=torch.float32)
+    pairs = list(zip(load_examples(solo), load_examples(batched)))
+    assert len(pairs) == 9 and len({len(a.input_ids) for a, _ in pairs}) > 1, "lengths differ: padding is exercised"
+    for a, b in pairs:
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.loss_mask, b.loss_mask)
+        torch.testing.assert_close(a.features, b.features, atol=1e-5, rtol=1e-4)

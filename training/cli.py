@@ -13,6 +13,7 @@ from rich.table import Table
 from taps_engine.cli_common import console, fail
 from taps_engine.fileio import atomic_write
 from taps_engine.head import average_heads, load_head, save_head
+from taps_engine.settings import taps_home
 from taps_engine.target import DEFAULT_TARGET, load_target
 
 data_app = typer.Typer(help="Training data sets.", no_args_is_help=True)
@@ -59,6 +60,11 @@ def _features(cfg, target) -> Path:
 
     d = cfg.data
     examples, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
+    if d.answers == "target":
+        from .distill import distill
+
+        examples, report = distill(target, examples, d.max_length, d.answer_tokens, taps_home() / "distill")
+        console.print(f"self-distilled {report.loaded} examples; left out: {report.skipped or 'none'}")
     return cache_features(target, examples, cfg.features_dir, d.max_length)
 
 

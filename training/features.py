@@ -47,13 +47,34 @@ def _shard_path(directory: Path, index: int) -> Path:
 
 
 @torch.inference_mode()
-def _forward(target: Target, ids: list[int]) -> torch.Tensor:
-    out = target.model.get_decoder()(input_ids=torch.tensor([ids], device=target.device))
-    return out.last_hidden_state[0]
+def _forward(target: Target, sequences: list[list[int]], batch_tokens: int) -> list[torch.Tensor]:
+    """Final hidden states of each sequence, several per forward (right-padded, so padding never precedes a
+    real token in causal attention); sequences of similar length share a forward to waste little on padding."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    start = 0
+    while start < len(order):
+        end = start + 1  # grow the group while its padded size fits the budget (longest last: sorted)
+        while end < len(order) and len(sequences[order[end]]) * (end + 1 - start) <= batch_tokens:
+            end += 1
+        group = order[start:end]
+        width = len(sequences[group[-1]])
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        mask = torch.zeros(len(group), width, dtype=torch.long)
+        for row, i in enumerate(group):
+            ids[row, :len(sequences[i])] = torch.tensor(sequences[i])
+            mask[row, :len(sequences[i])] = 1
+        hidden = target.model.get_decoder()(input_ids=ids.to(target.device),
+                                            attention_mask=mask.to(target.device)).last_hidden_state
+        for row, i in enumerate(group):
+            out[i] = hidden[row, :len(sequences[i])]
+        start = end
+    return out
 
 
 def cache_features(target: Target, examples: list[Messages], directory: Path, max_length: int,
-                   shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True) -> Path:
+                   shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True,
+                   batch_tokens: int = 4096) -> Path:
     """Write (or complete) the feature shards for `examples` under `directory`; returns the directory."""
     directory.mkdir(parents=True, exist_ok=True)
     fingerprint = dataset_fingerprint(target.name, examples, max_length)
@@ -76,19 +97,20 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
         remaining = sum(min(shard_size, len(examples) - i * shard_size) for i in todo)
         task = bar.add_task("features", total=remaining, rate="-")
         for index in todo:
-            ids, masks, feats, lengths = [], [], [], []
+            kept: list[tuple[list[int], list[int]]] = []
             for messages in examples[index * shard_size:(index + 1) * shard_size]:
                 input_ids, loss_mask = render(target.tokenizer, messages, max_length)
-                bar.advance(task)
                 if sum(loss_mask) == 0 or len(input_ids) < 3:
                     skipped += 1
-                    continue
-                feats.append(_forward(target, input_ids).to("cpu", store_dtype))
-                ids.append(torch.tensor(input_ids, dtype=torch.int32))
-                masks.append(torch.tensor(loss_mask, dtype=torch.uint8))
-                lengths.append(len(input_ids))
-                tokens += len(input_ids)
-                bar.update(task, rate=f"{tokens / (time.perf_counter() - start):.0f}")
+                else:
+                    kept.append((input_ids, loss_mask))
+            feats = [f.to("cpu", store_dtype) for f in _forward(target, [i for i, _ in kept], batch_tokens)]
+            ids = [torch.tensor(i, dtype=torch.int32) for i, _ in kept]
+            masks = [torch.tensor(m, dtype=torch.uint8) for _, m in kept]
+            lengths = [len(i) for i, _ in kept]
+            tokens += sum(lengths)
+            bar.update(task, advance=min(shard_size, len(examples) - index * shard_size),
+                       rate=f"{tokens / (time.perf_counter() - start):.0f}")
             shard = {"input_ids": torch.cat(ids) if ids else torch.zeros(0, dtype=torch.int32),
                      "loss_mask": torch.cat(masks) if masks else torch.zeros(0, dtype=torch.uint8),
                      "features": torch.cat(feats) if feats else torch.zeros(0, target.config.hidden_size),

@@ -1,0 +1,122 @@
+"""Self-distillation: the target's own greedy answers to the training prompts replace the data set's answers.
+
+A drafter meets the target's text at inference, not GPT-4's (ShareGPT) or a human's (GSM8K), so training on
+what the target writes is training on the distribution it will be asked to predict. Each example keeps its
+prompt (system message and first user turn) and gets the target's greedy reply. Answers are generated in
+batches, left-padded, prompts sorted by length so a batch wastes little on padding; the batches are fixed by
+the prompts alone, so the same data set and target give the same answers, and an interrupted run resumes at the
+first batch it did not finish. Replies cut off by the token budget are marked `truncated`, so the end-of-turn
+token that the chat template appends to them is not trained as a prediction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from taps_engine.fileio import atomic_write
+from taps_engine.target import Target
+
+from .data import TRUNCATED, LoadReport, Messages
+
+
+def prompt_of(messages: Messages) -> Messages:
+    """The part of a conversation the target is asked to answer: a leading system message and the first user turn."""
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    first_user = next(m for m in messages if m["role"] == "user")
+    return system + [first_user]
+
+
+def _fingerprint(target: Target, prompts: list[Messages], max_length: int, answer_tokens: int, batch: int) -> str:
+    digest = hashlib.sha256(f"{target.name}|{target.model.dtype}|{max_length}|{answer_tokens}|{batch}|".encode())
+    for prompt in prompts:
+        digest.update(json.dumps(prompt, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_done(partial: Path) -> dict[int, list[dict]]:
+    """Finished batches of an interrupted run; a line cut off by the interruption is ignored."""
+    done: dict[int, list[dict]] = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            done[record["batch"]] = record["answers"]
+    return done
+
+
+@torch.inference_mode()
+def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> list[dict]:
+    """Greedy replies to a batch of tokenized prompts: text and whether the budget cut it off."""
+    fmt = target.format
+    pad = fmt.tokenizer.pad_token_id if fmt.tokenizer.pad_token_id is not None else fmt.eos_token_ids[0]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=target.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=target.device)
+    out = target.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=pad, eos_token_id=list(fmt.eos_token_ids))[:, width:].tolist()
+    answers = []
+    for row in out:
+        end = next((i for i, t in enumerate(row) if t in fmt.eos_token_ids), None)
+        text = fmt.decode(row[:end]).strip()
+        answers.append({"text": text, TRUNCATED: end is None})
+    return answers
+
+
+def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
+            batch_size: int = 64, progress: bool = True) -> tuple[list[Messages], LoadReport]:
+    """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each).
+
+    Prompts that leave fewer than 16 tokens for a reply within `max_length`, and prompts answered with nothing,
+    are counted in the report and left out. The answers are cached in `cache_dir` (one file per data set, target,
+    dtype and budget), written through a temp file once complete.
+    """
+    fmt = target.format
+    prompts = [prompt_of(m) for m in examples]
+    tokens = [fmt.encode(p) for p in prompts]
+    report = LoadReport()
+    usable = [i for i, t in enumerate(tokens) if len(t) <= max_length - 16]
+    report.skip("prompt leaves under 16 tokens for a reply", len(prompts) - len(usable))
+    order = sorted(usable, key=lambda i: (len(tokens[i]), i))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size)}.jsonl"
+    partial = final.with_suffix(".partial")
+    done = {int(k): v for k, v in json.loads(final.read_text())["batches"].items()} if final.exists() \
+        else _read_done(partial)
+    columns = [TextColumn("self-distillation"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
+               TimeElapsedColumn()]
+    with Progress(*columns, disable=not progress or len(done) == len(batches)) as bar:
+        task = bar.add_task("distill", total=len(order), completed=sum(len(batches[b]) for b in done))
+        with partial.open("a") as sink:
+            for b, batch in enumerate(batches):
+                if b in done:
+                    continue
+                budget = min(answer_tokens, max_length - min(len(tokens[i]) for i in batch))
+                done[b] = _generate(target, [tokens[i] for i in batch], budget)
+                sink.write(json.dumps({"batch": b, "answers": done[b]}) + "\n")
+                sink.flush()
+                bar.advance(task, len(batch))
+    if not final.exists():
+        atomic_write(final, lambda tmp: Path(tmp).write_text(json.dumps({"batches": done})))
+    partial.unlink(missing_ok=True)
+
+    answers = {i: a for b, batch in enumerate(batches) for i, a in zip(batch, done[b])}
+    out: list[Messages] = []
+    for i in usable:
+        if not answers[i]["text"]:
+            report.skip("empty reply")
+            continue
+        reply = {"role": "assistant", "content": answers[i]["text"]}
+        if answers[i][TRUNCATED]:
+            reply[TRUNCATED] = True
+        out.append(prompts[i] + [reply])
+    report.loaded = len(out)
+    return out, report
