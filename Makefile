@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench-speed protos serve k8s clean
+.PHONY: install run test test-fast bench-speed protos serve k8s image clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the serving image for k8s/rayservice.yaml (Dockerfile: the same install as above, on Ray's GPU image)
+image:
+	docker build -t taps:0.1.0 .
 
 run: install
 	$(VENV)/bin/taps demo

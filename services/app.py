@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .auth import load_digests
 from .config import DeploymentConfig, ServeConfig
 from .deployments import ROUTER_APP, VERIFIER_APP, drafter_app_name
 
@@ -56,12 +57,12 @@ def app_specs(config: ServeConfig) -> list[AppSpec]:
     specs = [AppSpec(drafter_app_name(name), "services.deployments:build_drafter",
                      {"name": name, "head_path": str(d.path) if d.path is not None else None,
                       "target": config.target, "dtype": config.dtype, "cache_size": d.session_cache_size,
-                      "method": d.method},
+                      "method": d.method, "log_level": config.log_level.value},
                      "Drafter", d.deployment, True, None)
              for name, d in config.drafters.items()]
     specs.append(AppSpec(VERIFIER_APP, "services.deployments:build_verifier",
                          {"target": config.target, "dtype": config.dtype,
-                          "cache_size": config.verifier.session_cache_size},
+                          "cache_size": config.verifier.session_cache_size, "log_level": config.log_level.value},
                          "Verifier", config.verifier.deployment, True, None))
     # the router needs every setting but the other applications' deployments; defaults left out keep it short
     router_config = config.model_dump(mode="json", exclude_defaults=True,
@@ -128,11 +129,11 @@ def free_port() -> int:
 
 
 def run_local(config: ServeConfig, num_cpus: float | None = None, num_gpus: float | None = None,
-              temp_dir: str | None = None, http_port: int | None = None) -> str:
+              temp_dir: str | None = None, http_port: int | None = None, log_to_driver: bool = False) -> str:
     """Start a local Ray, deploy every application and wait until all run; returns the gRPC address.
 
     HTTP (unused by TAPS) goes to a free port unless `http_port` is given. Ray's gRPC proxy listens on all
-    interfaces; the address returned is the loopback one.
+    interfaces; the address returned is the loopback one. `log_to_driver` prints the replicas' stderr here.
     """
     import ray
     import torch
@@ -142,9 +143,12 @@ def run_local(config: ServeConfig, num_cpus: float | None = None, num_gpus: floa
     num_gpus = float(num_gpus if num_gpus is not None else torch.cuda.device_count())
     check_fits(config, num_cpus, num_gpus)
     check_paths(config)
+    if config.router.api_keys is not None:  # the replicas read the same environment and files: fail here first
+        load_digests(config.router.api_keys)
+    config.router.redis()
     config.warn_random_drafters()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=log_to_driver,
              object_store_memory=OBJECT_STORE_BYTES, _temp_dir=temp_dir)
     serve.start(http_options={"host": "127.0.0.1", "port": http_port or free_port()},
                 grpc_options=grpc_options(config))
@@ -157,5 +161,6 @@ def shutdown_local() -> None:
     import ray
     from ray import serve
 
-    serve.shutdown()
-    ray.shutdown()
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

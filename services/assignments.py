@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence
@@ -136,7 +137,7 @@ class RedisAssignmentCache:
         self.retry_after_s = retry_after_s
         self.log_every_s = log_every_s
         self.stats = CacheStats()
-        self.url = redis_url
+        self.url = redacted(redis_url)  # for log lines: never the password
         self._errors = (redis.RedisError, OSError, ValueError)
         self._down_until = 0.0
         self._last_log = -float("inf")
@@ -201,6 +202,15 @@ class RedisAssignmentCache:
             self.client.close()
         except self._errors:
             pass
+
+
+def redacted(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def make_assignment_cache(redis_url: str | None, ttl_s: float, max_entries: int = 100_000,

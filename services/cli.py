@@ -8,8 +8,8 @@ trace.
 from __future__ import annotations
 
 import json
-import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -22,6 +22,7 @@ from taps_engine.cli_common import console, err, fail
 from taps_engine.fileio import atomic_write
 
 from .config import SERVE_POLICIES, ServeConfig, embedded_defaults, load_serve_config
+from .logs import LogLevel, configure_logging
 
 DEFAULT_SERVER = "127.0.0.1:9000"
 DEFAULT_IMAGE = "taps:0.1.0"
@@ -59,6 +60,8 @@ def serve(
                                                    help="Write the KubeRay RayService manifest to this file and "
                                                         "exit."),
     image: str = typer.Option(DEFAULT_IMAGE, "--image", help="Container image for --emit-rayservice."),
+    log_level: Optional[LogLevel] = typer.Option(None, "--log-level", help="TAPS log level in every replica "
+                                                                           "(overrides the config's log_level)."),
 ) -> None:
     """Serve TAPS over gRPC on a local Ray until Ctrl-C, or write its Ray Serve / KubeRay configs."""
     from .app import run_local, serve_config_dict, shutdown_local
@@ -77,26 +80,38 @@ def serve(
             command = f"taps serve{source} --emit-rayservice {emit_rayservice} --image {image}"
             _write(emit_rayservice, rayservice_yaml(serving, image, command))
         return
-    logging.basicConfig(level=logging.WARNING)
+    if log_level is not None:
+        serving.log_level = log_level
+    configure_logging(serving.log_level)
+    # a server started in the background inherits an ignored SIGINT, and SIGTERM would end it without cleanup:
+    # both stop it through the same path, which shuts the local Ray down with every process it started
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, _interrupt)
     try:
         with console.status("starting Ray Serve (drafters, verifier, router)"):
-            address = run_local(serving, num_cpus=num_cpus)
-    except (ValueError, RuntimeError, OSError) as e:  # bad config, resources, a replica that cannot start
-        fail(str(e))
-    console.print(f"TAPS serving on {address} (gRPC); Ctrl-C stops it")
-    console.print(f"  try: taps client generate --server {address} \"What is 17 + 5?\"")
-    try:
+            address = run_local(serving, num_cpus=num_cpus, log_to_driver=True)
+        console.print(f"TAPS serving on {address} (gRPC); Ctrl-C or SIGTERM stops it")
+        console.print(f"  try: taps client generate --server {address} \"What is 17 + 5?\"")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         err.print("stopping")
+    except (ValueError, RuntimeError, OSError) as e:  # bad config, resources, a replica that cannot start
+        shutdown_local()
+        fail(str(e))
     finally:
         shutdown_local()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 ServerOpt = typer.Option(os.environ.get("TAPS_SERVER", DEFAULT_SERVER), "--server",
                          help="HOST:PORT of the TAPS gRPC server (env TAPS_SERVER).")
 TimeoutOpt = typer.Option(None, "--timeout", help="Deadline in seconds.")
+KeyOpt = typer.Option(os.environ.get("TAPS_API_KEY"), "--api-key", show_default=False,
+                      help="API key for servers that ask for one (env TAPS_API_KEY).")
 
 
 @client_app.command("generate")
@@ -113,14 +128,14 @@ def client_generate(
     conversation_id: str = typer.Option("", "--conversation-id", help="Keys the drafter assignment cache."),
     stream: bool = typer.Option(False, help="Print text as it is generated."),
     json_out: bool = typer.Option(False, "--json", help="Print the whole response as JSON."),
-    timeout: Optional[float] = TimeoutOpt,
+    timeout: Optional[float] = TimeoutOpt, api_key: Optional[str] = KeyOpt,
 ) -> None:
     """Generate an answer on a running server."""
     from .client import TapsClient, TapsError
 
     fields = dict(system=system, raw=raw, policy=policy, drafter=drafter, max_new_tokens=max_new_tokens,
                   temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, conversation_id=conversation_id)
-    with TapsClient(server, timeout_s=timeout) as client:
+    with TapsClient(server, timeout_s=timeout, api_key=api_key) as client:
         try:
             if stream and not json_out:
                 for chunk in client.stream(prompt, **fields):
@@ -144,11 +159,12 @@ def client_generate(
 
 
 @client_app.command("drafters")
-def client_drafters(server: str = ServerOpt, timeout: Optional[float] = TimeoutOpt) -> None:
+def client_drafters(server: str = ServerOpt, timeout: Optional[float] = TimeoutOpt,
+                    api_key: Optional[str] = KeyOpt) -> None:
     """List the server's drafters, policies and limits (JSON)."""
     from .client import TapsClient, TapsError
 
-    with TapsClient(server, timeout_s=timeout) as client:
+    with TapsClient(server, timeout_s=timeout, api_key=api_key) as client:
         try:
             console.print_json(json.dumps(MessageToDict(client.list_drafters())))
         except TapsError as e:

@@ -47,9 +47,11 @@ def request(prompt: str | None = None, *, messages: Sequence[dict] | None = None
 
 
 class TapsClient:
-    def __init__(self, address: str, timeout_s: float | None = None) -> None:
+    def __init__(self, address: str, timeout_s: float | None = None, api_key: str | None = None) -> None:
+        """`api_key` goes with every call as `authorization: Bearer <key>` (servers with `router.api_keys`)."""
         self.address = address
         self.timeout_s = timeout_s
+        self.metadata = METADATA + ((("authorization", f"Bearer {api_key}"),) if api_key else ())
         self.channel = grpc.insecure_channel(address)
         self.router = taps_pb2_grpc.RouterStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
@@ -69,7 +71,7 @@ class TapsClient:
     def generate(self, prompt: str | None = None, *, timeout_s: float | None = None, **fields) -> pb.GenerateResponse:
         """One whole answer; `fields` as for `request()`. Raises TapsError."""
         try:
-            return self.router.Generate(request(prompt, **fields), metadata=METADATA,
+            return self.router.Generate(request(prompt, **fields), metadata=self.metadata,
                                         timeout=self._timeout(timeout_s))
         except grpc.RpcError as e:
             raise TapsError(e.code(), e.details()) from None
@@ -77,7 +79,7 @@ class TapsClient:
     def stream(self, prompt: str | None = None, *, timeout_s: float | None = None,
                **fields) -> Iterator[pb.GenerateChunk]:
         """Chunks as the server commits them; the last one carries finish_reason and stats. Raises TapsError."""
-        call = self.router.GenerateStream(request(prompt, **fields), metadata=METADATA,
+        call = self.router.GenerateStream(request(prompt, **fields), metadata=self.metadata,
                                           timeout=self._timeout(timeout_s))
         try:
             yield from call
@@ -88,7 +90,7 @@ class TapsClient:
 
     def list_drafters(self, timeout_s: float | None = None) -> pb.ListDraftersResponse:
         try:
-            return self.router.ListDrafters(pb.ListDraftersRequest(), metadata=METADATA,
+            return self.router.ListDrafters(pb.ListDraftersRequest(), metadata=self.metadata,
                                             timeout=self._timeout(timeout_s))
         except grpc.RpcError as e:
             raise TapsError(e.code(), e.details()) from None
@@ -96,7 +98,7 @@ class TapsClient:
     def health(self, service: str = "", timeout_s: float | None = None) -> str:
         """grpc.health.v1 status name: SERVING when the router and its verifier answer."""
         try:
-            response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), metadata=METADATA,
+            response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), metadata=self.metadata,
                                               timeout=self._timeout(timeout_s))
         except grpc.RpcError as e:
             raise TapsError(e.code(), e.details()) from None

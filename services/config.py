@@ -9,6 +9,7 @@ fractional CPUs that fit two cores) and `embedded_defaults()` points the drafter
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Literal, Optional
@@ -21,6 +22,9 @@ from taps_engine.policies import policy_names, policy_spec
 from taps_engine.settings import DTYPES
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import TreeSettings, default_tree
+
+from .assignments import redacted
+from .logs import LogLevel
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,23 @@ class VerifierConfig(Strict):
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
 
+def _check_redis_url(value: Optional[str], source: str) -> Optional[str]:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{source} must start with redis://, rediss:// (TLS) or unix://, got {redacted(value)!r}")
+    return value
+
+
+class ApiKeys(Strict):
+    env: Optional[str] = None      # name of an environment variable holding digests (comma or whitespace separated)
+    file: Optional[Path] = None    # a file of digests, one per line; `#` starts a comment
+
+    @model_validator(mode="after")
+    def _source(self) -> "ApiKeys":
+        if self.env is None and self.file is None:
+            raise ValueError("api_keys needs `env` (an environment variable) and/or `file` (a path) of key digests")
+        return self
+
+
 class RouterConfig(Strict):
     default_policy: str = "sticky"
     default_max_new_tokens: int = Field(128, ge=1)
@@ -104,6 +125,7 @@ class RouterConfig(Strict):
     max_prompt_tokens: int = Field(4096, ge=1)    # above it: INVALID_ARGUMENT
     grpc_port: int = Field(9000, ge=1, le=65535)
     redis_url: Optional[str] = None               # None: an in-process assignment cache per router replica
+    redis_url_env: Optional[str] = None           # or: the environment variable holding it (a password, a Secret)
     assignment_ttl_s: float = Field(86400.0, gt=0)
     assignment_cache_size: int = Field(100_000, ge=1)  # in-process cache bound (without Redis)
     drafter_timeout_s: float = Field(10.0, gt=0)  # one drafter call; past it the request goes on without it
@@ -111,6 +133,7 @@ class RouterConfig(Strict):
     request_timeout_s: Optional[float] = Field(None, gt=0)  # whole request, at the gRPC proxy: DEADLINE_EXCEEDED
     breaker_cooldown_s: float = Field(1.0, ge=0)     # a failed deployment is skipped by all requests at least this long
     breaker_probe_interval_s: float = Field(0.5, gt=0)  # then probed this often until it answers
+    api_keys: Optional[ApiKeys] = None            # None: no keys asked (services/auth.py)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @field_validator("default_policy")
@@ -122,12 +145,20 @@ class RouterConfig(Strict):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {value!r}")
-        return value or None
+        return _check_redis_url(value, "redis_url") or None
+
+    def redis(self) -> Optional[str]:
+        """The Redis URL: `redis_url`, or the value of `redis_url_env` (ValueError when that is unset or bad)."""
+        if self.redis_url_env is None:
+            return self.redis_url
+        if self.redis_url_env not in os.environ:
+            raise ValueError(f"router.redis_url_env: environment variable {self.redis_url_env} is not set")
+        return _check_redis_url(os.environ[self.redis_url_env], f"environment variable {self.redis_url_env}")
 
     @model_validator(mode="after")
     def _limits(self) -> "RouterConfig":
+        if self.redis_url is not None and self.redis_url_env is not None:
+            raise ValueError("set redis_url or redis_url_env, not both")
         if self.default_max_new_tokens > self.max_new_tokens_cap:
             raise ValueError(f"default_max_new_tokens ({self.default_max_new_tokens}) exceeds max_new_tokens_cap "
                              f"({self.max_new_tokens_cap})")
@@ -145,6 +176,7 @@ class ServeConfig(Strict):
     drafters: dict[str, DrafterConfig] = Field(default_factory=_default_drafters, min_length=1)
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    log_level: LogLevel = LogLevel.warning        # TAPS log lines from every replica (services/logs.py)
 
     @field_validator("dtype")
     @classmethod

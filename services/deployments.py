@@ -14,6 +14,7 @@ from typing import Callable
 from ray import serve
 
 from .drafter_server import DrafterServer
+from .logs import configure_logging
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .verifier_server import VerifierServer
 
@@ -36,7 +37,8 @@ def _rpc(name: str, request_type: type) -> Callable[[object, bytes], bytes]:
 @serve.deployment(name="Drafter")
 class DrafterDeployment:
     def __init__(self, name: str, head_path: str | None, target: str, dtype: str = "auto", cache_size: int = 64,
-                 method: str = "eagle2") -> None:
+                 method: str = "eagle2", log_level: str = "warning") -> None:
+        configure_logging(log_level)
         self.server = DrafterServer(name, head_path, target, dtype, cache_size, method)
 
     Info = _rpc("Info", pb.InfoRequest)
@@ -47,7 +49,8 @@ class DrafterDeployment:
 
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
-    def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32) -> None:
+    def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32, log_level: str = "warning") -> None:
+        configure_logging(log_level)
         self.server = VerifierServer(target, dtype, cache_size)
 
     Info = _rpc("Info", pb.InfoRequest)
@@ -58,11 +61,12 @@ class VerifierDeployment:
 
 
 def build_drafter(args: dict, options: dict | None = None) -> serve.Application:
-    """`import_path: services.deployments:build_drafter`; args: name, head_path, target, dtype, cache_size, method.
+    """`import_path: services.deployments:build_drafter`; args: name, head_path, target, dtype, cache_size, method,
+    log_level.
     `options` (deployment options) is for direct use; a Serve config sets them in its `deployments` section."""
     return DrafterDeployment.options(**(options or {})).bind(**args)
 
 
 def build_verifier(args: dict, options: dict | None = None) -> serve.Application:
-    """`import_path: services.deployments:build_verifier`; args: target, dtype, cache_size."""
+    """`import_path: services.deployments:build_verifier`; args: target, dtype, cache_size, log_level."""
     return VerifierDeployment.options(**(options or {})).bind(**args)

@@ -26,7 +26,7 @@ from taps_engine.head import DraftHead, load_head
 from .embedding_target import load_embedding_target
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
-from .codec import from_proto, settings_from_proto, tree_to_proto
+from .codec import NAMES, from_proto, settings_from_proto, tree_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class DrafterServer:
                                    target=target_spec, hidden_size=self.target.config.hidden_size,
                                    path=str(head_path or ""))
         self.sessions: SessionCache[DrafterSession] = SessionCache(cache_size)
+        log.info("drafter %r ready: %s head %s, draft vocabulary %s, %s on %s", name, self.info.method,
+                 head_path or "(random)", "full" if self.head.draft_vocab is None else len(self.head.draft_vocab),
+                 NAMES[self.target.dtype], self.target.device)
 
     def Info(self, request: pb.InfoRequest) -> pb.DrafterInfo:
         return self.info

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -23,6 +23,7 @@ from taps_engine.policies import Decision
 from taps_engine.prompt import PromptFormat
 
 from .assignments import Assignment, AssignmentCache
+from .auth import authorize, load_digests
 from .breaker import Breaker
 from .codec import settings_to_proto
 from .config import SERVE_POLICIES, ServeConfig
@@ -51,6 +52,11 @@ class RouterCore:
         self.tree = config.tree
         limits = config.router
         self.breaker = Breaker(self._probe, limits.breaker_cooldown_s, limits.breaker_probe_interval_s)
+        self.key_digests = load_digests(limits.api_keys) if limits.api_keys is not None else None
+
+    def authorize(self, metadata: Iterable[tuple[str, str]]) -> None:
+        """RequestError (UNAUTHENTICATED / PERMISSION_DENIED) unless the call carries an accepted API key."""
+        authorize(metadata, self.key_digests)
 
     def _probe(self, key: str) -> None:
         """Raises unless the deployment named by a breaker key answers its `Info` call."""

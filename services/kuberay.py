@@ -21,14 +21,34 @@ HTTP_PORT = 8000
 MODELS_MOUNT = "/models"
 
 
-def _container(name: str, image: str, resources: dict, ports: list[dict]) -> dict:
+# The Ray images run as user `ray` (uid 1000); nothing in a TAPS pod needs root or extra privileges.
+SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+POD_LABELS = {"app.kubernetes.io/part-of": "taps", "app.kubernetes.io/component": "ray"}  # k8s/redis.yaml allows these
+
+
+def secret_env(config: ServeConfig) -> list[dict]:
+    """Environment variables the serving config reads (API key digests, the Redis URL with its password), each
+    from its own Secret, so that neither the manifest nor serveConfigV2 holds a credential."""
+    router = config.router
+    wanted = []
+    if router.api_keys is not None and router.api_keys.env is not None:
+        wanted.append((router.api_keys.env, "taps-api-keys", "digests"))
+    if router.redis_url_env is not None:
+        wanted.append((router.redis_url_env, "taps-redis", "url"))
+    return [{"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for env, secret, key in wanted]
+
+
+def _container(name: str, image: str, resources: dict, ports: list[dict], secrets: list[dict]) -> dict:
     return {"name": name, "image": image, "ports": ports, "resources": {"requests": resources, "limits": resources},
-            "env": [{"name": "TAPS_HOME", "value": f"{MODELS_MOUNT}/taps"}],
-            "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}]}
+            "env": [{"name": "TAPS_HOME", "value": f"{MODELS_MOUNT}/taps"}, *secrets],
+            "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}],
+            "securityContext": SECURITY_CONTEXT}
 
 
 def _pod(container: dict, models_claim: str) -> dict:
-    return {"spec": {"containers": [container],
+    return {"metadata": {"labels": dict(POD_LABELS)},
+            "spec": {"containers": [container], "securityContext": {"runAsNonRoot": True, "fsGroup": 100},
                      "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": models_claim}}]}}
 
 
@@ -41,6 +61,7 @@ def rayservice_manifest(config: ServeConfig, image: str, name: str = "taps", gpu
                   {"containerPort": grpc_port, "name": "grpc"}]
     worker_ports = [{"containerPort": HTTP_PORT, "name": "serve"}, {"containerPort": grpc_port, "name": "grpc"}]
     gpu = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": str(gpus_per_worker)}
+    secrets = secret_env(config)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -57,7 +78,8 @@ def rayservice_manifest(config: ServeConfig, image: str, name: str = "taps", gpu
                 "enableInTreeAutoscaling": True,
                 "headGroupSpec": {
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": _pod(_container("ray-head", image, {"cpu": "4", "memory": "16Gi"}, head_ports),
+                    "template": _pod(_container("ray-head", image, {"cpu": "4", "memory": "16Gi"}, head_ports,
+                                                secrets),
                                      models_claim),
                 },
                 "workerGroupSpecs": [{
@@ -66,7 +88,7 @@ def rayservice_manifest(config: ServeConfig, image: str, name: str = "taps", gpu
                     "minReplicas": min_workers,
                     "maxReplicas": max_workers,
                     "rayStartParams": {},
-                    "template": _pod(_container("ray-worker", image, gpu, worker_ports), models_claim),
+                    "template": _pod(_container("ray-worker", image, gpu, worker_ports, secrets), models_claim),
                 }],
             },
         },

@@ -11,6 +11,8 @@ the request as above. `router.request_timeout_s` sets the proxy's own timeout fo
 Each remote call also has a timeout (`drafter_timeout_s`: the drafter is dropped; `verifier_timeout_s`: the
 request ends UNAVAILABLE).
 
+API keys (services/auth.py), when configured, are checked first on every call but the health check.
+
 Health: the router answers `grpc.health.v1.Health/Check` (its servicer is registered with the gRPC proxy) with
 SERVING while the verifier answers; `Watch` is not implemented. Ray Serve's own
 `/ray.serve.RayServeAPIService/Healthz` reports the proxy's health.
@@ -33,6 +35,7 @@ from .assignments import make_assignment_cache
 from .config import SERVE_POLICIES, ServeConfig
 from .deployments import VERIFIER_APP, drafter_app_name
 from .generation import RouterCore
+from .logs import configure_logging
 from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .results import response_from_chunks
@@ -49,11 +52,12 @@ class Router:
 
     def __init__(self, config: dict) -> None:
         serve_config = ServeConfig.model_validate(config)
+        configure_logging(serve_config.log_level)
         router = serve_config.router
         drafters = {name: serve.get_deployment_handle("Drafter", drafter_app_name(name))
                     for name in serve_config.drafters}
         verifier = serve.get_deployment_handle("Verifier", VERIFIER_APP)
-        cache = make_assignment_cache(router.redis_url, router.assignment_ttl_s, router.assignment_cache_size)
+        cache = make_assignment_cache(router.redis(), router.assignment_ttl_s, router.assignment_cache_size)
         self.core = RouterCore(serve_config, load_prompt_format(serve_config.target), drafters, verifier, cache,
                                RouterMetrics())
         # one thread per request in flight: decoding steps block on remote calls
@@ -83,6 +87,7 @@ class Router:
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context) -> pb.GenerateResponse:
         try:
+            self.core.authorize(grpc_context.invocation_metadata())
             async with aclosing(self._steps(request)) as steps:
                 return response_from_chunks([chunk async for chunk in steps])
         except RequestError as e:
@@ -91,15 +96,23 @@ class Router:
 
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context) -> AsyncIterator[pb.GenerateChunk]:
         try:
+            self.core.authorize(grpc_context.invocation_metadata())
             async with aclosing(self._steps(request)) as steps:
                 async for chunk in steps:
                     yield chunk
         except RequestError as e:
-            # once a stream is open, only an exception carries a status; the code set here is the one sent
+            # once a stream is open, only an exception carries a status; the code set here is the one sent. The
+            # proxy unpickles the exception: a builtin type spares it importing this package (and torch) first
             self._refuse(e, request, grpc_context)
-            raise
+            raise RuntimeError(f"{e.code.name}: {e.message}") from None
 
     async def ListDrafters(self, request: pb.ListDraftersRequest, grpc_context) -> pb.ListDraftersResponse:
+        try:
+            self.core.authorize(grpc_context.invocation_metadata())
+        except RequestError as e:
+            grpc_context.set_code(e.code)
+            grpc_context.set_details(e.message)
+            return pb.ListDraftersResponse()
         return self.core.list_drafters()
 
     async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context) -> health_pb2.HealthCheckResponse:

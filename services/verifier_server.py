@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 import torch
 
 from taps_engine.acceptance import SamplingParams
@@ -25,6 +27,8 @@ from taps_engine.verifier import TargetVerifier
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
 from .codec import NAMES, to_proto, tree_from_proto
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +54,8 @@ class VerifierServer:
                                     max_position_embeddings=shape.context_length or 0,
                                     eos_token_ids=sorted(shape.eos_token_ids),
                                     dtype=NAMES[self.target.dtype])
+        log.info("verifier ready: %s, %s on %s, up to %d sessions", target_spec, self.info.dtype, self.target.device,
+                 cache_size)
 
     def Info(self, request: pb.InfoRequest) -> pb.VerifierInfo:
         info = pb.VerifierInfo()

@@ -68,7 +68,7 @@ def data_dir(tmp_path, monkeypatch):
 class RedisProcess:
     """A throw-away `redis-server` on a free loopback port: no persistence, files in a temp dir."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
         import shutil
         import socket
         import subprocess
@@ -84,15 +84,17 @@ class RedisProcess:
                 self.port = probe.getsockname()[1]
             self.proc = subprocess.Popen(
                 [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(workdir), "--logfile", str(workdir / f"redis-{self.port}.log")],
+                 "--dir", str(workdir), "--logfile", str(workdir / f"redis-{self.port}.log"),
+                 *(["--requirepass", password] if password else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 10
             while self.proc.poll() is None and time.monotonic() < deadline:
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                         conn.sendall(b"PING\r\n")
-                        if conn.recv(16).startswith(b"+PONG"):
-                            self.url = f"redis://127.0.0.1:{self.port}/0"
+                        if conn.recv(16).startswith((b"+PONG", b"-NOAUTH")):
+                            auth = f":{password}@" if password else ""
+                            self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
                             return
                 except OSError:
                     time.sleep(0.05)

@@ -219,3 +219,21 @@ def test_unreachable_redis_from_the_start(unreachable_url):
     assert cache.get("k") is None
     assert time.monotonic() - start < 3  # three short socket timeouts at most
     assert cache.stats.errors == 3 and cache.stats.hits == 0
+
+
+def test_redis_with_a_password_works_with_the_right_url_and_is_bypassed_with_a_wrong_one(tmp_path, caplog):
+    from conftest import RedisProcess
+
+    server = RedisProcess(tmp_path / "redis", password="s3cret-pw")
+    try:
+        cache = make_assignment_cache(server.url, 60)
+        cache.put("k", _assignment())
+        assert cache.get("k").drafter == "math" and cache.stats.errors == 0
+        wrong = RedisAssignmentCache(server.url.replace("s3cret-pw", "guess"), ttl_s=60)
+        with caplog.at_level(logging.WARNING, logger="services.assignments"):
+            assert wrong.get("k") is None
+        assert wrong.stats.errors == 1
+        logged = " ".join(r.getMessage() for r in caplog.records)
+        assert "bypassing the cache" in logged and "guess" not in logged and ":***@" in logged
+    finally:
+        server.stop()

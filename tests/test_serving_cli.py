@@ -109,3 +109,57 @@ def test_taps_serve_with_the_real_target_answers_like_the_engine(smollm2, tmp_pa
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _serving(server: subprocess.Popen, lines: list[str], timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = server.stdout.readline()
+        assert line or server.poll() is None, "".join(lines)
+        lines.append(line)
+        if line.startswith("TAPS serving on"):
+            return
+    pytest.fail("taps serve did not start:\n" + "".join(lines))
+
+
+@pytest.mark.ray
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_taps_serve_shows_replica_logs_and_stops_cleanly(models, tmp_path, tmp_path_factory, stop):
+    """Started in the background (SIGINT ignored, as a shell's `&` does), `taps serve --log-level info` prints
+    the replicas' own log lines, and SIGTERM or SIGINT stops it with no process of its Ray left running."""
+    import psutil
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "target": models["target"], "dtype": "fp32", "tree": {"total_tokens": 8, "depth": 3, "top_k": 2},
+        "drafters": {"a": {"path": models["heads"]["a"]}}}))
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path_factory.mktemp("ray"))}
+    server = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--config", str(config), "--port",
+                               str(free_port()), "--num-cpus", "2", "--log-level", "info"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    lines: list[str] = []
+    try:
+        _serving(server, lines)
+        tree = psutil.Process(server.pid).children(recursive=True)
+        assert any("raylet" in " ".join(p.cmdline()) for p in tree)
+        server.send_signal(stop)
+        rest, _ = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    output = "".join(lines) + rest
+    assert server.returncode == 0, output
+    assert "drafter 'a' ready" in output and "verifier ready" in output, output
+    assert wait_for(lambda: not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]), \
+        [p.cmdline() for p in tree if p.is_running()]
+
+
+def wait_for(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()

@@ -6,11 +6,14 @@ One Ray cluster serves the whole module (starting one takes most of the module's
 (deleting the drafter-b and verifier applications) come last, in file order.
 """
 
+import concurrent.futures
+import os
 import time
 from types import SimpleNamespace
 
 import grpc
 import pytest
+import ray
 import redis
 import torch
 from ray import serve
@@ -18,6 +21,7 @@ from ray import serve
 from conftest import RedisProcess
 from serving_helpers import PROMPT, TREE, bad_requests
 from services.app import free_port, run_local, shutdown_local
+from services.auth import digest
 from services.client import TapsClient, TapsError
 from services.config import ServeConfig
 from services.protos_gen.taps.v1 import taps_pb2 as pb
@@ -29,6 +33,7 @@ from taps_engine.target import load_target
 
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 CAP, MAX_PROMPT = 64, 200
+API_KEY, KEYS_ENV = "e2e-test-key", "TAPS_E2E_KEYS"
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 
@@ -56,6 +61,7 @@ def redis_process(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(models, redis_process, tmp_path_factory):
+    os.environ[KEYS_ENV] = digest(API_KEY)  # the local Ray's replicas inherit it
     config = ServeConfig.model_validate({
         "target": models["target"], "dtype": "fp32", "tree": TREE,
         "drafters": {"a": {"path": models["heads"]["a"], "deployment": replica()},
@@ -63,9 +69,10 @@ def cluster(models, redis_process, tmp_path_factory):
         "verifier": {"deployment": replica()},
         "router": {"grpc_port": free_port(), "redis_url": redis_process.url, "default_max_new_tokens": 24,
                    "max_new_tokens_cap": CAP, "max_prompt_tokens": MAX_PROMPT, "drafter_timeout_s": 5,
+                   "verifier_timeout_s": 60, "breaker_cooldown_s": 0.5, "api_keys": {"env": KEYS_ENV},
                    "deployment": replica()}})
     address = run_local(config, num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
-    client = TapsClient(address, timeout_s=120)
+    client = TapsClient(address, timeout_s=120, api_key=API_KEY)
     yield SimpleNamespace(config=config, client=client)
     client.close()
     shutdown_local()
@@ -98,6 +105,20 @@ def test_health_and_listing(cluster):
     assert error.value.code == grpc.StatusCode.NOT_FOUND
     listing = cluster.client.list_drafters()
     assert [d.name for d in listing.drafters] == ["a", "b"] and listing.max_new_tokens_cap == CAP
+
+
+def test_calls_without_a_valid_key_are_refused_and_health_stays_open(cluster):
+    address = cluster.client.address
+    for key, code in [(None, grpc.StatusCode.UNAUTHENTICATED), ("wrong", grpc.StatusCode.PERMISSION_DENIED)]:
+        with TapsClient(address, timeout_s=30, api_key=key) as stranger:
+            sessions = verifier_sessions()
+            for call in (lambda: stranger.generate(PROMPT), lambda: list(stranger.stream(PROMPT)),
+                         stranger.list_drafters):
+                with pytest.raises(TapsError) as refused:
+                    call()
+                assert refused.value.code == code, refused.value
+            assert verifier_sessions() == sessions, "refused before any decoding"
+            assert stranger.health() == "SERVING"
 
 
 @pytest.mark.parametrize("policy", ["single", "confidence", "merged", "sticky"])
@@ -179,6 +200,52 @@ def test_cancelled_stream_and_expired_deadline_free_the_sessions(cluster):
         cluster.client.generate(PROMPT, policy="merged", max_new_tokens=CAP, ignore_eos=True, timeout_s=0.3)
     assert error.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert wait_until(lambda: verifier_sessions() == 0)
+
+
+def kill_replica(app: str, deployment: str) -> None:
+    """Kill the one replica actor of a deployment, as a crash would; Ray Serve starts a new one."""
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+
+
+def timed(call):
+    start = time.perf_counter()
+    return call(), time.perf_counter() - start
+
+
+def test_a_killed_drafter_is_skipped_at_once_and_taken_back_when_it_restarts(cluster, engine):
+    single_a = lambda: cluster.client.generate(PROMPT, policy="single", drafter="a", max_new_tokens=8)
+    healthy, healthy_s = timed(single_a)
+    assert list(healthy.decision.unavailable) == []
+    kill_replica("drafter-a", "Drafter")
+    first, first_s = timed(single_a)                      # finds it dead: pays at most the drafter timeout
+    second, second_s = timed(single_a)                    # skips it at once
+    expected = engine.generate("single", max_new_tokens=8, drafter="a").token_ids
+    assert list(first.token_ids) == list(second.token_ids) == expected
+    assert list(first.decision.unavailable) == list(second.decision.unavailable) == ["a"]
+    assert second_s < healthy_s + 0.5, (healthy_s, first_s, second_s)
+    start = time.perf_counter()
+    assert wait_until(lambda: not single_a().decision.unavailable, timeout_s=240), "back in use after the restart"
+    print(f"dead drafter: first request {first_s:.2f} s, later ones {second_s:.2f} s (healthy {healthy_s:.2f} s); "
+          f"back in use {time.perf_counter() - start:.1f} s after the second request")
+
+
+def test_a_killed_verifier_fails_new_requests_fast_and_in_flight_ones_finish(cluster, engine):
+    expected = engine.generate("merged", max_new_tokens=CAP, stop_on_eos=False).token_ids
+    chunks = cluster.client.stream(PROMPT, policy="merged", max_new_tokens=CAP, ignore_eos=True)
+    received = [next(chunks)]
+    kill_replica("verifier", "Verifier")
+    rest = concurrent.futures.ThreadPoolExecutor(1).submit(lambda: list(chunks))
+    assert wait_until(lambda: cluster.client.health() == "NOT_SERVING", timeout_s=30)
+    start = time.perf_counter()
+    with pytest.raises(TapsError) as error:
+        cluster.client.generate(PROMPT, policy="single")
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE and time.perf_counter() - start < 0.5
+    received += rest.result(timeout=120)
+    assert [t for c in received for t in c.token_ids] == expected, "the in-flight request waited and finished"
+    assert wait_until(lambda: cluster.client.health() == "SERVING", timeout_s=60)
 
 
 def test_request_completes_when_a_drafter_application_is_deleted_mid_run(cluster, engine):

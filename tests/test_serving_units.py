@@ -500,3 +500,118 @@ def test_committed_rayservice_matches_the_generator():
     assert {p["port"] for p in manifest["spec"]["serveService"]["spec"]["ports"]} == {8000, config.router.grpc_port}
     assert math.isclose(sum(d["ray_actor_options"].get("num_gpus", 0) for a in serve_config["applications"]
                             for d in a["deployments"]), 1.5)
+
+
+def test_kubernetes_pods_run_unprivileged_with_credentials_only_from_secrets():
+    """No credential in a manifest: the API key digests and the Redis URL come from Secrets; every container runs
+    as a non-root user without privilege escalation; only the Ray pods may reach Redis."""
+    manifest = yaml.safe_load((ROOT / "k8s" / "rayservice.yaml").read_text())
+    cluster = manifest["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    redis_docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "k8s" / "redis.yaml").read_text())}
+    config = load_serve_config(ROOT / "configs" / "serve" / "gpu.yaml")
+    assert config.router.redis_url is None and config.router.api_keys is not None
+    for pod in pods + [redis_docs["Deployment"]["spec"]["template"]]:
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    for pod in pods:
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        assert env["TAPS_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "taps-api-keys"
+        assert env["TAPS_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "taps-redis"
+    allowed = redis_docs["NetworkPolicy"]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert all(allowed.items() <= pod["metadata"]["labels"].items() for pod in pods)
+    assert redis_docs["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"] == \
+        redis_docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert "requirepass" in " ".join(redis_docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["command"])
+
+
+def test_a_refused_stream_raises_what_the_proxy_unpickles_without_importing_torch():
+    """Ray's gRPC proxy unpickles the exception a stream ends with; one that needs this package imported first
+    stalled the proxy for seconds (it loads torch). The status code travels on the context."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from services.router import Router
+
+    async def refused(request):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "prompt is empty")
+        yield  # an async generator, like Router._steps
+
+    context = SimpleNamespace(code=None, set_code=lambda c: setattr(context, "code", c), set_details=lambda d: None)
+    router = SimpleNamespace(_steps=refused, _refuse=lambda e, r, c: c.set_code(e.code))
+
+    async def consume():
+        async for _ in Router.func_or_class.GenerateStream(router, pb.GenerateRequest(), context):
+            pass
+    with pytest.raises(Exception) as raised:
+        asyncio.run(consume())
+    assert context.code == grpc.StatusCode.INVALID_ARGUMENT and "prompt is empty" in str(raised.value)
+    script = "import pickle, sys; e = pickle.loads(sys.stdin.buffer.read()); assert 'torch' not in sys.modules, 1"
+    subprocess.run([sys.executable, "-c", script], input=pickle.dumps(raised.value), check=True)
+
+
+def test_api_keys_refuse_missing_and_wrong_keys_before_any_work(models, servers, tmp_path, monkeypatch):
+    from services.auth import digest
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"# team keys\n{digest('alpha-key')}\n")
+    monkeypatch.setenv("TAPS_TEST_KEYS", f"{digest('beta-key')}, {digest('gamma-key')}")
+    drafters, verifier = servers
+    handles = {name: InProcessHandle(server) for name, server in drafters.items()}
+    core = RouterCore(make_config(models, api_keys={"env": "TAPS_TEST_KEYS", "file": str(keys)}),
+                      load_prompt_format(models["target"]), handles, InProcessHandle(verifier),
+                      LocalAssignmentCache(60.0), RouterMetrics())
+    for metadata, code in [([], grpc.StatusCode.UNAUTHENTICATED),
+                           ([("authorization", "Basic alpha-key")], grpc.StatusCode.UNAUTHENTICATED),
+                           ([("authorization", "Bearer wrong")], grpc.StatusCode.PERMISSION_DENIED)]:
+        with pytest.raises(RequestError) as refused:
+            core.authorize(metadata)
+        assert refused.value.code == code
+    for key in ("alpha-key", "beta-key", "gamma-key"):
+        core.authorize([("application", "router"), ("Authorization", f"Bearer {key}")])
+    open_core = RouterCore(make_config(models), load_prompt_format(models["target"]), handles,
+                           InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+    open_core.authorize([])  # no keys configured: everyone may call
+
+
+@pytest.mark.parametrize("keys, env, message", [
+    ({"env": "TAPS_NO_SUCH_VAR"}, None, "TAPS_NO_SUCH_VAR is not set"),
+    ({"env": "TAPS_TEST_KEYS"}, "plain-text-key", "not a SHA-256 hex digest"),
+    ({"env": "TAPS_TEST_KEYS"}, " , ", "no key digests"),
+    ({"file": "missing-file"}, None, "cannot read"),
+])
+def test_bad_api_key_sources_are_clear_errors(keys, env, message, monkeypatch):
+    from services.auth import load_digests
+    from services.config import ApiKeys
+
+    if env is not None:
+        monkeypatch.setenv("TAPS_TEST_KEYS", env)
+    with pytest.raises(ValueError, match=message):
+        load_digests(ApiKeys.model_validate(keys))
+    with pytest.raises(ValueError, match="needs `env`"):
+        ApiKeys.model_validate({})
+
+
+def test_the_image_installs_what_make_install_installs():
+    """The Dockerfile's base image is the Ray version the project pins and the manifest names, and it installs
+    the same things as `make install`: this project with its `dev` extra (pyproject.toml's pins) and the same
+    pinned GGUF package."""
+    import re
+    import tomllib
+
+    from services.kuberay import RAY_VERSION
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    ray_pin = next(p for p in pins if p.startswith("ray[serve]==")).split("==")[1]
+    assert re.search(rf"^ARG RAY_IMAGE=rayproject/ray:{re.escape(ray_pin)}-py311-gpu$", dockerfile, re.M)
+    assert ray_pin == RAY_VERSION
+    make_extras = re.search(r"pip install --quiet -e '\.\[(\w+)\]'", makefile).group(1)
+    assert f'"taps[{make_extras}] @ file://' in dockerfile
+    extra_packages = lambda text: sorted(re.findall(r"--no-deps ([\w.-]+==[\w.]+)", text))
+    assert extra_packages(dockerfile) == extra_packages(makefile) != []
+    assert re.search(r"^USER 1000:100$", dockerfile, re.M)
