@@ -56,12 +56,12 @@ class AppSpec:
 def app_specs(config: ServeConfig) -> list[AppSpec]:
     specs = [AppSpec(drafter_app_name(name), "services.deployments:build_drafter",
                      {"name": name, "head_path": str(d.path) if d.path is not None else None,
-                      "target": config.target, "dtype": config.dtype, "cache_size": d.session_cache_size,
+                      "target": config.target, "dtype": config.compute_dtype, "cache_size": d.session_cache_size,
                       "method": d.method, "log_level": config.log_level.value},
                      "Drafter", d.deployment, True, None)
              for name, d in config.drafters.items()]
     specs.append(AppSpec(VERIFIER_APP, "services.deployments:build_verifier",
-                         {"target": config.target, "dtype": config.dtype,
+                         {"target": config.target, "dtype": config.compute_dtype,
                           "cache_size": config.verifier.session_cache_size, "log_level": config.log_level.value},
                          "Verifier", config.verifier.deployment, True, None))
     # the router needs every setting but the other applications' deployments; defaults left out keep it short

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.drafter_specs import default_drafters
 from taps_engine.policies import policy_names, policy_spec
-from taps_engine.settings import DTYPES
+from taps_engine.settings import DTYPES, numerics_dtype
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import TreeSettings, default_tree
 
@@ -177,6 +177,12 @@ class ServeConfig(Strict):
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     log_level: LogLevel = LogLevel.warning        # TAPS log lines from every replica (services/logs.py)
+    numerics: Literal["fast", "exact"] = "fast"   # exact: fp32, T=0 output is plain greedy decoding's on every path
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the replicas load with (`numerics: exact` means fp32; taps_engine.settings.numerics_dtype)."""
+        return numerics_dtype(self.dtype, self.numerics)
 
     @field_validator("dtype")
     @classmethod
@@ -184,6 +190,11 @@ class ServeConfig(Strict):
         if value != "auto" and value not in DTYPES:
             raise ValueError(f"unknown dtype {value!r}; use one of auto, {', '.join(sorted(DTYPES))}")
         return value
+
+    @model_validator(mode="after")
+    def _numerics(self) -> "ServeConfig":
+        numerics_dtype(self.dtype, self.numerics)
+        return self
 
     @model_validator(mode="after")
     def _device_tree(self) -> "ServeConfig":

@@ -19,6 +19,7 @@ from .fileio import atomic_write, write_json
 from .head import DraftHead, head_method, load_head
 from .metrics import summarize
 from .policies import POLICY_SPECS, policy_spec
+from .settings import numerics_dtype
 from .target import DEFAULT_TARGET, Target, load_target
 from .tree import TreeSettings, default_tree
 
@@ -36,6 +37,8 @@ DepthOpt = typer.Option(None, "--depth", help="Expansions after the root's top-k
                                                "draft sits at depth + 1 (default: 5 on GPUs, 3 on CPUs).")
 TopKOpt = typer.Option(None, "--top-k", help="Tree branching, EAGLE-2 top-k (default: 10 on GPUs, 4 on CPUs).")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32.")
+NumericsOpt = typer.Option("fast", "--numerics", help="exact: compute in fp32 so T=0 output equals plain greedy "
+                           "decoding token for token; fast: --dtype as given (bf16 may drift from it).")
 
 
 def tree_settings(target: Target, total_tokens: int | None, depth: int | None, top_k: int | None,
@@ -46,11 +49,11 @@ def tree_settings(target: Target, total_tokens: int | None, depth: int | None, t
 
 
 def load_models(target_spec: str, drafters: list[str] | None, random_drafters: int, random_default: int,
-                dtype: str) -> tuple[Target, dict[str, DraftHead]]:
+                dtype: str, numerics: str = "fast") -> tuple[Target, dict[str, DraftHead]]:
     """Target + named draft heads: the given ones, else the target's trained ones, else `random_default` random
     heads (with a warning); `random_drafters` adds random heads in any case."""
     paths = parse_drafter_specs(drafters or [])
-    target = load_target(target_spec, dtype=dtype)
+    target = load_target(target_spec, dtype=numerics_dtype(dtype, numerics))
     if not paths and random_drafters == 0:
         paths = default_drafters(target_spec)
         if not paths:
@@ -65,10 +68,11 @@ def load_models(target_spec: str, drafters: list[str] | None, random_drafters: i
 
 
 def build_decoder(target_spec: str, drafters: list[str] | None, random_drafters: int, policy: str,
-                  tree: tuple[int | None, int | None, int | None, bool], dtype: str, fallback: bool = False) -> Decoder:
+                  tree: tuple[int | None, int | None, int | None, bool], dtype: str, fallback: bool = False,
+                  numerics: str = "fast") -> Decoder:
     spec = policy_spec(policy)  # fail fast, before loading any model
     target, heads = load_models(target_spec, drafters, random_drafters if spec.needs_drafters else 0,
-                                (1 if spec.max_drafters == 1 else 2) if spec.needs_drafters else 0, dtype)
+                                (1 if spec.max_drafters == 1 else 2) if spec.needs_drafters else 0, dtype, numerics)
     return Decoder(target, heads if spec.needs_drafters else {}, policy, tree_settings(target, *tree),
                    fallback=fallback)
 
@@ -84,7 +88,7 @@ def generate(
     use: Optional[str] = typer.Option(None, "--use", help="Drafter for `single` / assignment for `sticky`."),
     max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
     top_p: float = typer.Option(1.0), sample_top_k: int = typer.Option(0, help="Target top-k when sampling."),
-    seed: int = typer.Option(0), dtype: str = DtypeOpt,
+    seed: int = typer.Option(0), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
     cost_aware: bool = typer.Option(False, "--cost-aware", help="The tree numbers become maxima; each step verifies "
                                     "as many ranked draft nodes as pay on this machine's measured cost curve."),
     fallback: bool = typer.Option(True, help="Step plainly while this request's speculative steps commit fewer "
@@ -106,7 +110,7 @@ def generate(
             chat = [{"role": "system", "content": system}] + chat
         params = SamplingParams(max_new_tokens, temperature, top_p, sample_top_k, seed)
         decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k, cost_aware),
-                                dtype, fallback)
+                                dtype, fallback, numerics)
         result = decoder.generate(chat, params, drafter=use)
     except ValueError as e:
         fail(str(e))
@@ -140,7 +144,7 @@ def bench_speed(
                                              "device's tree)."),
     prompts: int = typer.Option(4, help="Prompts per benchmark."),
     benchmark: list[str] = typer.Option(["gsm8k", "mt_bench"], help="Benchmarks the prompts come from (repeatable)."),
-    max_new_tokens: int = typer.Option(64), dtype: str = DtypeOpt,
+    max_new_tokens: int = typer.Option(64), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
     fallback: bool = typer.Option(True, help="Step plainly while speculation loses (see `taps generate`)."),
     out: Optional[Path] = typer.Option(None, help="Also write the report as JSON here (and Markdown beside it)."),
 ) -> None:
@@ -153,7 +157,7 @@ def bench_speed(
             raise ValueError("--prompts and --max-new-tokens must be positive")
         specs = [policy_spec(p) for p in policy]
         trees = [TreeSettings.parse(t) for t in tree or []]
-        loaded, heads = load_models(target, drafter, random_drafters, 2, dtype)
+        loaded, heads = load_models(target, drafter, random_drafters, 2, dtype, numerics)
         engines = {}
         for settings in trees or [default_tree(loaded.device)]:
             label = settings.label
@@ -174,7 +178,7 @@ def bench_speed(
                         *(f"--drafter {d.replace(home, '~')}" for d in drafter or []),
                         *(f"--policy {p}" for p in policy), *(f"--tree {t}" for t in tree or []),
                         *(f"--benchmark {b}" for b in benchmark),
-                        f"--prompts {prompts} --max-new-tokens {max_new_tokens} --dtype {dtype}",
+                        f"--prompts {prompts} --max-new-tokens {max_new_tokens} --dtype {dtype} --numerics {numerics}",
                         "--fallback" if fallback else "--no-fallback", *([f"--out {out}"] if out else [])])
     markdown = report_markdown(report, command)
     console.print(markdown, markup=False)
@@ -213,7 +217,7 @@ def bench_tau(
     top_k: Optional[int] = TopKOpt,
     benchmark: list[str] = typer.Option(["gsm8k", "mt_bench"], help="gsm8k and/or mt_bench (repeatable)."),
     n: int = typer.Option(20, help="Prompts per benchmark."), max_new_tokens: int = typer.Option(128),
-    temperature: float = typer.Option(0.0), dtype: str = DtypeOpt,
+    temperature: float = typer.Option(0.0), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
     out: Optional[Path] = typer.Option(None, help="Append the records to this JSON list."),
 ) -> None:
     """Mean acceptance length of each drafter (policy `single`) or of a policy, per benchmark."""
@@ -222,7 +226,8 @@ def bench_tau(
     try:
         SamplingParams(max_new_tokens, temperature)
         prompts = {b: benchmark_prompts(b, n) for b in benchmark}
-        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k, False), dtype)
+        decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k, False), dtype,
+                                numerics=numerics)
         methods = {name: head_method(path) for name, path in parse_drafter_specs(drafter or []).items()}
     except ValueError as e:
         fail(str(e))
@@ -257,7 +262,7 @@ DEMO_PROMPTS = {
 
 def demo(
     target: str = TargetOpt, policy: str = typer.Option("confidence", "--policy", help="Policy over the drafters."),
-    max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt,
+    max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
 ) -> None:
     """One math and one chat prompt with the shipped drafters under a routing policy, next to the engine's plain
     loop on the same prompt: the answer, τ, which drafter each step used, and tokens/s."""
@@ -265,7 +270,7 @@ def demo(
 
     try:
         policy_spec(policy)
-        loaded, heads = load_models(target, None, 0, 2, dtype)
+        loaded, heads = load_models(target, None, 0, 2, dtype, numerics)
         decoder = Decoder(loaded, heads, policy, default_tree(loaded.device), fallback=True)
         plain = PlainDecoder(loaded)
     except ValueError as e:
@@ -289,7 +294,7 @@ def demo(
     console.print(table)
     if loaded.dtype != torch.float32:
         console.print(f"In {str(loaded.dtype).replace('torch.', '')}, a tree forward rounds differently from one-token "
-                      "forwards, so greedy outputs can drift from plain decoding after a while; `--dtype fp32` "
+                      "forwards, so greedy outputs can drift from plain decoding after a while; `--numerics exact` "
                       "reproduces plain decoding exactly.")
 
 

@@ -11,6 +11,24 @@ DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.floa
           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
 
 
+NUMERICS = ("fast", "exact")
+
+
+def numerics_dtype(dtype: str, numerics: str) -> str:
+    """The dtype a run computes in. `exact`: fp32, where a tree forward's rows round as one-token forwards' rows
+    do, so every policy's T=0 output is plain greedy decoding's, token for token, on every path (failures and
+    fallbacks included). `fast`: `dtype` as given; in bf16 a forward over n tokens rounds differently from n
+    one-token forwards, so T=0 outputs may drift from plain decoding after a while (still lossless in
+    distribution)."""
+    if numerics not in NUMERICS:
+        raise ValueError(f"unknown numerics {numerics!r}; use fast or exact")
+    if numerics == "fast":
+        return dtype
+    if dtype not in ("auto", "fp32", "float32"):
+        raise ValueError(f"numerics exact computes in fp32; it cannot be combined with dtype {dtype!r}")
+    return "fp32"
+
+
 def taps_home() -> Path:
     """Cache root for converted models, features and trained drafters (never inside the repository)."""
     return Path(os.environ.get("TAPS_HOME", Path.home() / ".cache" / "taps")).expanduser()

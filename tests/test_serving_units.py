@@ -615,3 +615,16 @@ def test_the_image_installs_what_make_install_installs():
     extra_packages = lambda text: sorted(re.findall(r"--no-deps ([\w.-]+==[\w.]+)", text))
     assert extra_packages(dockerfile) == extra_packages(makefile) != []
     assert re.search(r"^USER 1000:100$", dockerfile, re.M)
+
+
+def test_exact_numerics_computes_in_fp32_everywhere_and_refuses_a_lower_precision(models):
+    from taps_engine.settings import numerics_dtype
+
+    assert numerics_dtype("auto", "exact") == numerics_dtype("fp32", "exact") == "fp32"
+    assert numerics_dtype("bf16", "fast") == "bf16"
+    with pytest.raises(ValueError, match="cannot be combined with dtype 'bf16'"):
+        numerics_dtype("bf16", "exact")
+    config = ServeConfig.model_validate({"target": models["target"], "dtype": "auto", "numerics": "exact",
+                                         "drafters": {"a": {"path": models["heads"]["a"]}}})
+    assert {spec.name: spec.args["dtype"] for spec in app_specs(config) if "dtype" in spec.args} == \
+        {"drafter-a": "fp32", "verifier": "fp32"}

@@ -19,6 +19,7 @@ from ..eval_sets import load_benchmark
 from ..cli_common import console, fail
 from ..costs import cpu_model
 from ..fileio import atomic_write, write_json
+from ..settings import numerics_dtype
 from ..target import load_target
 from .config import EvalConfig, load_eval_config
 from .plots import draw_all
@@ -78,7 +79,7 @@ def eval_command(
         out_dir = out or Path("results") / cfg.name
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        target = load_target(cfg.target, dtype=cfg.dtype)
+        target = load_target(cfg.target, dtype=numerics_dtype(cfg.dtype, cfg.numerics))
         env = environment(str(target.device), str(target.dtype).replace("torch.", ""))
         stored_env = out_dir / "environment.json"
         if report_only and stored_env.exists():

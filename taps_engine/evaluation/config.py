@@ -11,6 +11,7 @@ from ..configfile import Strict, read_yaml, validate
 from ..eval_sets import BENCHMARKS
 from ..head import head_method
 from ..policies import POLICIES, policy_spec
+from ..settings import numerics_dtype
 from ..target import DEFAULT_TARGET
 from ..tree import CPU_TREE, TreeSettings
 
@@ -74,6 +75,7 @@ class EvalConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     target: str = DEFAULT_TARGET
     dtype: str = "auto"
+    numerics: Literal["fast", "exact"] = "fast"   # exact: fp32 (taps_engine.settings.numerics_dtype)
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
     tree: TreeSettings = CPU_TREE
@@ -102,6 +104,7 @@ class EvalConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "EvalConfig":
+        numerics_dtype(self.dtype, self.numerics)
         for run in self.runs:
             missing = [d for d in run.drafters if d not in self.drafters]
             if missing:

@@ -28,6 +28,7 @@ from ..metrics import depth_counts, drafter_step_counts, node_values
 from ..policies import Decision, policy_spec
 from ..speed import hf_generate
 from ..target import Target
+from ..settings import numerics_dtype
 from .config import AVERAGE, EvalConfig, RunSpec
 
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 21)
@@ -92,7 +93,7 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
 def fingerprint(cfg: EvalConfig) -> str:
     """Settings every record depends on; a run's own drafters and tree are in its `setup` hash, so runs and
     drafters can be added to an experiment later without invalidating the rest."""
-    key = {"target": cfg.target, "dtype": cfg.dtype, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
+    key = {"target": cfg.target, "dtype": numerics_dtype(cfg.dtype, cfg.numerics), "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
