@@ -1,8 +1,11 @@
 """The serving system as Ray Serve applications, built from one ServeConfig for every way of running it.
 
-Applications: one per drafter (`drafter-<name>`), `verifier`, and `router`, the only one with a route: the gRPC
-proxy sends every call to it without an `application` metadata key (drafters and verifier are reached through
-deployment handles only). Each application's replicas, autoscaling and resources come from the config.
+Applications: one per drafter (`drafter-<name>`, except drafters served elsewhere: those with an `address`),
+`verifier`, and `router`. By default only the router has a route: the gRPC proxy sends every call to it without
+an `application` metadata key, and the router reaches drafters and the verifier through deployment handles. With
+`router.expose_services` (or `router.transport: grpc`) the drafter and verifier applications get routes and
+gRPC servicers too, and callers name the application. Each application's replicas, autoscaling and resources come
+from the config.
 
 `app_specs` is the single description; `serve_config_dict` renders it as a Ray Serve config (the shape of
 `ray.serve.schema.ServeDeploySchema`, used by KubeRay's serveConfigV2 and `serve run`), and `run_local` deploys the
@@ -26,6 +29,13 @@ GRPC_SERVICER_FUNCTIONS = [
     "services.protos_gen.taps.v1.taps_pb2_grpc.add_RouterServicer_to_server",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
+# with `router.expose_services` (or the grpc transport) the drafter and verifier applications answer too
+SERVICE_SERVICER_FUNCTIONS = [
+    "services.protos_gen.taps.v1.taps_pb2_grpc.add_DrafterServicer_to_server",
+    "services.protos_gen.taps.v1.taps_pb2_grpc.add_VerifierServicer_to_server",
+]
+# the proxy's gRPC message limit (Ray Serve reads it from the environment of the proxy's process)
+MESSAGE_SIZE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 # drafter and verifier calls carry a session id; this request router keeps a session on one replica
 AFFINITY = {"request_router_class": "services.affinity.SessionAffinityRouter"}
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -54,16 +64,17 @@ class AppSpec:
 
 
 def app_specs(config: ServeConfig) -> list[AppSpec]:
+    exposed = config.services_exposed
     specs = [AppSpec(drafter_app_name(name), "services.deployments:build_drafter",
                      {"name": name, "head_path": str(d.path) if d.path is not None else None,
                       "target": config.target, "dtype": config.compute_dtype, "cache_size": d.session_cache_size,
                       "method": d.method, "log_level": config.log_level.value},
-                     "Drafter", d.deployment, True, None)
-             for name, d in config.drafters.items()]
+                     "Drafter", d.deployment, True, f"/{drafter_app_name(name)}" if exposed else None)
+             for name, d in config.drafters.items() if d.deployed_here]
     specs.append(AppSpec(VERIFIER_APP, "services.deployments:build_verifier",
                          {"target": config.target, "dtype": config.compute_dtype,
                           "cache_size": config.verifier.session_cache_size, "log_level": config.log_level.value},
-                         "Verifier", config.verifier.deployment, True, None))
+                         "Verifier", config.verifier.deployment, True, f"/{VERIFIER_APP}" if exposed else None))
     # the router needs every setting but the other applications' deployments; defaults left out keep it short
     router_config = config.model_dump(mode="json", exclude_defaults=True,
                                       exclude={"drafters": {"__all__": {"deployment"}}, "verifier": {"deployment"}})
@@ -73,7 +84,8 @@ def app_specs(config: ServeConfig) -> list[AppSpec]:
 
 
 def grpc_options(config: ServeConfig) -> dict:
-    options: dict = {"port": config.router.grpc_port, "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)}
+    servicers = GRPC_SERVICER_FUNCTIONS + (SERVICE_SERVICER_FUNCTIONS if config.services_exposed else [])
+    options: dict = {"port": config.router.grpc_port, "grpc_servicer_functions": servicers}
     if config.router.request_timeout_s is not None:
         options["request_timeout_s"] = config.router.request_timeout_s
     return options
@@ -148,6 +160,7 @@ def run_local(config: ServeConfig, num_cpus: float | None = None, num_gpus: floa
     config.router.redis()
     config.warn_random_drafters()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ[MESSAGE_SIZE_ENV] = str(config.router.max_message_bytes)
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=log_to_driver,
              object_store_memory=OBJECT_STORE_BYTES, _temp_dir=temp_dir)
     serve.start(http_options={"host": "127.0.0.1", "port": http_port or free_port()},

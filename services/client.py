@@ -15,9 +15,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .protos_gen.taps.v1 import taps_pb2_grpc
 
-METADATA = (("application", "router"),)
-
-
 class TapsError(RuntimeError):
     """A failed call: the gRPC status code and the server's message."""
 
@@ -47,11 +44,14 @@ def request(prompt: str | None = None, *, messages: Sequence[dict] | None = None
 
 
 class TapsClient:
-    def __init__(self, address: str, timeout_s: float | None = None, api_key: str | None = None) -> None:
-        """`api_key` goes with every call as `authorization: Bearer <key>` (servers with `router.api_keys`)."""
+    def __init__(self, address: str, timeout_s: float | None = None, api_key: str | None = None,
+                 application: str = "router") -> None:
+        """`api_key` goes with every call as `authorization: Bearer <key>` (servers with `router.api_keys`);
+        `application` names the router application on a Ray Serve instance that runs several."""
         self.address = address
         self.timeout_s = timeout_s
-        self.metadata = METADATA + ((("authorization", f"Bearer {api_key}"),) if api_key else ())
+        self.metadata = (("application", application),) + \
+            ((("authorization", f"Bearer {api_key}"),) if api_key else ())
         self.channel = grpc.insecure_channel(address)
         self.router = taps_pb2_grpc.RouterStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)

@@ -87,6 +87,9 @@ class DeploymentConfig(Strict):
 class DrafterConfig(Strict):
     path: Optional[Path] = None                   # trained head directory; None = a random head (with a warning)
     method: Literal["eagle2", "hass"] = "eagle2"
+    # served elsewhere: HOST:PORT of a TAPS gRPC endpoint with this drafter's application (not deployed here)
+    address: Optional[str] = None
+    application: Optional[str] = None             # its application name there (default: drafter-<name>)
     session_cache_size: int = Field(64, ge=1)     # sessions whose KV state a replica keeps (LRU)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
@@ -94,6 +97,25 @@ class DrafterConfig(Strict):
     @classmethod
     def _expand(cls, value: Optional[Path]) -> Optional[Path]:
         return value.expanduser() if value is not None else None
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", value):
+            raise ValueError(f"address must be HOST:PORT, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _remote(self) -> "DrafterConfig":
+        if self.address is None and self.application is not None:
+            raise ValueError("application names a drafter served elsewhere: set address too")
+        if self.address is not None and self.path is not None:
+            raise ValueError("a drafter with an address is served elsewhere: drop path (it is that server's)")
+        return self
+
+    @property
+    def deployed_here(self) -> bool:
+        return self.address is None
 
 
 class VerifierConfig(Strict):
@@ -134,6 +156,11 @@ class RouterConfig(Strict):
     breaker_cooldown_s: float = Field(1.0, ge=0)     # a failed deployment is skipped by all requests at least this long
     breaker_probe_interval_s: float = Field(0.5, gt=0)  # then probed this often until it answers
     api_keys: Optional[ApiKeys] = None            # None: no keys asked (services/auth.py)
+    # how the router reaches drafters and the verifier: Ray deployment handles, or gRPC through the proxy
+    transport: Literal["handle", "grpc"] = "handle"
+    # drafter and verifier applications answer on the gRPC port too (then clients name the application)
+    expose_services: bool = False
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=4 * 1024 * 1024)  # gRPC messages: larger ones are refused
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @field_validator("default_policy")
@@ -215,9 +242,14 @@ class ServeConfig(Strict):
                              f"letter or digit): they name Ray Serve applications")
         return value
 
+    @property
+    def services_exposed(self) -> bool:
+        """Whether the drafter and verifier applications get gRPC routes (the grpc transport needs them)."""
+        return self.router.expose_services or self.router.transport == "grpc"
+
     def warn_random_drafters(self) -> list[str]:
         """Names of drafters without a checkpoint (random heads), logged once as a warning."""
-        random = [name for name, d in self.drafters.items() if d.path is None]
+        random = [name for name, d in self.drafters.items() if d.path is None and d.deployed_here]
         if random:
             log.warning("drafters %s have no path: serving random (untrained) heads; outputs stay lossless but "
                         "acceptance is poor", ", ".join(random))

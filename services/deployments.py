@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import grpc
+from google.protobuf.message import Message
 from ray import serve
 
 from .drafter_server import DrafterServer
@@ -26,10 +28,20 @@ def drafter_app_name(name: str) -> str:
     return f"drafter-{name}"
 
 
-def _rpc(name: str, request_type: type) -> Callable[[object, bytes], bytes]:
-    """A deployment method forwarding serialized `request_type` bytes to the server's method `name`."""
-    def method(self, data: bytes) -> bytes:
-        return getattr(self.server, name)(request_type.FromString(data)).SerializeToString()
+def _rpc(name: str, request_type: type, response_type: type) -> Callable[..., object]:
+    """A deployment method for the server's method `name`, for both transports: serialized `request_type` bytes
+    in and out from a deployment handle (the router's `handle` transport), or the parsed message in and out from
+    Ray Serve's gRPC proxy, which passes `grpc_context`. Over gRPC, a request the server refuses (ValueError) is
+    INVALID_ARGUMENT with the server's message, as the router answers its own callers."""
+    def method(self, data: bytes | Message, grpc_context=None) -> bytes | Message:
+        if isinstance(data, bytes):
+            return getattr(self.server, name)(request_type.FromString(data)).SerializeToString()
+        try:
+            return getattr(self.server, name)(data)
+        except ValueError as e:
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(str(e))
+            return response_type()
     method.__name__ = name
     return method
 
@@ -41,10 +53,10 @@ class DrafterDeployment:
         configure_logging(log_level)
         self.server = DrafterServer(name, head_path, target, dtype, cache_size, method)
 
-    Info = _rpc("Info", pb.InfoRequest)
-    Propose = _rpc("Propose", pb.ProposeRequest)
-    PromptAgreement = _rpc("PromptAgreement", pb.PromptAgreementRequest)
-    Release = _rpc("Release", pb.ReleaseRequest)
+    Info = _rpc("Info", pb.InfoRequest, pb.DrafterInfo)
+    Propose = _rpc("Propose", pb.ProposeRequest, pb.ProposeResponse)
+    PromptAgreement = _rpc("PromptAgreement", pb.PromptAgreementRequest, pb.PromptAgreementResponse)
+    Release = _rpc("Release", pb.ReleaseRequest, pb.ReleaseResponse)
 
 
 @serve.deployment(name="Verifier")
@@ -53,11 +65,11 @@ class VerifierDeployment:
         configure_logging(log_level)
         self.server = VerifierServer(target, dtype, cache_size)
 
-    Info = _rpc("Info", pb.InfoRequest)
-    Prefill = _rpc("Prefill", pb.PrefillRequest)
-    Verify = _rpc("Verify", pb.VerifyRequest)
-    Features = _rpc("Features", pb.FeaturesRequest)
-    Release = _rpc("Release", pb.ReleaseRequest)
+    Info = _rpc("Info", pb.InfoRequest, pb.VerifierInfo)
+    Prefill = _rpc("Prefill", pb.PrefillRequest, pb.PrefillResponse)
+    Verify = _rpc("Verify", pb.VerifyRequest, pb.VerifyResponse)
+    Features = _rpc("Features", pb.FeaturesRequest, pb.FeaturesResponse)
+    Release = _rpc("Release", pb.ReleaseRequest, pb.ReleaseResponse)
 
 
 def build_drafter(args: dict, options: dict | None = None) -> serve.Application:

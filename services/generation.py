@@ -67,7 +67,7 @@ class RouterCore:
         call(self.drafters[name], "Info", pb.InfoRequest(), pb.DrafterInfo, "", HEALTH_TIMEOUT_S)
 
     def list_drafters(self) -> pb.ListDraftersResponse:
-        infos = [pb.DrafterInfo(name=name, method=d.method if d.path is not None else "random",
+        infos = [pb.DrafterInfo(name=name, method="random" if d.path is None and d.deployed_here else d.method,
                                 target=self.config.target, hidden_size=self.format.hidden_size,
                                 path=str(d.path or ""))
                  for name, d in self.config.drafters.items()]
@@ -126,7 +126,8 @@ class RouterCore:
         limits = self.config.router
         verifier = RemoteVerifier(self.verifier, session_id, limits.verifier_timeout_s, self.breaker)
         proposers = {name: RemoteProposer(name, self.drafters[name], session_id, limits.drafter_timeout_s,
-                                          verifier.features, self.breaker)
+                                          verifier.features, self.breaker,
+                                          served_as=name if self.config.drafters[name].deployed_here else "")
                      for name in parsed.policy.sessions(list(self.drafters), requested)}
         decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier)
         events = decoder.stream(parsed.prompt_ids, parsed.params, requested)

@@ -87,8 +87,11 @@ class RemoteProposer:
     concurrent = True  # waits on the network, not the CPU: multi-drafter policies draft these in parallel
 
     def __init__(self, name: str, handle: Any, session_id: str, timeout_s: float,
-                 refetch: Callable[[int, int], torch.Tensor], breaker: Breaker) -> None:
+                 refetch: Callable[[int, int], torch.Tensor], breaker: Breaker, served_as: str | None = None) -> None:
+        """`served_as`: the name the replica serves under, which it checks on every call ("": not checked, for a
+        drafter served elsewhere under a name of its own); default `name`."""
         self.name = name
+        self.served_as = name if served_as is None else served_as
         self.handle = handle
         self.session_id = session_id
         self.timeout_s = timeout_s
@@ -118,7 +121,7 @@ class RemoteProposer:
 
     def _update(self, offset: int) -> pb.PairUpdate:
         features = self._features(offset)
-        return pb.PairUpdate(session_id=self.session_id, drafter=self.name, offset=offset,
+        return pb.PairUpdate(session_id=self.session_id, drafter=self.served_as, offset=offset,
                              tokens=self.tokens[offset:], features=to_proto(features) if features is not None else None)
 
     def recovered(self) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from contextlib import aclosing
-from typing import AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -35,6 +35,7 @@ from .assignments import make_assignment_cache
 from .config import SERVE_POLICIES, ServeConfig
 from .deployments import VERIFIER_APP, drafter_app_name
 from .generation import RouterCore
+from .grpc_transport import GrpcHandle
 from .logs import configure_logging
 from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
@@ -54,9 +55,7 @@ class Router:
         serve_config = ServeConfig.model_validate(config)
         configure_logging(serve_config.log_level)
         router = serve_config.router
-        drafters = {name: serve.get_deployment_handle("Drafter", drafter_app_name(name))
-                    for name in serve_config.drafters}
-        verifier = serve.get_deployment_handle("Verifier", VERIFIER_APP)
+        drafters, verifier = service_handles(serve_config)
         cache = make_assignment_cache(router.redis(), router.assignment_ttl_s, router.assignment_cache_size)
         self.core = RouterCore(serve_config, load_prompt_format(serve_config.target), drafters, verifier, cache,
                                RouterMetrics())
@@ -122,6 +121,22 @@ class Router:
             return health_pb2.HealthCheckResponse()
         status = await asyncio.get_running_loop().run_in_executor(self.pool, self.core.health)
         return health_pb2.HealthCheckResponse(status=status)
+
+
+def service_handles(config: ServeConfig) -> tuple[dict[str, Any], Any]:
+    """How this router reaches each drafter and the verifier: a drafter with an `address` over gRPC there, the
+    others over the configured transport (Ray handles, or gRPC through this node's proxy)."""
+    limit = config.router.max_message_bytes
+    local = f"127.0.0.1:{config.router.grpc_port}"
+
+    def handle(service: str, application: str, address: str | None = None) -> Any:
+        if address is not None or config.router.transport == "grpc":
+            return GrpcHandle(address or local, service, application, limit)
+        return serve.get_deployment_handle(service, application)
+
+    drafters = {name: handle("Drafter", d.application or drafter_app_name(name), d.address)
+                for name, d in config.drafters.items()}
+    return drafters, handle("Verifier", VERIFIER_APP)
 
 
 def _close_after(step: concurrent.futures.Future | None, chunks: Iterator) -> None:

@@ -20,10 +20,12 @@ from ray import serve
 
 from conftest import RedisProcess
 from serving_helpers import PROMPT, TREE, bad_requests
-from services.app import free_port, run_local, shutdown_local
+from services.app import app_specs, free_port, run_local, shutdown_local
 from services.auth import digest
 from services.client import TapsClient, TapsError
-from services.config import ServeConfig
+from services.config import DrafterConfig, ServeConfig
+from services.protos_gen.taps.v1 import taps_pb2_grpc
+from services.router import build_router
 from services.protos_gen.taps.v1 import taps_pb2 as pb
 from services.codec import to_proto
 from taps_engine import Decoder, PlainDecoder
@@ -34,6 +36,7 @@ from taps_engine.target import load_target
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 CAP, MAX_PROMPT = 64, 200
 API_KEY, KEYS_ENV = "e2e-test-key", "TAPS_E2E_KEYS"
+MESSAGE_LIMIT = 4 * 1024 * 1024
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 
@@ -70,11 +73,24 @@ def cluster(models, redis_process, tmp_path_factory):
         "router": {"grpc_port": free_port(), "redis_url": redis_process.url, "default_max_new_tokens": 24,
                    "max_new_tokens_cap": CAP, "max_prompt_tokens": MAX_PROMPT, "drafter_timeout_s": 5,
                    "verifier_timeout_s": 60, "breaker_cooldown_s": 0.5, "api_keys": {"env": KEYS_ENV},
-                   "deployment": replica()}})
+                   "expose_services": True, "max_message_bytes": MESSAGE_LIMIT, "deployment": replica()}})
     address = run_local(config, num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
+    routers = {}
+    # two more routers on the same Serve instance: every service over gRPC through the proxy, and the handle
+    # transport with drafter b reached over gRPC as if it ran elsewhere (a mixed deployment)
+    for name, changes in {"router-grpc": {"transport": "grpc"},
+                          "router-mixed": {"drafters": {"b": {"address": address, "application": "drafter-b"}}}
+                          }.items():
+        variant = config.model_copy(update={"router": config.router.model_copy(update=changes)}) \
+            if "transport" in changes else config.model_copy(update={"drafters": {
+                "a": config.drafters["a"], "b": DrafterConfig.model_validate(changes["drafters"]["b"])}})
+        spec = next(s for s in app_specs(variant) if s.name == "router")
+        serve.run(build_router(spec.args, spec.options()), name=name, route_prefix=f"/{name}")
+        routers[name] = TapsClient(address, timeout_s=120, api_key=API_KEY, application=name)
     client = TapsClient(address, timeout_s=120, api_key=API_KEY)
-    yield SimpleNamespace(config=config, client=client)
-    client.close()
+    yield SimpleNamespace(config=config, client=client, address=address, routers=routers)
+    for c in [client, *routers.values()]:
+        c.close()
     shutdown_local()
 
 
@@ -202,6 +218,49 @@ def test_cancelled_stream_and_expired_deadline_free_the_sessions(cluster):
     assert wait_until(lambda: verifier_sessions() == 0)
 
 
+def service_call(cluster, service: str, application: str, method: str, request):
+    channel = grpc.insecure_channel(cluster.address, options=[("grpc.max_send_message_length", 64 << 20)])
+    stub = getattr(taps_pb2_grpc, f"{service}Stub")(channel)
+    try:
+        return getattr(stub, method)(request, metadata=[("application", application)], timeout=60)
+    finally:
+        channel.close()
+
+
+def test_drafter_and_verifier_answer_over_grpc_with_status_codes(cluster):
+    info = service_call(cluster, "Drafter", "drafter-a", "Info", pb.InfoRequest())
+    assert info.name == "a" and info.method == "eagle2"
+    verifier = service_call(cluster, "Verifier", "verifier", "Info", pb.InfoRequest())
+    prefill = service_call(cluster, "Verifier", "verifier", "Prefill",
+                           pb.PrefillRequest(session_id="direct", prompt_ids=[1, 2, 3]))
+    assert tuple(prefill.features.shape) == (3, verifier.hidden_size)
+    update = pb.PairUpdate(session_id="direct", drafter="a", offset=0, tokens=[1, 2],
+                           features=to_proto(torch.zeros(3, verifier.hidden_size)))
+    refused = [
+        ("Drafter", "drafter-a", "Propose", pb.ProposeRequest(update=update), "features of shape"),
+        ("Verifier", "verifier", "Prefill", pb.PrefillRequest(session_id="x", prompt_ids=[10 ** 8]), "outside"),
+        ("Verifier", "verifier", "Features", pb.FeaturesRequest(token_ids=[1, 2], start=5), "outside"),
+    ]
+    for service, application, method, request, message in refused:
+        with pytest.raises(grpc.RpcError) as error:
+            service_call(cluster, service, application, method, request)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+    with pytest.raises(grpc.RpcError) as error:  # over the configured message limit
+        service_call(cluster, "Verifier", "verifier", "Prefill",
+                     pb.PrefillRequest(session_id="big", prompt_ids=[5000] * (MESSAGE_LIMIT // 2)))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    service_call(cluster, "Verifier", "verifier", "Release", pb.ReleaseRequest(session_id="direct"))
+
+
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged"])
+def test_grpc_and_mixed_transports_answer_like_handles_and_the_engine(cluster, engine, policy):
+    expected = engine.generate(policy, max_new_tokens=24).token_ids
+    for client in [cluster.client, *cluster.routers.values()]:
+        response = client.generate(PROMPT, policy=policy)
+        assert list(response.token_ids) == expected and not response.decision.unavailable, client.metadata
+        assert response.stats.mean_acceptance_length > 1.0
+
+
 def kill_replica(app: str, deployment: str) -> None:
     """Kill the one replica actor of a deployment, as a crash would; Ray Serve starts a new one."""
     prefix = f"SERVE_REPLICA::{app}#{deployment}#"
@@ -250,23 +309,27 @@ def test_a_killed_verifier_fails_new_requests_fast_and_in_flight_ones_finish(clu
 
 def test_request_completes_when_a_drafter_application_is_deleted_mid_run(cluster, engine):
     expected = PlainDecoder(engine.target).generate(MESSAGES, max_new_tokens=CAP, stop_on_eos=False).token_ids
-    chunks = cluster.client.stream(PROMPT, policy="merged", max_new_tokens=CAP, ignore_eos=True)
-    received = [next(chunks)]
+    clients = [cluster.client, *cluster.routers.values()]
+    streams = [c.stream(PROMPT, policy="merged", max_new_tokens=CAP, ignore_eos=True) for c in clients]
+    received = [[next(chunks)] for chunks in streams]
     serve.delete("drafter-b")
-    received += list(chunks)
-    assert [t for c in received for t in c.token_ids] == expected
-    assert list(received[-1].decision.unavailable) == ["b"]
+    for chunks, got, client in zip(streams, received, clients):
+        got += list(chunks)
+        assert [t for c in got for t in c.token_ids] == expected, client.metadata
+        assert list(got[-1].decision.unavailable) == ["b"], client.metadata
     after = cluster.client.generate(PROMPT, policy="confidence")  # later requests drop it too
     assert list(after.token_ids) == engine.generate("confidence", max_new_tokens=24).token_ids
     assert list(after.decision.unavailable) == ["b"]
 
 
 def test_verifier_down_is_unavailable(cluster):
+    """Once the router knows the verifier is gone (here: its health check found it), requests fail at once."""
     serve.delete("verifier")
+    assert cluster.client.health() == "NOT_SERVING"
+    start = time.perf_counter()
     with pytest.raises(TapsError) as error:
         cluster.client.generate(PROMPT, policy="single")
     assert error.value.code == grpc.StatusCode.UNAVAILABLE and "verifier" in error.value.details
     with pytest.raises(TapsError) as error:
         streamed(cluster.client, policy="single")
-    assert error.value.code == grpc.StatusCode.UNAVAILABLE
-    assert cluster.client.health() == "NOT_SERVING"
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE and time.perf_counter() - start < 1.0

@@ -540,8 +540,10 @@ def test_a_refused_stream_raises_what_the_proxy_unpickles_without_importing_torc
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "prompt is empty")
         yield  # an async generator, like Router._steps
 
-    context = SimpleNamespace(code=None, set_code=lambda c: setattr(context, "code", c), set_details=lambda d: None)
-    router = SimpleNamespace(_steps=refused, _refuse=lambda e, r, c: c.set_code(e.code))
+    context = SimpleNamespace(code=None, set_code=lambda c: setattr(context, "code", c), set_details=lambda d: None,
+                              invocation_metadata=lambda: [])
+    router = SimpleNamespace(_steps=refused, _refuse=lambda e, r, c: c.set_code(e.code),
+                             core=SimpleNamespace(authorize=lambda metadata: None))
 
     async def consume():
         async for _ in Router.func_or_class.GenerateStream(router, pb.GenerateRequest(), context):
@@ -628,3 +630,23 @@ def test_exact_numerics_computes_in_fp32_everywhere_and_refuses_a_lower_precisio
                                          "drafters": {"a": {"path": models["heads"]["a"]}}})
     assert {spec.name: spec.args["dtype"] for spec in app_specs(config) if "dtype" in spec.args} == \
         {"drafter-a": "fp32", "verifier": "fp32"}
+
+
+def test_exposed_services_and_drafters_served_elsewhere_shape_the_applications(models):
+    from services.app import grpc_options
+
+    base = {"target": models["target"], "dtype": "fp32",
+            "drafters": {"a": {"path": models["heads"]["a"]},
+                         "far": {"address": "drafters.example:9000", "application": "drafter-math"}}}
+    config = ServeConfig.model_validate({**base, "router": {"transport": "grpc"}})
+    specs = {s.name: s for s in app_specs(config)}
+    assert set(specs) == {"drafter-a", "verifier", "router"}, "a drafter with an address is not deployed here"
+    assert specs["drafter-a"].route_prefix == "/drafter-a" and specs["verifier"].route_prefix == "/verifier"
+    assert any("DrafterServicer" in f for f in grpc_options(config)["grpc_servicer_functions"])
+    hidden = ServeConfig.model_validate(base)
+    assert {s.name: s.route_prefix for s in app_specs(hidden)} == {"drafter-a": None, "verifier": None, "router": "/"}
+    assert not any("DrafterServicer" in f for f in grpc_options(hidden)["grpc_servicer_functions"])
+    for bad, message in [({"address": "no-port"}, "HOST:PORT"), ({"application": "x"}, "set address too"),
+                         ({"address": "h:1", "path": "/x"}, "drop path")]:
+        with pytest.raises(ValueError, match=message):
+            ServeConfig.model_validate({**base, "drafters": {"z": bad}})
