@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "smollm2-eagle2-math/-chat heads in ~/.cache/taps/drafters if present, else random heads")
     p.add_argument("--policy", default="single", choices=policy_names(servable_only=True),
                    help="composition policy")
+    p.add_argument("--transport", default="handle", choices=("handle", "grpc"),
+                   help="how the router reaches drafters and the verifier (router.transport)")
     p.add_argument("--prompts", type=int, default=8, help="number of prompts (MT-Bench / GSM8K alternating)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
@@ -108,7 +110,7 @@ def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], n
                          for name, path in drafters.items()},
             "verifier": {"deployment": deployment},
             "router": {"grpc_port": free_port(), "max_new_tokens_cap": max(1024, args.max_new_tokens),
-                       "deployment": deployment}})
+                       "transport": args.transport, "deployment": deployment}})
     except ValueError as e:
         fail(f"bad serving config: {e}")
 
@@ -262,7 +264,8 @@ def markdown(report: dict) -> str:
         f"Machine: {m['cpu']} ({m['cpu_count']} CPUs{', ' + m['gpu'] if m['gpu'] else ''}), {m['platform']}; "
         f"in-process torch threads {m['torch_threads_in_process']}; load average at end {m['load_average_at_end']}.",
         "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".", "",
-        f"Target {s['target']} ({s['dtype']}), policy `{s['policy']}`"
+        f"Target {s['target']} ({s['dtype']}), router transport `{s.get('transport', 'handle')}`, policy "
+        f"`{s['policy']}`"
         f"{' with drafter ' + s['drafter_used'] if s['drafter_used'] else ''}; drafters {drafters}; tree {s['tree']}; "
         f"{s['n_prompts']} prompts (MT-Bench / GSM8K first turns), greedy, max {s['max_new_tokens']} new tokens; "
         f"{s['num_cpus_per_replica']} CPU per replica on a local Ray of {s['ray_num_cpus']} CPUs.", "",
@@ -338,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "command": command, "machine": machine(), "versions": versions(),
-        "settings": {"target": args.target, "dtype": args.dtype, "policy": args.policy, "drafter_used": drafter,
+        "settings": {"target": args.target, "dtype": args.dtype, "transport": args.transport, "policy": args.policy,
+                     "drafter_used": drafter,
                      "drafters": {k: str(p).replace(str(Path.home()), "~") if p is not None else None
                                   for k, p in drafters.items()},
                      "tree": TREE, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,

@@ -59,12 +59,14 @@ class RouterCore:
         authorize(metadata, self.key_digests)
 
     def _probe(self, key: str) -> None:
-        """Raises unless the deployment named by a breaker key answers its `Info` call."""
+        """Raises unless the deployment named by a breaker key answers its `Info` call (one attempt, no retry:
+        the breaker probes again anyway)."""
         if key == VERIFIER:
-            call(self.verifier, "Info", pb.InfoRequest(), pb.VerifierInfo, "", HEALTH_TIMEOUT_S)
-            return
-        name = next(n for n in self.drafters if drafter_key(n) == key)
-        call(self.drafters[name], "Info", pb.InfoRequest(), pb.DrafterInfo, "", HEALTH_TIMEOUT_S)
+            handle = self.verifier
+        else:
+            handle = self.drafters[next(n for n in self.drafters if drafter_key(n) == key)]
+        handle.options(method_name="Info").remote(pb.InfoRequest().SerializeToString()).result(
+            timeout_s=HEALTH_TIMEOUT_S)
 
     def list_drafters(self) -> pb.ListDraftersResponse:
         infos = [pb.DrafterInfo(name=name, method="random" if d.path is None and d.deployed_here else d.method,

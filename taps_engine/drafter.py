@@ -12,6 +12,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 from transformers import DynamicCache
 
+from .attention import output_logits
 from .head import DraftHead
 from .kvcache import keep_positions
 from .target import Target
@@ -87,7 +88,7 @@ class Drafter:
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Draft logits over the draft vocabulary (index i is target token `_target_ids(i)`)."""
-        return torch.nn.functional.linear(hidden, self.lm_weight, self.lm_bias).float()
+        return output_logits(self.head.config, torch.nn.functional.linear(hidden, self.lm_weight, self.lm_bias).float())
 
     def _target_ids(self, index: torch.Tensor) -> torch.Tensor:
         return index if self.vocab is None else self.vocab[index]

@@ -10,6 +10,7 @@ so output is unchanged.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from .attention import attn_implementation, for_implementation
 from .fileio import atomic_write, write_json
 
 HEAD_WEIGHTS = "model.safetensors"
@@ -48,7 +50,9 @@ def head_config(target_config: PretrainedConfig, overrides: dict | None = None) 
         config.layer_types = ["full_attention"]
     if hasattr(config, "use_sliding_window"):
         config.use_sliding_window = False
-    config._attn_implementation = "sdpa"
+    if hasattr(config, "sliding_window"):
+        config.sliding_window = None
+    config._attn_implementation = attn_implementation(config)
     return config
 
 
@@ -75,6 +79,9 @@ class DraftHead(nn.Module):
             layer.input_layernorm = nn.Identity()
         self.layers = nn.ModuleList([layer])
         self.rotary_emb = rotary_cls(config=config)
+        # models with per-layer-type rotary settings (Gemma 3) take the layer type; the head's is full attention
+        takes_type = "layer_type" in inspect.signature(rotary_cls.forward).parameters
+        self._rotary_kwargs = {"layer_type": "full_attention"} if takes_type else {}
 
     @classmethod
     def for_target(cls, model: PreTrainedModel, overrides: dict | None = None, fc_bias: bool = False,
@@ -119,7 +126,8 @@ class DraftHead(nn.Module):
         if attention_mask is None:
             past = cache.get_seq_length() if cache is not None else 0
             attention_mask = causal_mask(hidden.shape[1], past, hidden.device)
-        position_embeddings = self.rotary_emb(hidden, position_ids=position_ids)
+        attention_mask = for_implementation(attention_mask, self.config, hidden.dtype)
+        position_embeddings = self.rotary_emb(hidden, position_ids=position_ids, **self._rotary_kwargs)
         return self.layers[0](hidden, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                               use_cache=cache is not None, position_embeddings=position_embeddings)
 

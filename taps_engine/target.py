@@ -11,7 +11,9 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
+
+from .attention import attn_implementation, check_supported, output_logits
 
 from .prompt import PromptFormat
 from .settings import default_device, resolve_dtype, taps_home
@@ -126,13 +128,34 @@ def load_target(spec: str = DEFAULT_TARGET, dtype: str | torch.dtype | None = "a
     dev = torch.device(device) if device is not None else default_device()
     torch_dtype = resolve_dtype(dtype, dev)
     location = resolve_target_path(spec)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, attn_implementation="sdpa")
+    config = AutoConfig.from_pretrained(location)
+    check_supported(config)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype,
+                                                 attn_implementation=attn_implementation(config))
     tokenizer = AutoTokenizer.from_pretrained(location)
     model.to(dev).eval().requires_grad_(False)
+    check_logits_path(model)
     return Target(model=model, tokenizer=tokenizer, name=spec)
+
+
+@torch.no_grad()
+def check_logits_path(model: PreTrainedModel) -> None:
+    """ValueError unless logits computed as TAPS computes them (the LM head over the decoder's features, then
+    attention.output_logits) equal the model's own on a probe input: a model that post-processes logits in a way
+    not reproduced would silently change the sampling distribution."""
+    ids = torch.arange(1, 5, device=model.device)[None] % model.config.get_text_config().vocab_size
+    own = model(input_ids=ids).logits.float()
+    features = model.get_decoder()(input_ids=ids).last_hidden_state
+    ours = output_logits(model.config, model.get_output_embeddings()(features).float())
+    if not torch.allclose(own, ours, rtol=1e-3, atol=1e-3 * float(own.abs().max())):
+        name = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+        raise ValueError(f"{name}: its logits are not the LM head over the final features (plus softcapping or "
+                         f"scaling); TAPS cannot verify drafts for it losslessly")
 
 
 def from_model(model: PreTrainedModel, tokenizer: object = None, name: str = "in-memory") -> Target:
     """Wrap an already built model (tests, notebooks)."""
+    check_supported(model.config)
     model.eval().requires_grad_(False)
+    check_logits_path(model)
     return Target(model=model, tokenizer=tokenizer, name=name)

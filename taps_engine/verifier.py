@@ -8,6 +8,7 @@ import torch
 from transformers import DynamicCache
 
 from .acceptance import SamplingParams, accept_greedy, accept_sampling
+from .attention import has_sliding_layers, model_mask, output_logits
 from .kvcache import keep_positions
 from .target import Target
 from .tree import DraftTree
@@ -32,7 +33,8 @@ class TargetVerifier:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.model = target.model
-        self.cache = DynamicCache(config=self.model.config)
+        self.sliding = has_sliding_layers(self.model.config)
+        self.cache = DynamicCache()  # every layer keeps every position: windows are in the masks (attention.py)
         self._prefix = 0  # cache length before the tree last verified
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
@@ -40,17 +42,24 @@ class TargetVerifier:
         out = self.model.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask,
                                        cache=self.cache, use_cache=True)
         features = out.last_hidden_state[0]
-        logits = self.model.get_output_embeddings()(features[logits_from:]).float()
+        logits = output_logits(self.model.config, self.model.get_output_embeddings()(features[logits_from:]).float())
         return features, logits
+
+    def _mask(self, visible: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
+        device = self.target.device
+        return model_mask(self.model.config, visible.to(device), q_pos.to(device), k_pos.to(device), self.model.dtype)
 
     @torch.no_grad()
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the prompt's features (T, H) and the next-token logits (V,)."""
-        self.cache = DynamicCache(config=self.model.config)
+        self.cache = DynamicCache()
         device = self.target.device
         input_ids = torch.tensor([list(ids)], device=device)
-        positions = torch.arange(len(ids), device=device)[None]
-        features, logits = self._forward(input_ids, positions, None, logits_from=len(ids) - 1)
+        positions = torch.arange(len(ids))
+        # without sliding layers the model's own causal mask is the same; with them, the windows must be given
+        mask = self._mask(torch.ones(len(ids), len(ids), dtype=torch.bool).tril(), positions, positions) \
+            if self.sliding else None
+        features, logits = self._forward(input_ids, positions[None].to(device), mask, logits_from=len(ids) - 1)
         return features, logits[0]
 
     @torch.no_grad()
@@ -60,10 +69,10 @@ class TargetVerifier:
         prefix = self._prefix = self.cache.get_seq_length()
         ids = torch.cat([torch.tensor([root]), tree.tokens])[None].to(device)
         depths = torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])
-        positions = (prefix + depths)[None].to(device)
-        ancestors = tree.ancestor_mask()
-        mask = torch.cat([torch.ones(len(tree) + 1, prefix, dtype=torch.bool), ancestors], 1)
-        features, logits = self._forward(ids, positions, mask[None, None].to(device), logits_from=0)
+        positions = prefix + depths
+        visible = torch.cat([torch.ones(len(tree) + 1, prefix, dtype=torch.bool), tree.ancestor_mask()], 1)
+        mask = self._mask(visible, positions, torch.cat([torch.arange(prefix), positions]))
+        features, logits = self._forward(ids, positions[None].to(device), mask, logits_from=0)
         return logits, features
 
     @torch.no_grad()

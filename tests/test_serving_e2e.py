@@ -27,7 +27,7 @@ from services.config import DrafterConfig, ServeConfig
 from services.protos_gen.taps.v1 import taps_pb2_grpc
 from services.router import build_router
 from services.protos_gen.taps.v1 import taps_pb2 as pb
-from services.codec import to_proto
+from services.codec import settings_to_proto, to_proto
 from taps_engine import Decoder, PlainDecoder
 from taps_engine.tree import TreeSettings
 from taps_engine.head import load_head
@@ -171,7 +171,7 @@ def test_requests_succeed_with_redis_stopped(cluster, engine, redis_process):
 @pytest.mark.parametrize("case, fields, code", bad_requests(CAP, MAX_PROMPT), ids=lambda v: str(v))
 def test_bad_input_gets_its_status_code(cluster, case, fields, code):
     with pytest.raises(grpc.RpcError) as error:
-        cluster.client.router.Generate(pb.GenerateRequest(**fields), timeout=60)
+        cluster.client.router.Generate(pb.GenerateRequest(**fields), metadata=cluster.client.metadata, timeout=60)
     assert error.value.code() == code, error.value.details()
     assert error.value.details()
 
@@ -237,7 +237,8 @@ def test_drafter_and_verifier_answer_over_grpc_with_status_codes(cluster):
     update = pb.PairUpdate(session_id="direct", drafter="a", offset=0, tokens=[1, 2],
                            features=to_proto(torch.zeros(3, verifier.hidden_size)))
     refused = [
-        ("Drafter", "drafter-a", "Propose", pb.ProposeRequest(update=update), "features of shape"),
+        ("Drafter", "drafter-a", "Propose", pb.ProposeRequest(update=update, tree=settings_to_proto(TreeSettings(**TREE))),
+         "features of shape"),
         ("Verifier", "verifier", "Prefill", pb.PrefillRequest(session_id="x", prompt_ids=[10 ** 8]), "outside"),
         ("Verifier", "verifier", "Features", pb.FeaturesRequest(token_ids=[1, 2], start=5), "outside"),
     ]

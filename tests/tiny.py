@@ -9,6 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCau
 
 from taps_engine.head import DraftHead
 from taps_engine.target import Target, from_model
+from taps_engine.tree import DraftTree
 
 EOS = 1
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -65,3 +66,45 @@ def tiny_chat_target(arch: str, tokenizer) -> Target:
     model = LlamaForCausalLM(LlamaConfig(**common)) if arch == "llama" else \
         Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
     return from_model(model.float(), tokenizer, name=f"tiny-{arch}")
+
+
+class ContinuationProposer:
+    """A test drafter that knows the target: it proposes the target's own greedy continuation (depth + 1 tokens)
+    with a random sibling beside every node, so verification accepts long paths and must drop the siblings'
+    rows from the KV cache. It sees the committed tokens as any proposer does; `first_token` is the prompt's
+    first token, which proposers are never given."""
+
+    def __init__(self, name: str, model, first_token: int, seed: int = 0) -> None:
+        self.name, self.model, self.first_token = name, model, first_token
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens: list[int] = []
+
+    def extend(self, tokens, features) -> None:
+        self.tokens += [int(t) for t in tokens]
+
+    def prompt_agreement(self) -> float:
+        return 1.0
+
+    @torch.no_grad()
+    def propose(self, settings) -> DraftTree:
+        context = torch.tensor([[self.first_token, *self.tokens]])
+        n = settings.depth + 1
+        chain = self.model.generate(context, attention_mask=torch.ones_like(context), max_new_tokens=n,
+                                    do_sample=False, eos_token_id=None)[0, context.shape[1]:].tolist()
+        vocab = self.model.config.get_text_config().vocab_size
+        tokens, parents, depths, scores = [], [], [], []
+        for d, token in enumerate(chain):
+            parent = 2 * (d - 1) if d else -1   # the previous chain node (chain nodes sit at even indices)
+            sibling = int(torch.randint(0, vocab, (1,), generator=self.generator))
+            tokens += [token, sibling]
+            parents += [parent, parent]
+            depths += [d + 1, d + 1]
+            scores += [-0.1 * (d + 1), -0.1 * (d + 1) - 2.0]
+        k = len(tokens)
+        tree = DraftTree(tokens=torch.tensor(tokens), parents=torch.tensor(parents), depths=torch.tensor(depths),
+                         scores=torch.tensor(scores), entropies=torch.zeros(k),
+                         sources=torch.zeros(k, dtype=torch.long))
+        return tree.top(settings.max_nodes)
