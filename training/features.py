@@ -85,11 +85,13 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
             raise ValueError(f"{directory} holds features of another data set or target "
                              f"({manifest.get('fingerprint')} != {fingerprint}); choose another directory or delete it")
     n_shards = (len(examples) + shard_size - 1) // shard_size
+    todo = [i for i in range(n_shards) if not _shard_path(directory, i).exists()]
+    if not todo and manifest_path.exists() and json.loads(manifest_path.read_text()).get("complete"):
+        return directory  # complete: its manifest keeps the run that wrote it
     manifest = {"fingerprint": fingerprint, "target": target.name, "max_length": max_length,
                 "n_examples": len(examples), "shard_size": shard_size, "n_shards": n_shards,
                 "hidden_size": target.config.hidden_size, "complete": False}
     write_json(manifest_path, manifest)
-    todo = [i for i in range(n_shards) if not _shard_path(directory, i).exists()]
     tokens, skipped, start = 0, 0, time.perf_counter()
     columns = [TextColumn("features"), BarColumn(), TextColumn("{task.completed}/{task.total} examples"),
                TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn()]
