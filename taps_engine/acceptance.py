@@ -91,7 +91,11 @@ class _Walk:
 
 def accept_greedy(logits: torch.Tensor, tree: DraftTree) -> tuple[list[int], int]:
     """Follow the target's argmax down the tree; returns accepted node indices and the bonus token."""
-    best = logits.argmax(-1).tolist()
+    return follow_tokens(logits.argmax(-1).tolist(), tree)
+
+
+def follow_tokens(best: list[int], tree: DraftTree) -> tuple[list[int], int]:
+    """Greedy acceptance given the target's choice after the root (`best[0]`) and after each node (`best[i + 1]`)."""
     walk, path = _Walk(tree), []
     while True:
         copies = dict(walk.candidates()).get(best[walk.row])

@@ -219,12 +219,18 @@ def bench_tau(
     n: int = typer.Option(20, help="Prompts per benchmark."), max_new_tokens: int = typer.Option(128),
     temperature: float = typer.Option(0.0), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
     out: Optional[Path] = typer.Option(None, help="Append the records to this JSON list."),
+    replayed: bool = typer.Option(False, "--replay", help="T=0 only: decode each prompt once plainly, then replay "
+                                  "every drafter's steps against that answer (exact τ, no verification passes; "
+                                  "taps_engine/replay.py). Tokens/s is then not reported."),
 ) -> None:
     """Mean acceptance length of each drafter (policy `single`) or of a policy, per benchmark."""
     from .eval_sets import benchmark_prompts
+    from .replay import reference, replay
 
     try:
-        SamplingParams(max_new_tokens, temperature)
+        params = SamplingParams(max_new_tokens, temperature)
+        if replayed and not params.greedy:
+            raise ValueError("--replay reproduces T=0 only; drop it to sample live")
         prompts = {b: benchmark_prompts(b, n) for b in benchmark}
         decoder = build_decoder(target, drafter, random_drafters, policy, (total_tokens, depth, top_k, False), dtype,
                                 numerics=numerics)
@@ -232,21 +238,29 @@ def bench_tau(
     except ValueError as e:
         fail(str(e))
     runs = list(decoder.drafters) if policy_spec(policy).name == "single" else [None]
+    references = {}
+    if replayed:
+        with console.status("plain greedy references"):
+            references = {(b, i): reference(decoder.target, [{"role": "user", "content": p}], max_new_tokens,
+                                            decoder.tree.depth + 2)
+                          for b, items in prompts.items() for i, p in enumerate(items)}
     records = []
     for name in runs:
         for bench, items in prompts.items():
             with console.status(f"{name or policy} on {bench}"):
-                results = [decoder.generate([{"role": "user", "content": p}],
+                results = [replay(decoder, references[bench, i], params, drafter=name) if replayed else
+                           decoder.generate([{"role": "user", "content": p}],
                                             SamplingParams(max_new_tokens, temperature, seed=i), drafter=name)
                            for i, p in enumerate(items)]
             stats = summarize(results)
             records.append({"method": methods.get(name, "random"), "drafter": name or "+".join(decoder.drafters),
-                            "policy": policy, "benchmark": bench,
+                            "policy": policy, "benchmark": bench, "mode": "replay" if replayed else "live",
                             "temperature": temperature, "tau": round(stats["tau"], 4),
                             "tau_macro": round(stats["tau_macro"], 4), "n_prompts": len(items),
                             "n_steps": stats["n_steps"], "new_tokens": stats["new_tokens"],
-                            "tokens_per_s": round(stats["new_tokens"] / sum(r.seconds for r in results), 2),
-                            "tree": asdict(decoder.tree),
+                            "tokens_per_s": None if replayed else
+                            round(stats["new_tokens"] / sum(r.seconds for r in results), 2),
+                            "tree": asdict(decoder.tree), "dtype": str(decoder.target.dtype).replace("torch.", ""),
                             "max_new_tokens": max_new_tokens, "target": target})
             console.print(records[-1])
     if out is not None:

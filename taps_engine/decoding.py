@@ -113,6 +113,11 @@ class Decoder:
         self._costs: CostModel | None = None
 
     @property
+    def target(self) -> Target | None:
+        """The target in process, or None when the verifier is remote."""
+        return self._target
+
+    @property
     def costs(self) -> CostModel | None:
         """The cost model of cost-aware trees: this machine's verify costs (cached under TAPS_HOME, measured on
         first use) and a calibration that learns from every verified step of this decoder."""

@@ -1,0 +1,89 @@
+"""Exact acceptance lengths at T=0 without target verification passes.
+
+At T=0 every policy commits plain greedy decoding's tokens, so a step's accepted path is determined by that
+continuation: the longest tree path whose tokens it spells (same-token siblings merged, as in live acceptance).
+`reference` decodes a prompt once plainly (a few tokens past `max_new_tokens`, past EOS too, so paths that run
+beyond the end are judged as live verification judges them) and runs one target forward over prompt and
+continuation for the features; `ReplayVerifier` then answers the decoding loop's verifier calls from them. The
+loop, the policies and the drafters run unchanged and are fed exactly what live decoding feeds them, so the step
+records (accepted counts, trees, drafter choices) are live decoding's. Only T=0: sampled acceptance depends on the
+target's probabilities at every tree node.
+
+In fp32 replay equals live decoding step for step (tests/test_replay.py). In bf16 the features of one long forward
+round differently from those of live decoding's tree forwards, so replay is then an estimate of the live τ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .acceptance import SamplingParams, follow_tokens
+from .decoding import Decoder, GenerationResult, PlainDecoder
+from .prompt import Prompt
+from .target import Target
+from .tree import DraftTree
+
+
+@dataclass
+class Reference:
+    """A prompt's plain greedy continuation and the target's features along prompt + continuation."""
+
+    prompt_ids: list[int]
+    continuation: list[int]
+    features: torch.Tensor      # (len(prompt_ids) + len(continuation), H)
+
+
+@torch.no_grad()
+def reference(target: Target, prompt: Prompt, max_new_tokens: int, margin: int) -> Reference:
+    """Plain greedy decoding of `prompt` to `max_new_tokens + margin` tokens (EOS does not stop it)."""
+    result = PlainDecoder(target).generate(prompt, max_new_tokens=max_new_tokens + margin, stop_on_eos=False)
+    ids = torch.tensor([result.prompt_ids + result.token_ids], device=target.device)
+    features = target.model.get_decoder()(input_ids=ids).last_hidden_state[0]
+    return Reference(result.prompt_ids, result.token_ids, features)
+
+
+class ReplayVerifier:
+    """The Verifier of one prompt whose plain greedy continuation is known (see the module docstring)."""
+
+    def __init__(self, ref: Reference, vocab_size: int) -> None:
+        self.ref = ref
+        self.vocab_size = vocab_size
+        self.committed = 0          # continuation tokens committed so far (the pending root included)
+
+    def _token(self, index: int) -> int:
+        """Continuation token `index`, or -1 past the known end (no draft matches it)."""
+        return self.ref.continuation[index] if index < len(self.ref.continuation) else -1
+
+    def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if list(ids) != self.ref.prompt_ids:
+            raise ValueError("replay: the prompt differs from the reference's")
+        logits = torch.zeros(self.vocab_size)
+        logits[self.ref.continuation[0]] = 1.0
+        self.committed = 1
+        return self.ref.features[:len(ids)], logits
+
+    def step(self, root: int, tree: DraftTree, params: SamplingParams,
+             generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]:
+        if not params.greedy:
+            raise ValueError("replay reproduces T=0 only; sample live at T>0")
+        n = self.committed
+        best = [self._token(n)] + [self._token(n + int(d)) for d in tree.depths]
+        path, bonus = follow_tokens(best, tree)
+        root_position = len(self.ref.prompt_ids) + n - 1
+        rows = [root_position] + [root_position + int(tree.depths[i]) for i in path]
+        self.committed += len(path) + 1
+        return path, bonus, self.ref.features[rows]
+
+
+def replay(decoder: Decoder, ref: Reference, params: SamplingParams, drafter: str | None = None) -> GenerationResult:
+    """`decoder`'s policy and drafters on `ref`'s prompt, its verifier replaced by the known continuation."""
+    needed = params.max_new_tokens + decoder.tree.depth + 2   # the deepest draft of the last step, and its bonus
+    if len(ref.continuation) < needed:
+        raise ValueError(f"replay: the reference holds {len(ref.continuation)} tokens; this tree and "
+                         f"max_new_tokens need {needed} (reference margin >= tree depth + 2)")
+    replaying = Decoder(decoder.format, decoder.drafters, decoder.policy, decoder.tree,
+                        verifier=ReplayVerifier(ref, decoder.format.vocab_size))
+    return replaying.generate(ref.prompt_ids, params, drafter)

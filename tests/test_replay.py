@@ -1,0 +1,65 @@
+"""Replay (exact T=0 acceptance without verification passes) equals live decoding step for step."""
+
+import pytest
+import torch
+
+from taps_engine import POLICIES, Decoder, TreeSettings
+from taps_engine.acceptance import SamplingParams
+from taps_engine.replay import reference, replay
+from tiny import EOS, oracle_head, tiny_target
+
+TREE = TreeSettings(12, 3, 3)
+
+
+def steps(result):
+    return [(s.accepted, s.tree_size, s.bonus_token, tuple(s.drafters)) for s in result.steps]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_replay_equals_live_decoding_on_every_step(arch):
+    target = tiny_target(arch, layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    with torch.no_grad():
+        target.model.lm_head.weight[EOS] *= 2.0   # EOS inside accepted drafts, and answers that stop early
+    heads = {"oracle": oracle_head(target), "noisy": oracle_head(target, noise=0.5, seed=1)}
+    prompts = [[0, 5, 17, 33, 8], [0, 40, 41, 42], [0, 9, 9, 9, 9, 9, 12]]
+    params = SamplingParams(max_new_tokens=40)
+    compared = 0
+    for policy in [p for p in POLICIES if p != "plain"]:
+        decoder = Decoder(target, heads, policy, TREE)
+        for prompt in prompts:
+            live = decoder.generate(prompt, params)
+            replayed = replay(decoder, reference(target, prompt, 40, TREE.depth + 2), params)
+            assert replayed.token_ids == live.token_ids and replayed.finish_reason == live.finish_reason
+            assert steps(replayed) == steps(live), (policy, prompt)
+            compared += len(live.steps)
+    assert compared > 100
+
+
+def test_replay_refuses_sampling_and_a_short_reference():
+    target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    decoder = Decoder(target, {"oracle": oracle_head(target)}, "single", TREE)
+    ref = reference(target, [0, 5, 17], 16, TREE.depth + 2)
+    with pytest.raises(ValueError, match="T=0 only"):
+        replay(decoder, ref, SamplingParams(max_new_tokens=16, temperature=1.0))
+    with pytest.raises(ValueError, match="need 21"):
+        replay(decoder, reference(target, [0, 5, 17], 16, 0), SamplingParams(max_new_tokens=16))
+
+
+@pytest.mark.real_model
+def test_replay_equals_live_decoding_on_smollm2(smollm2):
+    from taps_engine.drafter_specs import default_drafters
+    from taps_engine.head import load_head
+    from taps_engine.target import DEFAULT_TARGET
+
+    heads = {name: load_head(path, smollm2.model) for name, path in default_drafters(DEFAULT_TARGET).items()}
+    params = SamplingParams(max_new_tokens=32)
+    tree = TreeSettings(16, 3, 4)
+    for policy in ("single", "confidence", "merged-trie"):
+        decoder = Decoder(smollm2, heads, policy, tree)
+        for prompt in ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+                       "May. How many clips did Natalia sell altogether in April and May?",
+                       "Write a haiku about autumn."):
+            messages = [{"role": "user", "content": prompt}]
+            live = decoder.generate(messages, params)
+            replayed = replay(decoder, reference(smollm2, messages, 32, tree.depth + 2), params)
+            assert steps(replayed) == steps(live), (policy, prompt)
