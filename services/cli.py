@@ -85,11 +85,11 @@ def serve(
     configure_logging(serving.log_level)
     # a server started in the background inherits an ignored SIGINT, and SIGTERM would end it without cleanup:
     # both stop it through the same path, which shuts the local Ray down with every process it started
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, _interrupt)
+    _stop_on_signals()
     try:
         with console.status("starting Ray Serve (drafters, verifier, router)"):
             address = run_local(serving, num_cpus=num_cpus, log_to_driver=True)
+        _stop_on_signals()  # again: ray.init replaces the SIGTERM handler with one that aborts the process
         console.print(f"TAPS serving on {address} (gRPC); Ctrl-C or SIGTERM stops it")
         console.print(f"  try: taps client generate --server {address} \"What is 17 + 5?\"")
         while True:
@@ -105,6 +105,11 @@ def serve(
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, _interrupt)
 
 
 ServerOpt = typer.Option(os.environ.get("TAPS_SERVER", DEFAULT_SERVER), "--server",
