@@ -204,3 +204,22 @@ def test_run_filter_generates_only_matching_runs(tmp_path, bench_dir, target):
         run_experiment(load_eval_config(path, "small"), tmp_path / "out", target)
     with pytest.raises(ValueError, match="no run id matches"):
         run_experiment(load_eval_config(path, "small"), tmp_path / "out", target, only="zzz")
+
+
+def test_replayed_t0_records_equal_live_ones(tmp_path, bench_dir, target):
+    """`replay: true`: T=0 engine records hold the live run's steps and tokens (no time); T>0 stays live."""
+    config = {**CONFIG, "benchmarks": ["mt_bench", "gsm8k"], "baselines": [],
+              "runs": [{"policy": "single", "drafters": ["a"]}, {"policy": "confidence", "drafters": ["a", "b"]},
+                       {"policy": "sticky", "drafters": ["a", "b"]}]}
+    live = run_experiment(load_eval_config(write_config(tmp_path, config), "small"), tmp_path / "live", target)
+    cfg = load_eval_config(write_config(tmp_path, {**config, "replay": True}), "small")
+    replayed = run_experiment(cfg, tmp_path / "replayed", target)
+    assert set(live.records) == set(replayed.records)
+    for key, rec in replayed.records.items():
+        other = live.records[key]
+        for field in ("n_steps", "committed", "verified_nodes", "depth_reached", "depth_accepted", "selections"):
+            assert rec[field] == other[field], (key, field)
+        assert [t["token_ids"] for t in rec["turns"]] == [t["token_ids"] for t in other["turns"]]
+        assert rec["mode"] == ("replay" if key[1] == 0.0 else "live") and (rec["seconds"] == 0) == (key[1] == 0.0)
+    with pytest.raises(ValueError, match="different settings"):   # replayed and live records never mix
+        run_experiment(cfg, tmp_path / "live", target)

@@ -76,6 +76,9 @@ class EvalConfig(Strict):
     target: str = DEFAULT_TARGET
     dtype: str = "auto"
     numerics: Literal["fast", "exact"] = "fast"   # exact: fp32 (taps_engine.settings.numerics_dtype)
+    # T=0 engine runs replayed against the plain greedy answer (taps_engine/replay.py): exact τ at a fraction of
+    # the cost, no speed figures; exact step for step with numerics exact (fp32)
+    replay: bool = False
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
     tree: TreeSettings = CPU_TREE

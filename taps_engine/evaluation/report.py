@@ -140,7 +140,7 @@ def speed_markdown(rows: list[dict], runs: list[Run]) -> list[str]:
         totals = {}
         for run in runs:
             mine = [r for r in rows if r["run"] == run.id and r["temperature"] == temperature]
-            if mine:
+            if mine and all(r["seconds"] for r in mine):   # replayed rows have no time
                 totals[run.id] = (run.label, sum(r["new_tokens"] for r in mine) / sum(r["seconds"] for r in mine))
         body = []
         for rid, (label, tps) in totals.items():

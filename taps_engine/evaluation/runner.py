@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,9 +27,10 @@ from ..fileio import atomic_write
 from ..head import DraftHead, average_heads, load_head
 from ..metrics import depth_counts, drafter_step_counts, node_values
 from ..policies import Decision, policy_spec
+from ..replay import Reference, reference, replay
 from ..speed import hf_generate
-from ..target import Target
 from ..settings import numerics_dtype
+from ..target import Target
 from .config import AVERAGE, EvalConfig, RunSpec
 
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 21)
@@ -93,7 +95,10 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
 def fingerprint(cfg: EvalConfig) -> str:
     """Settings every record depends on; a run's own drafters and tree are in its `setup` hash, so runs and
     drafters can be added to an experiment later without invalidating the rest."""
-    key = {"target": cfg.target, "dtype": numerics_dtype(cfg.dtype, cfg.numerics), "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
+    key = {"target": cfg.target, "dtype": numerics_dtype(cfg.dtype, cfg.numerics), "seed": cfg.seed,
+           "max_new_tokens": cfg.max_new_tokens}
+    if cfg.replay:
+        key["replay"] = True
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -149,15 +154,18 @@ def node_histograms(results: list[GenerationResult]) -> dict:
                 "entropy": _histogram(v["entropy"], ENTROPY_BINS)} for k, v in node_values(results).items()}
 
 
-def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult]) -> dict:
-    """Everything the report needs from one prompt, as counts (aggregated by summing)."""
+def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult],
+                  replayed: bool = False) -> dict:
+    """Everything the report needs from one prompt, as counts (aggregated by summing); a replayed record has no
+    time (seconds 0: no speed figure)."""
     steps = [s for r in results for s in r.steps]
     reached, accepted = depth_counts(results)
     selections, _ = drafter_step_counts(results)
     answer = extract_answer(item.benchmark, results[-1].text) if item.answer is not None else None
     return {
         "run": run.id, "setup": run.setup, "temperature": float(temperature), "benchmark": item.benchmark, "item": item.id,
-        "new_tokens": sum(len(r.token_ids) for r in results), "seconds": sum(r.seconds for r in results),
+        "new_tokens": sum(len(r.token_ids) for r in results),
+        "seconds": 0.0 if replayed else sum(r.seconds for r in results), "mode": "replay" if replayed else "live",
         "n_steps": len(steps), "committed": sum(s.acceptance_length for s in steps),
         "verified_nodes": sum(s.tree_size for s in steps),
         "depth_reached": {str(d): n for d, n in reached.items()},
@@ -206,8 +214,31 @@ def load_heads(cfg: EvalConfig, target: Target, names: set[str]) -> dict[str, Dr
     return heads
 
 
-def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, DraftHead]) -> Generate:
-    """A function answering one turn for this run: the engine with the run's policy, or transformers."""
+class References:
+    """Plain greedy answers and their features (replay), computed once per conversation turn and shared by every
+    run; runs of an item follow each other, so a few recent ones suffice."""
+
+    def __init__(self, target: Target, max_new_tokens: int, margin: int, size: int = 8) -> None:
+        self.target, self.max_new_tokens, self.margin, self.size = target, max_new_tokens, margin, size
+        self.cache: OrderedDict[str, Reference] = OrderedDict()
+
+    def __call__(self, messages: list[dict]) -> Reference:
+        key = json.dumps(messages, sort_keys=True)
+        if key not in self.cache:
+            self.cache[key] = reference(self.target, messages, self.max_new_tokens, self.margin)
+            while len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        return self.cache[key]
+
+
+def replays(run: Run, cfg: EvalConfig, temperature: float) -> bool:
+    return cfg.replay and temperature == 0 and not run.is_baseline
+
+
+def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, DraftHead],
+                   references: References | None = None) -> Generate:
+    """A function answering one turn for this run: the engine with the run's policy (replayed at T=0 when
+    `cfg.replay`), or transformers."""
     if run.is_baseline:
         lookup = run.policy == "prompt-lookup"
 
@@ -230,7 +261,10 @@ def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, D
         decoder = Decoder(target, {d: heads[d] for d in spec.drafters}, run.policy, tree)
 
     def engine(messages: list[dict], temperature: float, seed: int, assigned: str | None) -> GenerationResult:
-        return decoder.generate(messages, SamplingParams(cfg.max_new_tokens, temperature, seed=seed), assigned)
+        params = SamplingParams(cfg.max_new_tokens, temperature, seed=seed)
+        if replays(run, cfg, temperature):
+            return replay(decoder, references(messages), params, assigned)
+        return decoder.generate(messages, params, assigned)
     return engine
 
 
@@ -275,7 +309,9 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
     if not work:
         return store
     heads = load_heads(cfg, target, {d for r in runs if r.spec for d in r.spec.drafters})
-    generators = {run.id: make_generator(run, cfg, target, heads) for run in runs}
+    depth = max([(r.spec.tree or cfg.tree).depth for r in runs if r.spec] + [0])
+    references = References(target, cfg.max_new_tokens, depth + 2) if cfg.replay else None
+    generators = {run.id: make_generator(run, cfg, target, heads, references) for run in runs}
     warm_up = [{"role": "user", "content": "Hello!"}]
     for run_id, generate in generators.items():   # first calls pay one-time costs: keep them out of tokens/s
         progress(0, len(work), f"warming up {run_id}")
@@ -287,6 +323,6 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
             results = conversation(generators[run.id], item, temperature, cfg.seed + index,
                                    keep_drafter=run.spec is not None and run.policy != AVERAGE
                                    and policy_spec(run.policy).assignable)
-        store.append(prompt_record(run, item, temperature, results))
+        store.append(prompt_record(run, item, temperature, results, replays(run, cfg, temperature)))
     progress(len(work), len(work), "done")
     return store
