@@ -223,3 +223,37 @@ def test_replayed_t0_records_equal_live_ones(tmp_path, bench_dir, target):
         assert rec["mode"] == ("replay" if key[1] == 0.0 else "live") and (rec["seconds"] == 0) == (key[1] == 0.0)
     with pytest.raises(ValueError, match="different settings"):   # replayed and live records never mix
         run_experiment(cfg, tmp_path / "live", target)
+
+
+def test_intervals_cover_tau_and_paired_differences_resample_prompts_jointly():
+    from taps_engine.evaluation.intervals import paired_difference, tau_interval
+
+    recs = [{"benchmark": "gsm8k", "item": str(i), "committed": 20 + i % 5, "n_steps": 10} for i in range(40)]
+    lo, hi = tau_interval(recs)
+    tau = sum(r["committed"] for r in recs) / sum(r["n_steps"] for r in recs)
+    assert lo < tau < hi and hi - lo < 0.3
+    shifted = [{**r, "committed": r["committed"] + 1} for r in recs]   # every prompt +0.1 τ: paired CI is tight
+    result = paired_difference(recs, shifted)
+    assert result["difference"] == pytest.approx(0.1) and result["excludes_zero"]
+    assert result["ci"][1] - result["ci"][0] < 0.02
+    noisy = [{**r, "committed": r["committed"] + (1 if i % 2 else -1)} for i, r in enumerate(recs)]
+    assert not paired_difference(recs, noisy)["excludes_zero"]
+    assert tau_interval(recs[:1]) is None and paired_difference(recs, recs[:1]) is None
+
+
+def test_report_gives_intervals_and_the_configured_comparisons(tmp_path, bench_dir, target):
+    config = {**CONFIG, "benchmarks": ["gsm8k", "svamp"], "temperatures": [0.0], "baselines": [],
+              "runs": [{"policy": "single", "drafters": ["a"]}, {"policy": "confidence", "drafters": ["a", "b"]}],
+              "comparisons": [["a", "confidence(a+b)"]]}
+    cfg = load_eval_config(write_config(tmp_path, config), "small")
+    out = tmp_path / "out"
+    run_experiment(cfg, out, target)
+    write_report(cfg, out, "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1,
+                                        "gpu": None, "python": "3", "torch": "x", "transformers": "y"})
+    differences = json.loads((out / "comparisons.json").read_text())
+    assert [(d["benchmark"], d["n_prompts"]) for d in differences] == [("gsm8k", 2), ("svamp", 2), ("all", 4)]
+    readme = (out / "README.md").read_text()
+    assert "Paired differences of τ" in readme and "confidence(a+b) − a" in readme
+    bad = load_eval_config(write_config(tmp_path, {**config, "comparisons": [["a", "nope"]]}), "small")
+    with pytest.raises(ValueError, match="unknown run ids \\['nope'\\]"):
+        write_report(bad, out, "taps eval", {})

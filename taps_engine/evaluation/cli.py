@@ -23,7 +23,8 @@ from ..settings import numerics_dtype
 from ..target import load_target
 from .config import EvalConfig, load_eval_config
 from .plots import draw_all
-from .report import accuracy_markdown, aggregate, speed_markdown, tau_markdown, tau_tables
+from .report import (accuracy_markdown, aggregate, comparison_markdown, comparisons, speed_markdown, tau_markdown,
+                     tau_tables)
 from .runner import RecordStore, expand_runs, run_experiment
 
 
@@ -46,8 +47,10 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
     if not rows:
         raise ValueError(f"{out_dir} has no records for this config yet")
     tables = tau_tables(rows, runs, cfg.benchmarks)
+    differences = comparisons(cfg.comparisons, runs, store.current(runs), items)
     write_json(out_dir / "records.json", rows)
     write_json(out_dir / "tables.json", tables)
+    write_json(out_dir / "comparisons.json", differences)
     plots = draw_all(rows, runs, cfg.benchmarks, out_dir / "plots")
     n = {b: len(v) for b, v in items.items()}
     lines = [f"# Experiment `{cfg.name}`", "", f"Command: `{command}`", "",
@@ -58,11 +61,12 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
              + (f", GPU {env['gpu']}" if env["gpu"] else "") + f"; python {env['python']}, torch {env['torch']}, "
              f"transformers {env['transformers']}.", "",
              "τ = tokens committed per target verification step (micro-average over steps).", ""]
-    lines += tau_markdown(tables) + accuracy_markdown(rows, runs, cfg.benchmarks) + speed_markdown(rows, runs)
+    lines += tau_markdown(tables) + comparison_markdown(differences) + accuracy_markdown(rows, runs, cfg.benchmarks) \
+        + speed_markdown(rows, runs)
     lines += ["### Plots", "", *(f"![{p.stem}](plots/{p.name})" for p in plots), ""]
     report = out_dir / "README.md"
     atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines)))
-    return [out_dir / "records.json", out_dir / "tables.json", report, *plots]
+    return [out_dir / "records.json", out_dir / "tables.json", out_dir / "comparisons.json", report, *plots]
 
 
 def eval_command(

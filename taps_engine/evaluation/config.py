@@ -89,6 +89,8 @@ class EvalConfig(Strict):
     baselines: list[Literal["generate", "prompt-lookup"]] = Field(default_factory=lambda: list(BASELINES))
     drafters: dict[str, DrafterSpec] = Field(default_factory=dict)
     runs: list[RunSpec] = Field(min_length=1)
+    # pairs of run ids (A, B): the report gives τ(B) − τ(A) with a paired bootstrap interval
+    comparisons: list[tuple[str, str]] = Field(default_factory=list)
 
     @field_validator("benchmarks")
     @classmethod

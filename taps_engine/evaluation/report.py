@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..eval_sets import BenchmarkItem
+from .intervals import paired_difference, tau_interval
 from .runner import Run, record_key
 
 COLUMN_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
@@ -32,6 +33,7 @@ def _row(run: Run, temperature: float, benchmark: str, recs: list[dict]) -> dict
         "run": run.id, "label": run.label, "method": run.method, "drafter": run.drafter, "policy": run.policy,
         "alpha": run.alpha, "temperature": temperature, "benchmark": benchmark,
         "tau": _rate(committed, steps) if not run.is_baseline else None,
+        "tau_ci": tau_interval(recs) if not run.is_baseline else None,
         "n_prompts": len(recs), "n_steps": steps, "new_tokens": new_tokens, "seconds": round(seconds, 3),
         "tokens_per_s": _rate(new_tokens, seconds),
         "accuracy": _rate(sum(graded), len(graded)) if graded else None,
@@ -80,14 +82,15 @@ def tau_tables(rows: list[dict], runs: list[Run], benchmarks: list[str]) -> dict
         for run in runs:
             if run.is_baseline or run.policy == "plain":
                 continue
-            cells = {r["benchmark"]: r["tau"] for r in rows if r["run"] == run.id and r["temperature"] == temperature}
-            if not cells:
+            mine = {r["benchmark"]: r for r in rows if r["run"] == run.id and r["temperature"] == temperature}
+            if not mine:
                 continue
-            values = {COLUMN_NAMES[b]: cells.get(b) for b in benchmarks}
+            values = {COLUMN_NAMES[b]: mine[b]["tau"] if b in mine else None for b in benchmarks}
             present = [v for v in values.values() if v is not None]
             values["Average"] = round(sum(present) / len(present), 4) if len(present) == len(benchmarks) else None
+            intervals = {COLUMN_NAMES[b]: mine[b]["tau_ci"] for b in benchmarks if b in mine}
             table_rows.append({"run": run.id, "label": run.label, "method": run.method, "policy": run.policy,
-                               **values})
+                               **values, "ci": intervals})
         tables[f"{temperature:g}"] = {"temperature": temperature, "columns": columns, "rows": table_rows}
     return tables
 
@@ -101,15 +104,54 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
             *("| " + " | ".join(cells) + " |" for cells in body), ""]
 
 
+def _with_interval(value: float | None, ci: list[float] | None, bold: bool) -> str:
+    text = f"**{_fmt(value)}**" if bold else _fmt(value)
+    return f"{text} ({ci[0]:.2f}–{ci[1]:.2f})" if ci else text
+
+
 def tau_markdown(tables: dict[str, dict]) -> list[str]:
     lines = []
     for key, table in tables.items():
-        lines += [f"### Mean acceptance length τ, T={key}", ""]
+        lines += [f"### Mean acceptance length τ, T={key}", "", "In parentheses: 95% bootstrap interval over prompts.",
+                  ""]
         best = {c: max((r[c] for r in table["rows"] if r[c] is not None), default=None) for c in table["columns"]}
-        body = [[r["method"], r["label"], *(f"**{_fmt(r[c])}**" if r[c] is not None and r[c] == best[c]
-                                            else _fmt(r[c]) for c in table["columns"])] for r in table["rows"]]
+        body = [[r["method"], r["label"], *(_with_interval(r[c], r["ci"].get(c), r[c] is not None and r[c] == best[c])
+                                            for c in table["columns"])] for r in table["rows"]]
         lines += _markdown_table(["method", "drafter / policy", *table["columns"]], body)
     return lines
+
+
+def comparisons(pairs: list[tuple[str, str]], runs: list[Run], records: dict[tuple, dict],
+                items: dict[str, list[BenchmarkItem]]) -> list[dict]:
+    """Each pair (A, B) of run ids: τ(B) − τ(A) per temperature, per benchmark and over all of them, with paired
+    bootstrap intervals."""
+    ids = {r.id: r for r in runs}
+    unknown = sorted({x for pair in pairs for x in pair if x not in ids})
+    if unknown:
+        raise ValueError(f"comparisons name unknown run ids {unknown}; runs: {', '.join(ids)}")
+    out = []
+    for a, b in pairs:
+        for temperature in sorted(set(ids[a].temperatures) & set(ids[b].temperatures)):
+            picked = {run: {bench: [records[k] for i in its if (k := record_key(run, temperature, bench, i.id))
+                                    in records] for bench, its in items.items()} for run in (a, b)}
+            for bench in [*items, "all"]:
+                recs = {run: sum(picked[run].values(), []) if bench == "all" else picked[run][bench] for run in (a, b)}
+                result = paired_difference(recs[a], recs[b])
+                if result is not None:
+                    out.append({"a": a, "b": b, "temperature": temperature, "benchmark": bench, **result})
+    return out
+
+
+def comparison_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    body = [[f"{r['b']} − {r['a']}", f"{r['temperature']:g}", COLUMN_NAMES.get(r["benchmark"], r["benchmark"]),
+             f"{r['difference']:+.3f}", f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]", str(r["n_prompts"]),
+             "yes" if r["excludes_zero"] else "no"] for r in rows]
+    return ["### Paired differences of τ", "",
+            "Each difference resamples the same prompts for both runs (2,000 bootstrap replicates, 95%); "
+            "\"shown\" means the interval excludes 0.", "",
+            *_markdown_table(["comparison", "T", "benchmark", "Δτ", "95% CI", "prompts", "shown"], body)]
 
 
 def accuracy_markdown(rows: list[dict], runs: list[Run], benchmarks: list[str]) -> list[str]:

@@ -1,0 +1,56 @@
+"""Bootstrap intervals over prompts: how sure a τ, or a difference of two runs' τ, is.
+
+τ is a ratio of sums over prompts (tokens committed / verification steps), so prompts are the unit resampled:
+each replicate draws as many prompts as the sample holds, with replacement, and recomputes the ratio. A
+difference between two runs resamples the same prompts for both (paired), which removes the prompt-to-prompt
+variation they share. Percentile intervals, 95%, a fixed seed so reports are reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+REPLICATES = 2000
+LEVEL = 0.95
+
+
+def _ratio(committed: np.ndarray, steps: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    return committed[draws].sum(axis=1) / np.maximum(steps[draws].sum(axis=1), 1)
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    tail = (1 - LEVEL) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return round(float(lo), 4), round(float(hi), 4)
+
+
+def _draws(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(REPLICATES, n))
+
+
+def tau_interval(recs: list[dict], seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of τ over the prompts of `recs` (records with `committed` and `n_steps`)."""
+    if len(recs) < 2:
+        return None
+    committed = np.array([r["committed"] for r in recs], dtype=float)
+    steps = np.array([r["n_steps"] for r in recs], dtype=float)
+    return _interval(_ratio(committed, steps, _draws(len(recs), seed)))
+
+
+def paired_difference(a: list[dict], b: list[dict], seed: int = 0) -> dict | None:
+    """τ(b) − τ(a) on the prompts both hold (matched by benchmark and item), with its paired 95% interval."""
+    key = lambda r: (r["benchmark"], r["item"])
+    first = {key(r): r for r in a}
+    shared = [(first[key(r)], r) for r in b if key(r) in first]
+    if len(shared) < 2:
+        return None
+    arrays = {side: (np.array([pair[i]["committed"] for pair in shared], dtype=float),
+                     np.array([pair[i]["n_steps"] for pair in shared], dtype=float))
+              for i, side in enumerate(("a", "b"))}
+    draws = _draws(len(shared), seed)
+    diffs = _ratio(*arrays["b"], draws) - _ratio(*arrays["a"], draws)
+    whole = np.arange(len(shared))[None]
+    diff = float(_ratio(*arrays["b"], whole)[0] - _ratio(*arrays["a"], whole)[0])
+    lo, hi = _interval(diffs)
+    return {"difference": round(diff, 4), "ci": [lo, hi], "n_prompts": len(shared),
+            "excludes_zero": lo > 0 or hi < 0}
