@@ -257,3 +257,16 @@ def test_report_gives_intervals_and_the_configured_comparisons(tmp_path, bench_d
     bad = load_eval_config(write_config(tmp_path, {**config, "comparisons": [["a", "nope"]]}), "small")
     with pytest.raises(ValueError, match="unknown run ids \\['nope'\\]"):
         write_report(bad, out, "taps eval", {})
+
+
+def test_prompts_drawn_with_a_seed_are_reproducible_and_per_benchmark(tmp_path, bench_dir):
+    from taps_engine.evaluation.runner import config_items
+
+    config = {**CONFIG, "benchmarks": ["gsm8k", "mt_bench"], "n_prompts": {"gsm8k": 2, "mt_bench": 3},
+              "prompt_seed": 7}
+    cfg = load_eval_config(write_config(tmp_path, config))
+    first, again = config_items(cfg), config_items(cfg)
+    assert {b: [i.id for i in v] for b, v in first.items()} == {b: [i.id for i in v] for b, v in again.items()}
+    assert len(first["gsm8k"]) == 2 and len(first["mt_bench"]) == 3
+    with pytest.raises(ValueError, match="n_prompts names benchmarks not run"):
+        load_eval_config(write_config(tmp_path, {**config, "n_prompts": {"svamp": 2}}))

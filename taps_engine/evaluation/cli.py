@@ -15,7 +15,6 @@ import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..eval_sets import load_benchmark
 from ..cli_common import console, fail
 from ..costs import cpu_model
 from ..fileio import atomic_write, write_json
@@ -25,7 +24,7 @@ from .config import EvalConfig, load_eval_config
 from .plots import draw_all
 from .report import (accuracy_markdown, aggregate, comparison_markdown, comparisons, speed_markdown, tau_markdown,
                      tau_tables)
-from .runner import RecordStore, expand_runs, run_experiment
+from .runner import RecordStore, config_items, expand_runs, run_experiment
 
 
 def environment(device: str, dtype: str) -> dict:
@@ -41,7 +40,7 @@ def environment(device: str, dtype: str) -> dict:
 
 def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> list[Path]:
     runs = expand_runs(cfg)
-    items = {b: load_benchmark(b, cfg.n_prompts) for b in cfg.benchmarks}
+    items = config_items(cfg)
     store = RecordStore(out_dir / "records.jsonl")
     rows = aggregate(runs, store.current(runs), items)
     if not rows:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from ..configfile import Strict, read_yaml, validate
 from ..eval_sets import BENCHMARKS
@@ -84,7 +84,9 @@ class EvalConfig(Strict):
     tree: TreeSettings = CPU_TREE
     benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 1.0], min_length=1)
-    n_prompts: Optional[int] = Field(None, ge=1)   # per benchmark; None = the full set
+    # per benchmark (one number for all, or per benchmark name); None = the full set
+    n_prompts: Optional[Union[PositiveInt, dict[str, PositiveInt]]] = None
+    prompt_seed: Optional[int] = None   # draw the prompts at random with this seed instead of taking the first ones
     max_new_tokens: int = Field(128, ge=1)
     baselines: list[Literal["generate", "prompt-lookup"]] = Field(default_factory=lambda: list(BASELINES))
     drafters: dict[str, DrafterSpec] = Field(default_factory=dict)
@@ -100,6 +102,10 @@ class EvalConfig(Strict):
             raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
         return v
 
+    def prompts_for(self, benchmark: str) -> int | None:
+        n = self.n_prompts
+        return n.get(benchmark) if isinstance(n, dict) else n
+
     @field_validator("temperatures")
     @classmethod
     def _temperatures(cls, v: list[float]) -> list[float]:
@@ -110,6 +116,8 @@ class EvalConfig(Strict):
     @model_validator(mode="after")
     def _references(self) -> "EvalConfig":
         numerics_dtype(self.dtype, self.numerics)
+        if isinstance(self.n_prompts, dict) and set(self.n_prompts) - set(self.benchmarks):
+            raise ValueError(f"n_prompts names benchmarks not run: {sorted(set(self.n_prompts) - set(self.benchmarks))}")
         for run in self.runs:
             missing = [d for d in run.drafters if d not in self.drafters]
             if missing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import time
 from collections import OrderedDict
@@ -268,6 +269,21 @@ def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, D
     return engine
 
 
+def config_items(cfg: EvalConfig) -> dict[str, list[BenchmarkItem]]:
+    """Each benchmark's prompts: the first `n_prompts`, or with `prompt_seed` as many drawn at random (in file
+    order), so a subset is reproducible from the config alone."""
+    out = {}
+    for benchmark in cfg.benchmarks:
+        n = cfg.prompts_for(benchmark)
+        if cfg.prompt_seed is None or n is None:
+            out[benchmark] = load_benchmark(benchmark, n)
+            continue
+        every = load_benchmark(benchmark)
+        keep = sorted(random.Random(f"{cfg.prompt_seed}/{benchmark}").sample(range(len(every)), min(n, len(every))))
+        out[benchmark] = [every[i] for i in keep]
+    return out
+
+
 def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[BenchmarkItem]],
                  store: RecordStore) -> Iterator[tuple[float, BenchmarkItem, int, Run]]:
     for temperature in cfg.temperatures:
@@ -303,7 +319,7 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
                              "max_new_tokens changed); use another --out")
     text = json.dumps({"fingerprint": fp, "config": cfg.model_dump(mode="json")}, indent=2)
     atomic_write(manifest, lambda tmp: Path(tmp).write_text(text.replace(str(Path.home()), "~")))  # shareable
-    items = {b: load_benchmark(b, cfg.n_prompts) for b in cfg.benchmarks}
+    items = config_items(cfg)
     store = RecordStore(out_dir / "records.jsonl")
     work = list(pending_work(cfg, runs, items, store))
     if not work:
