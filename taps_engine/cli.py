@@ -241,7 +241,7 @@ def bench_tau(
     references = {}
     if replayed:
         with console.status("plain greedy references"):
-            references = {(b, i): reference(decoder.target, [{"role": "user", "content": p}], max_new_tokens,
+            references = {(b, i): reference(decoder.target, decoder.format.user_prompt(p), max_new_tokens,
                                             decoder.tree.depth + 2)
                           for b, items in prompts.items() for i, p in enumerate(items)}
     records = []
@@ -249,7 +249,7 @@ def bench_tau(
         for bench, items in prompts.items():
             with console.status(f"{name or policy} on {bench}"):
                 results = [replay(decoder, references[bench, i], params, drafter=name) if replayed else
-                           decoder.generate([{"role": "user", "content": p}],
+                           decoder.generate(decoder.format.user_prompt(p),
                                             SamplingParams(max_new_tokens, temperature, seed=i), drafter=name)
                            for i, p in enumerate(items)]
             stats = summarize(results)
@@ -297,7 +297,7 @@ def demo(
     for col in ("prompt", "τ", "drafter shares", "tokens/s", "plain tokens/s", "speed-up", "same as plain"):
         table.add_column(col)
     for kind, prompt in DEMO_PROMPTS.items():
-        messages = [{"role": "user", "content": prompt}]
+        messages = loaded.format.user_prompt(prompt)
         result, base = decoder.generate(messages, params), plain.generate(messages, params)
         console.rule(f"{kind}: {prompt}")
         console.print(result.text, markup=False, highlight=False)

@@ -78,6 +78,14 @@ class PromptFormat:
             raise ValueError("prompt is empty")
         return ids
 
+    def user_prompt(self, text: str) -> Prompt:
+        """A user's question as this target is asked it: one chat message, or, for a base model without a chat
+        template, the text followed by the blank line after which it continues (as its drafters are trained:
+        training/data.py `render_plain`)."""
+        if self.tokenizer is not None and self.tokenizer.chat_template is None:
+            return text + "\n\n"
+        return [{"role": "user", "content": text}]
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ""
 

@@ -89,7 +89,7 @@ def _row(name: str, runs: Runs, keep: list[int], base: Runs, plain: Runs) -> dic
 def run_speed_bench(target: Target, engines: dict[str, Decoder], prompts: list[tuple[str, str]],
                     max_new_tokens: int, progress: Callable[[str], None] = lambda _: None) -> dict:
     """Greedy decoding of the same prompts by every method, interleaved per prompt."""
-    ids = [target.format.encode([{"role": "user", "content": p}]) for _, p in prompts]
+    ids = [target.format.encode(target.format.user_prompt(p)) for _, p in prompts]
     plain = PlainDecoder(target)
 
     def engine(decoder: Decoder) -> Callable[[list[int]], tuple[list[int], GenerationResult | None]]:

@@ -281,3 +281,17 @@ def test_real_gsm8k_and_math_train_load():
     assert examples[0][1]["content"].splitlines()[-1].startswith("#### ")
     assert "\\boxed" in examples[1][1]["content"]
     assert not any("<<" in ex[1]["content"] for ex in examples[::2][:500])
+
+
+def test_plain_text_rendering_trains_the_replies_of_a_base_model(tokenizer):
+    from training.data import TRUNCATED, render_plain
+
+    messages = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "It is 4."}]
+    ids, mask = render_plain(tokenizer, messages, 64)
+    trained = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    assert trained.startswith("\n\nIt is 4.") or trained.strip().startswith("It is 4.")
+    assert ids[-1] == tokenizer.eos_token_id and mask[-1] == 1
+    assert "<|im_start|>" not in tokenizer.decode(ids), "no chat template"
+    cut, cut_mask = render_plain(tokenizer, messages[:1] + [{**messages[1], TRUNCATED: True}], 64)
+    assert cut == ids[:-1] and sum(cut_mask) == sum(mask) - 1
+    assert render_plain(tokenizer, messages, 3)[0] == ids[:3]

@@ -135,17 +135,18 @@ def test_shipped_configs_validate():
     from taps_engine.evaluation.config import load_eval_config
 
     root = Path(__file__).parents[1] / "configs"
-    training = sorted(p for d in ("smollm2", "llama3-8b") for p in (root / d).glob("*.yaml"))
+    training = sorted(p for d in ("smollm2", "llama3-8b", "gemma3-270m") for p in (root / d).glob("*.yaml"))
     assert len(training) >= 6
     for path in training:
         load_config(path)
     for path in sorted((root / "eval").glob("*.yaml")):
-        for profile in (None, "small", "paper"):
+        for profile in (None, "small", "study", "paper"):
             load_eval_config(path, profile)
     for path in sorted((root / "serve").glob("*.yaml")):
         load_serve_config(path)
     kinds = {p.parent.name for p in root.rglob("*.yaml")}
-    assert kinds == {"smollm2", "llama3-8b", "eval", "serve"}, f"a config folder without a validation test: {kinds}"
+    assert kinds == {"smollm2", "llama3-8b", "gemma3-270m", "eval", "serve"}, \
+        f"a config folder without a validation test: {kinds}"
 
 
 def test_init_from_starts_at_a_trained_head_and_refuses_foreign_ones(data_dir, tokenizer, tmp_path):

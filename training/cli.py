@@ -63,9 +63,10 @@ def _features(cfg, target) -> Path:
     if d.answers == "target":
         from .distill import distill
 
-        examples, report = distill(target, examples, d.max_length, d.answer_tokens, taps_home() / "distill")
+        examples, report = distill(target, examples, d.max_length, d.answer_tokens, taps_home() / "distill",
+                                   text=d.text)
         console.print(f"self-distilled {report.loaded} examples; left out: {report.skipped or 'none'}")
-    return cache_features(target, examples, cfg.features_dir, d.max_length)
+    return cache_features(target, examples, cfg.features_dir, d.max_length, text=d.text)
 
 
 THREADS = typer.Option(None, "--threads", help="Torch threads, overriding the config (1 per run when runs share cores).")

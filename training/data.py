@@ -344,3 +344,28 @@ def render(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], l
         if ends_turn and j < len(ids) and ids[j] in special and not full[end:offsets[j][0]].strip():
             mask[j] = 1
     return ids[:max_length], mask[:max_length]
+
+
+def render_plain(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], list[int]]:
+    """A conversation as running text for a base model (no chat template): the turns' contents joined by blank
+    lines after the tokenizer's own start tokens, the loss mask on the assistant contents (and the end-of-sequence
+    token after the last one, where the reply ends the text). What the drafter then meets at inference is the
+    target continuing a raw prompt (`taps generate --raw`)."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    ids = tokenizer("", add_special_tokens=True)["input_ids"]
+    mask = [0] * len(ids)
+    for i, message in enumerate(messages):
+        text = ("\n\n" if i else "") + message["content"]
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        mask += [int(message["role"] == "assistant")] * len(piece)
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1].get(TRUNCATED) \
+            and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+        mask.append(1)
+    return ids[:max_length], mask[:max_length]
+
+
+RENDERERS = {"chat": render, "plain": render_plain}
+

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from taps_engine.fileio import atomic_write
 from taps_engine.target import Target
 
-from .data import TRUNCATED, LoadReport, Messages
+from .data import TRUNCATED, LoadReport, Messages, render_plain
 
 
 def prompt_of(messages: Messages) -> Messages:
@@ -31,8 +31,10 @@ def prompt_of(messages: Messages) -> Messages:
     return system + [first_user]
 
 
-def _fingerprint(target: Target, prompts: list[Messages], max_length: int, answer_tokens: int, batch: int) -> str:
-    digest = hashlib.sha256(f"{target.name}|{target.model.dtype}|{max_length}|{answer_tokens}|{batch}|".encode())
+def _fingerprint(target: Target, prompts: list[Messages], max_length: int, answer_tokens: int, batch: int,
+                 text: str) -> str:
+    mode = "" if text == "chat" else f"{text}|"   # chat keeps the fingerprints of caches made before plain text
+    digest = hashlib.sha256(f"{target.name}|{target.model.dtype}|{max_length}|{answer_tokens}|{batch}|{mode}".encode())
     for prompt in prompts:
         digest.update(json.dumps(prompt, sort_keys=True).encode())
     return digest.hexdigest()[:16]
@@ -69,17 +71,25 @@ def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> 
     return answers
 
 
+def _prompt_ids(target: Target, prompt: Messages, text: str) -> list[int]:
+    """The prompt as the target will be asked it: through the chat template, or as running text ending in the
+    blank line that `render_plain` puts before a reply."""
+    if text == "chat":
+        return target.format.encode(prompt)
+    ids, _ = render_plain(target.tokenizer, prompt, 1 << 30)
+    return ids + target.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+
+
 def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
-            batch_size: int = 64, progress: bool = True) -> tuple[list[Messages], LoadReport]:
+            batch_size: int = 64, progress: bool = True, text: str = "chat") -> tuple[list[Messages], LoadReport]:
     """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each).
 
     Prompts that leave fewer than 16 tokens for a reply within `max_length`, and prompts answered with nothing,
     are counted in the report and left out. The answers are cached in `cache_dir` (one file per data set, target,
     dtype and budget), written through a temp file once complete.
     """
-    fmt = target.format
     prompts = [prompt_of(m) for m in examples]
-    tokens = [fmt.encode(p) for p in prompts]
+    tokens = [_prompt_ids(target, p, text) for p in prompts]
     report = LoadReport()
     usable = [i for i, t in enumerate(tokens) if len(t) <= max_length - 16]
     report.skip("prompt leaves under 16 tokens for a reply", len(prompts) - len(usable))
@@ -87,7 +97,7 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size)}.jsonl"
+    final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size, text)}.jsonl"
     partial = final.with_suffix(".partial")
     done = {int(k): v for k, v in json.loads(final.read_text())["batches"].items()} if final.exists() \
         else _read_done(partial)

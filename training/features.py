@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from taps_engine.fileio import atomic_write, write_json
 from taps_engine.target import Target
 
-from .data import Messages, render
+from .data import RENDERERS, Messages
 
 MANIFEST = "manifest.json"
 
@@ -35,8 +35,8 @@ class Example:
     features: torch.Tensor
 
 
-def dataset_fingerprint(target_name: str, examples: list[Messages], max_length: int) -> str:
-    digest = hashlib.sha256(f"{target_name}|{max_length}|".encode())
+def dataset_fingerprint(target_name: str, examples: list[Messages], max_length: int, text: str = "chat") -> str:
+    digest = hashlib.sha256(f"{target_name}|{max_length}|".encode() + (b"" if text == "chat" else f"{text}|".encode()))
     for messages in examples:
         digest.update(json.dumps(messages, sort_keys=True).encode())
     return digest.hexdigest()[:16]
@@ -74,10 +74,12 @@ def _forward(target: Target, sequences: list[list[int]], batch_tokens: int) -> l
 
 def cache_features(target: Target, examples: list[Messages], directory: Path, max_length: int,
                    shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True,
-                   batch_tokens: int = 4096) -> Path:
-    """Write (or complete) the feature shards for `examples` under `directory`; returns the directory."""
+                   batch_tokens: int = 4096, text: str = "chat") -> Path:
+    """Write (or complete) the feature shards for `examples` under `directory`; returns the directory. `text`:
+    how a conversation becomes tokens (`chat`: the chat template; `plain`: running text, for base models)."""
+    render = RENDERERS[text]
     directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = dataset_fingerprint(target.name, examples, max_length)
+    fingerprint = dataset_fingerprint(target.name, examples, max_length, text)
     manifest_path = directory / MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
