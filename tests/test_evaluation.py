@@ -270,3 +270,21 @@ def test_prompts_drawn_with_a_seed_are_reproducible_and_per_benchmark(tmp_path, 
     assert len(first["gsm8k"]) == 2 and len(first["mt_bench"]) == 3
     with pytest.raises(ValueError, match="n_prompts names benchmarks not run"):
         load_eval_config(write_config(tmp_path, {**config, "n_prompts": {"svamp": 2}}))
+
+
+def test_sampled_runs_get_one_record_per_seed_and_greedy_ones_one(tmp_path, bench_dir, target):
+    config = {**CONFIG, "benchmarks": ["gsm8k"], "baselines": [], "seeds": 3,
+              "runs": [{"policy": "single", "drafters": ["a"]}]}
+    cfg = load_eval_config(write_config(tmp_path, config), "small")
+    store = run_experiment(cfg, tmp_path / "out", target)
+    greedy = {k[3] for k in store.records if k[1] == 0.0}
+    assert len(greedy) == 2
+    assert {k[3] for k in store.records if k[1] == 1.0} == {f"{i}{s}" for i in greedy for s in ("", "~1", "~2")}
+    first = sorted(greedy)[0]
+    texts = [tuple(store.records[("a", 1.0, "gsm8k", first + s)]["turns"][0]["token_ids"]) for s in ("", "~1", "~2")]
+    assert len(set(texts)) > 1, "each sample has its own seed"
+    rows = write_report(cfg, tmp_path / "out", "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test",
+                                                             "torch_threads": 1, "gpu": None, "python": "3",
+                                                             "torch": "x", "transformers": "y"})
+    records = json.loads((tmp_path / "out" / "records.json").read_text())
+    assert {(r["temperature"], r["n_prompts"]) for r in records} == {(0.0, 2), (1.0, 6)} and rows

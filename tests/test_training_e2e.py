@@ -140,7 +140,7 @@ def test_shipped_configs_validate():
     for path in training:
         load_config(path)
     for path in sorted((root / "eval").glob("*.yaml")):
-        for profile in (None, "small", "study", "paper"):
+        for profile in (None, "small", "study", "study-sampled", "paper"):
             load_eval_config(path, profile)
     for path in sorted((root / "serve").glob("*.yaml")):
         load_serve_config(path)

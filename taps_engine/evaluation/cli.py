@@ -42,11 +42,11 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
     runs = expand_runs(cfg)
     items = config_items(cfg)
     store = RecordStore(out_dir / "records.jsonl")
-    rows = aggregate(runs, store.current(runs), items)
+    rows = aggregate(runs, store.current(runs), items, cfg.seeds)
     if not rows:
         raise ValueError(f"{out_dir} has no records for this config yet")
     tables = tau_tables(rows, runs, cfg.benchmarks)
-    differences = comparisons(cfg.comparisons, runs, store.current(runs), items)
+    differences = comparisons(cfg.comparisons, runs, store.current(runs), items, cfg.seeds)
     write_json(out_dir / "records.json", rows)
     write_json(out_dir / "tables.json", tables)
     write_json(out_dir / "comparisons.json", differences)

@@ -87,6 +87,7 @@ class EvalConfig(Strict):
     # per benchmark (one number for all, or per benchmark name); None = the full set
     n_prompts: Optional[Union[PositiveInt, dict[str, PositiveInt]]] = None
     prompt_seed: Optional[int] = None   # draw the prompts at random with this seed instead of taking the first ones
+    seeds: int = Field(1, ge=1)         # at T>0: samples per prompt, each with its own sampling seed
     max_new_tokens: int = Field(128, ge=1)
     baselines: list[Literal["generate", "prompt-lookup"]] = Field(default_factory=lambda: list(BASELINES))
     drafters: dict[str, DrafterSpec] = Field(default_factory=dict)

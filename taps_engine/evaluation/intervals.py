@@ -3,7 +3,9 @@
 τ is a ratio of sums over prompts (tokens committed / verification steps), so prompts are the unit resampled:
 each replicate draws as many prompts as the sample holds, with replacement, and recomputes the ratio. A
 difference between two runs resamples the same prompts for both (paired), which removes the prompt-to-prompt
-variation they share. Percentile intervals, 95%, a fixed seed so reports are reproducible.
+variation they share. Percentile intervals, 95%, a fixed seed so reports are reproducible. At T>0 with several
+sampling seeds per prompt, each (prompt, seed) sample is a unit, so the interval treats samples of one prompt as
+independent and is somewhat narrower than a prompt-level one.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from collections import Counter
 
 from ..eval_sets import BenchmarkItem
 from .intervals import paired_difference, tau_interval
-from .runner import Run, record_key
+from .runner import Run, record_key, sample_ids
 
 COLUMN_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
 BASELINE_IDS = {"generate": "hf-generate", "prompt-lookup": "hf-prompt-lookup"}
@@ -49,13 +49,22 @@ def _same_tokens(a: dict, b: dict) -> bool:
     return [t["token_ids"] for t in a["turns"]] == [t["token_ids"] for t in b["turns"]]
 
 
-def aggregate(runs: list[Run], records: dict[tuple, dict], items: dict[str, list[BenchmarkItem]]) -> list[dict]:
-    """One flat record per (run, temperature, benchmark) over the prompts of the current config."""
+def _records(records: dict[tuple, dict], run: str, temperature: float, benchmark: str, items: list[BenchmarkItem],
+             seeds: int) -> list[dict]:
+    """The stored records of a run's cell: each prompt, and at T>0 each of its samples."""
+    keys = (record_key(run, temperature, benchmark, sample) for i in items
+            for sample in sample_ids(i.id, temperature, seeds))
+    return [records[k] for k in keys if k in records]
+
+
+def aggregate(runs: list[Run], records: dict[tuple, dict], items: dict[str, list[BenchmarkItem]],
+              seeds: int = 1) -> list[dict]:
+    """One flat record per (run, temperature, benchmark) over the prompts (and samples) of the current config."""
     rows = []
     for run in runs:
         for temperature in run.temperatures:
             for benchmark, its in items.items():
-                recs = [records[k] for i in its if (k := record_key(run.id, temperature, benchmark, i.id)) in records]
+                recs = _records(records, run.id, temperature, benchmark, its, seeds)
                 if not recs:
                     continue
                 row = _row(run, temperature, benchmark, recs)
@@ -122,7 +131,7 @@ def tau_markdown(tables: dict[str, dict]) -> list[str]:
 
 
 def comparisons(pairs: list[tuple[str, str]], runs: list[Run], records: dict[tuple, dict],
-                items: dict[str, list[BenchmarkItem]]) -> list[dict]:
+                items: dict[str, list[BenchmarkItem]], seeds: int = 1) -> list[dict]:
     """Each pair (A, B) of run ids: τ(B) − τ(A) per temperature, per benchmark and over all of them, with paired
     bootstrap intervals."""
     ids = {r.id: r for r in runs}
@@ -132,8 +141,8 @@ def comparisons(pairs: list[tuple[str, str]], runs: list[Run], records: dict[tup
     out = []
     for a, b in pairs:
         for temperature in sorted(set(ids[a].temperatures) & set(ids[b].temperatures)):
-            picked = {run: {bench: [records[k] for i in its if (k := record_key(run, temperature, bench, i.id))
-                                    in records] for bench, its in items.items()} for run in (a, b)}
+            picked = {run: {bench: _records(records, run, temperature, bench, its, seeds)
+                            for bench, its in items.items()} for run in (a, b)}
             for bench in [*items, "all"]:
                 recs = {run: sum(picked[run].values(), []) if bench == "all" else picked[run][bench] for run in (a, b)}
                 result = paired_difference(recs[a], recs[b])

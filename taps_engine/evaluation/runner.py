@@ -107,6 +107,15 @@ def record_key(run: str, temperature: float, benchmark: str, item: str) -> tuple
     return run, float(temperature), benchmark, item
 
 
+def sample_ids(item: str, temperature: float, seeds: int) -> list[str]:
+    """The records of one prompt: one at T=0 (greedy), `seeds` at T>0 (`item`, `item~1`, ...)."""
+    return [item] + [f"{item}~{k}" for k in range(1, seeds if temperature > 0 else 1)]
+
+
+def sampling_seed(base: int, index: int, sample: int) -> int:
+    return base + index + 100_003 * sample
+
+
 class RecordStore:
     """Append-only JSONL; a torn last line (a crash mid-write) is dropped on open, everything else kept."""
 
@@ -156,7 +165,7 @@ def node_histograms(results: list[GenerationResult]) -> dict:
 
 
 def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult],
-                  replayed: bool = False) -> dict:
+                  replayed: bool = False, sample: str | None = None) -> dict:
     """Everything the report needs from one prompt, as counts (aggregated by summing); a replayed record has no
     time (seconds 0: no speed figure)."""
     steps = [s for r in results for s in r.steps]
@@ -164,7 +173,8 @@ def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: li
     selections, _ = drafter_step_counts(results)
     answer = extract_answer(item.benchmark, results[-1].text) if item.answer is not None else None
     return {
-        "run": run.id, "setup": run.setup, "temperature": float(temperature), "benchmark": item.benchmark, "item": item.id,
+        "run": run.id, "setup": run.setup, "temperature": float(temperature), "benchmark": item.benchmark,
+        "item": sample or item.id,
         "new_tokens": sum(len(r.token_ids) for r in results),
         "seconds": 0.0 if replayed else sum(r.seconds for r in results), "mode": "replay" if replayed else "live",
         "n_steps": len(steps), "committed": sum(s.acceptance_length for s in steps),
@@ -285,14 +295,15 @@ def config_items(cfg: EvalConfig) -> dict[str, list[BenchmarkItem]]:
 
 
 def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[BenchmarkItem]],
-                 store: RecordStore) -> Iterator[tuple[float, BenchmarkItem, int, Run]]:
+                 store: RecordStore) -> Iterator[tuple[float, BenchmarkItem, int, int, Run]]:
     for temperature in cfg.temperatures:
         for benchmark in cfg.benchmarks:
             for index, item in enumerate(items[benchmark]):
-                for run in runs:
-                    if temperature in run.temperatures and \
-                            not store.done(record_key(run.id, temperature, benchmark, item.id), run.setup):
-                        yield temperature, item, index, run
+                for sample, sample_id in enumerate(sample_ids(item.id, temperature, cfg.seeds)):
+                    for run in runs:
+                        if temperature in run.temperatures and \
+                                not store.done(record_key(run.id, temperature, benchmark, sample_id), run.setup):
+                            yield temperature, item, index, sample, run
 
 
 def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
@@ -333,12 +344,13 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
         progress(0, len(work), f"warming up {run_id}")
         with torch.inference_mode():
             generate(warm_up, 0.0, 0, None)
-    for done, (temperature, item, index, run) in enumerate(work):
+    for done, (temperature, item, index, sample, run) in enumerate(work):
         progress(done, len(work), f"T={temperature:g} {item.benchmark} #{index + 1} {run.label}")
         with torch.inference_mode():
-            results = conversation(generators[run.id], item, temperature, cfg.seed + index,
+            results = conversation(generators[run.id], item, temperature, sampling_seed(cfg.seed, index, sample),
                                    keep_drafter=run.spec is not None and run.policy != AVERAGE
                                    and policy_spec(run.policy).assignable)
-        store.append(prompt_record(run, item, temperature, results, replays(run, cfg, temperature)))
+        store.append(prompt_record(run, item, temperature, results, replays(run, cfg, temperature),
+                                   sample_ids(item.id, temperature, cfg.seeds)[sample]))
     progress(len(work), len(work), "done")
     return store
