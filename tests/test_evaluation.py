@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import yaml
 
 from taps_engine.decoding import PlainDecoder
@@ -288,3 +289,17 @@ def test_sampled_runs_get_one_record_per_seed_and_greedy_ones_one(tmp_path, benc
                                                              "torch": "x", "transformers": "y"})
     records = json.loads((tmp_path / "out" / "records.json").read_text())
     assert {(r["temperature"], r["n_prompts"]) for r in records} == {(0.0, 2), (1.0, 6)} and rows
+
+
+def test_replay_references_are_kept_and_reused(tmp_path, bench_dir, target, monkeypatch):
+    from taps_engine.evaluation import runner
+
+    monkeypatch.setenv("TAPS_HOME", str(tmp_path / "home"))
+    refs = runner.References(target, 6, 4)
+    messages = [{"role": "user", "content": "Hello there"}]
+    first = refs(messages)
+    assert len(list((tmp_path / "home" / "references").glob("*.safetensors"))) == 1
+    monkeypatch.setattr(runner, "reference", lambda *a: pytest.fail("recomputed instead of read back"))
+    again = runner.References(target, 6, 4)(messages)
+    assert again.prompt_ids == first.prompt_ids and again.continuation == first.continuation
+    assert torch.equal(again.features, first.features)
