@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from taps_engine import Decoder, PlainDecoder, TreeSettings, load_head
 from training import features as features_module
@@ -140,7 +141,7 @@ def test_shipped_configs_validate():
     for path in training:
         load_config(path)
     for path in sorted((root / "eval").glob("*.yaml")):
-        for profile in (None, "small", "study", "study-sampled", "paper"):
+        for profile in (None, *yaml.safe_load(path.read_text()).get("profiles", {})):
             load_eval_config(path, profile)
     for path in sorted((root / "serve").glob("*.yaml")):
         load_serve_config(path)
