@@ -1,6 +1,6 @@
 """Feature-caching and head-training throughput of one config, fp32 vs bf16 side by side in one process.
 
-Usage: python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48
+Usage: python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --threads 2
 Writes results/training/throughput.md. Uses a scratch TAPS_HOME so real caches are left alone.
 """
 
@@ -16,7 +16,7 @@ import typer
 from taps_engine.fileio import atomic_write
 
 
-def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1,
+def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, threads: int = 0,
          out: Path = Path("results/training/throughput.md")) -> None:
     from taps_engine import load_target
     from training.config import load_config
@@ -25,6 +25,8 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1,
     from training.trainer import train
 
     cfg = load_config(config)
+    if threads:
+        cfg.train.threads = threads
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)  # features and training alike, as `taps train` runs them
     d = cfg.data
@@ -44,8 +46,10 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1,
         feature_rate = read_manifest(run.features_dir)["last_run"]["tokens_per_s"]
         log = train(run, target, progress=False)["epochs"]
         rows.append((dtype, feature_rate, log[-1]["tokens_per_s"]))
+    from taps_engine.costs import machine
+
     lines = [f"Command: `python benchmarks/train_throughput.py --config {config} --examples {examples} "
-             f"--epochs {epochs}`", "",
+             f"--epochs {epochs}" + (f" --threads {threads}" if threads else "") + "`", "", f"Machine: {machine()}.", "",
              f"{len(data)} examples of {cfg.name}'s data (max length {d.max_length}), torch threads "
              f"{cfg.train.threads or 'default'}, ce_fraction {cfg.train.ce_fraction}.", "",
              "| dtype | feature caching tok/s | training tok/s | training x fp32 |", "|---|---|---|---|"]

@@ -197,6 +197,7 @@ def speed_markdown(rows: list[dict], runs: list[Run]) -> list[str]:
         for rid, (label, tps) in totals.items():
             ratios = [_fmt(tps / totals[b][1]) if b in totals else "–" for b in BASELINE_IDS.values()]
             body.append([label, f"{tps:.2f}", *ratios])
-        lines += [f"### Speed, T={temperature:g}", ""] + _markdown_table(
-            ["run", "tokens/s", "x generate", "x prompt-lookup"], body)
+        if body:   # replayed runs have no time
+            lines += [f"### Speed, T={temperature:g}", ""] + _markdown_table(
+                ["run", "tokens/s", "x generate", "x prompt-lookup"], body)
     return lines
