@@ -24,4 +24,12 @@ python benchmarks/training_report.py --records results/training/tau-math-paper.j
   --records results/training/tau-chat-paper.json --records results/training/tau-math-small.json \
   --records results/training/tau-chat-small.json --records results/training/tau-math-hass-small.json \
   --drafter $H/smollm2-eagle2-math --drafter $H/smollm2-eagle2-chat --drafter $H/smollm2-hass-math \
-  --notes results/training/notes.md --merged results/training/records.json --out results/training/README.md
+  --notes results/training/notes.md --merged results/training/records.json --out results/training/first-drafters.md
+
+# Self-distilled drafters (results/training/README.md): the target's own greedy replies as training data, then the
+# drafter choice on the four benchmarks by replay (exact T=0 τ, fp32); the math one is shipped as eagle2-math.
+taps train --config configs/smollm2/eagle2-math-self.yaml &
+taps train --config configs/smollm2/eagle2-chat-self.yaml &
+wait
+taps eval --config configs/eval/drafters.yaml --out results/training/drafters
+taps export --config configs/smollm2/eagle2-math-self.yaml --out taps_engine/drafters/smollm2-135m-instruct/eagle2-math
