@@ -43,6 +43,14 @@ TREE = asdict(CPU_TREE)
 CONCURRENCY = (1, 4, 8)
 
 
+def shareable(path: Path) -> str:
+    """A path as a report shows it: relative inside the checkout, `~` for the home directory, never this machine's."""
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(Path.cwd()):
+        return str(resolved.relative_to(Path.cwd()))
+    return str(path).replace(str(Path.home()), "~")
+
+
 def fail(message: str) -> None:
     print(f"serving_overhead: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -307,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     drafters = drafter_paths(args.drafter, args.target)
     config = serving_config(args, drafters, num_cpus)
     drafter = next(iter(drafters)) if args.policy == "single" else ""
-    prompts = bench_prompts(args.prompts)
+    prompts = [p for _, p in bench_prompts(args.prompts)]   # (benchmark, prompt) pairs -> prompts
 
     print("loading the in-process engine", file=sys.stderr)
     try:
@@ -343,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command, "machine": machine(), "versions": versions(),
         "settings": {"target": args.target, "dtype": args.dtype, "transport": args.transport, "policy": args.policy,
                      "drafter_used": drafter,
-                     "drafters": {k: str(p).replace(str(Path.home()), "~") if p is not None else None
+                     "drafters": {k: shareable(p) if p is not None else None
                                   for k, p in drafters.items()},
                      "tree": TREE, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
                      "temperature": 0.0, "ray_num_cpus": num_cpus,
