@@ -51,6 +51,7 @@ class RouterCore:
         self.metrics = metrics
         self.tree = config.tree
         limits = config.router
+        self._probed = {VERIFIER: verifier, **{drafter_key(name): h for name, h in self.drafters.items()}}
         self.breaker = Breaker(self._probe, limits.breaker_cooldown_s, limits.breaker_probe_interval_s)
         self.key_digests = load_digests(limits.api_keys) if limits.api_keys is not None else None
 
@@ -61,11 +62,7 @@ class RouterCore:
     def _probe(self, key: str) -> None:
         """Raises unless the deployment named by a breaker key answers its `Info` call (one attempt, no retry:
         the breaker probes again anyway)."""
-        if key == VERIFIER:
-            handle = self.verifier
-        else:
-            handle = self.drafters[next(n for n in self.drafters if drafter_key(n) == key)]
-        handle.options(method_name="Info").remote(pb.InfoRequest().SerializeToString()).result(
+        self._probed[key].options(method_name="Info").remote(pb.InfoRequest().SerializeToString()).result(
             timeout_s=HEALTH_TIMEOUT_S)
 
     def list_drafters(self) -> pb.ListDraftersResponse:

@@ -133,18 +133,21 @@ class RemoteProposer:
         self.tokens = [int(t) for t in tokens]
         self.failed = False
 
+    def _drop(self, failure: DrafterUnavailable) -> DrafterUnavailable:
+        """This request drops the drafter, and every request skips it until it answers a probe again."""
+        self.failed = True
+        self.breaker.failed(drafter_key(self.name), str(failure))
+        return failure
+
     def _exchange(self, method: str, build, response_type: type[M]) -> M:
-        """A call, unless the drafter is known to be down (then it fails at once); any failure marks it down for
-        every request until it answers a probe again."""
+        """A call, unless the drafter is known to be down (then it fails at once)."""
         if not self.breaker.up(drafter_key(self.name)):
             self.failed = True
             raise DrafterUnavailable(self.name, "marked unavailable after a failure; waiting for it to answer")
         try:
             return self._resending(method, build, response_type)
         except DrafterUnavailable as e:
-            self.failed = True
-            self.breaker.failed(drafter_key(self.name), str(e))
-            raise
+            raise self._drop(e)
 
     def _resending(self, method: str, build, response_type: type[M]) -> M:
         """Send the unacknowledged pairs with the request `build(update)`; resend from where a replica asks."""
@@ -170,9 +173,7 @@ class RemoteProposer:
         try:
             return tree_from_proto(response.tree)
         except ValueError as e:
-            self.failed = True
-            self.breaker.failed(drafter_key(self.name), f"malformed draft tree: {e}")
-            raise DrafterUnavailable(self.name, f"malformed draft tree: {e}") from e
+            raise self._drop(DrafterUnavailable(self.name, f"malformed draft tree: {e}")) from e
 
     def prompt_agreement(self) -> float:
         return self._exchange("PromptAgreement", lambda u: pb.PromptAgreementRequest(update=u),

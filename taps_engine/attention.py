@@ -20,6 +20,11 @@ def text_config(config: PretrainedConfig) -> PretrainedConfig:
     return config.get_text_config()
 
 
+def architecture(config: PretrainedConfig, default: str) -> str:
+    """The architecture name an error should give: the config's first `architectures` entry, else `default`."""
+    return (getattr(config, "architectures", None) or [default])[0]
+
+
 def attn_implementation(config: PretrainedConfig) -> str:
     """sdpa, unless the model needs what sdpa cannot express: attention-logit softcapping (Gemma 2) runs eager."""
     return "eager" if getattr(text_config(config), "attn_logit_softcapping", None) else "sdpa"
@@ -28,7 +33,7 @@ def attn_implementation(config: PretrainedConfig) -> str:
 def check_supported(config: PretrainedConfig) -> None:
     """ValueError naming the architecture when its attention cannot be expressed by TAPS's tree masks."""
     text = text_config(config)
-    name = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    name = architecture(config, type(config).__name__)
     if getattr(text, "attention_chunk_size", None):
         raise ValueError(f"{name}: chunked attention (attention_chunk_size) is not supported by tree verification")
     unknown = set(layer_types(config)) - {FULL, SLIDING}

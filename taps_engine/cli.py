@@ -225,7 +225,7 @@ def bench_tau(
 ) -> None:
     """Mean acceptance length of each drafter (policy `single`) or of a policy, per benchmark."""
     from .eval_sets import benchmark_prompts
-    from .replay import reference, replay
+    from .replay import References, replay
 
     try:
         params = SamplingParams(max_new_tokens, temperature)
@@ -238,20 +238,15 @@ def bench_tau(
     except ValueError as e:
         fail(str(e))
     runs = list(decoder.drafters) if policy_spec(policy).name == "single" else [None]
-    references = {}
-    if replayed:
-        with console.status("plain greedy references"):
-            references = {(b, i): reference(decoder.target, decoder.format.user_prompt(p), max_new_tokens,
-                                            decoder.tree.depth + 2)
-                          for b, items in prompts.items() for i, p in enumerate(items)}
+    references = References(decoder.target, max_new_tokens, decoder.tree.depth + 2) if replayed else None
     records = []
     for name in runs:
         for bench, items in prompts.items():
             with console.status(f"{name or policy} on {bench}"):
-                results = [replay(decoder, references[bench, i], params, drafter=name) if replayed else
-                           decoder.generate(decoder.format.user_prompt(p),
-                                            SamplingParams(max_new_tokens, temperature, seed=i), drafter=name)
-                           for i, p in enumerate(items)]
+                asked = [decoder.format.user_prompt(p) for p in items]
+                results = [replay(decoder, references(prompt), params, drafter=name) if replayed else
+                           decoder.generate(prompt, SamplingParams(max_new_tokens, temperature, seed=i), drafter=name)
+                           for i, prompt in enumerate(asked)]
             stats = summarize(results)
             records.append({"method": methods.get(name, "random"), "drafter": name or "+".join(decoder.drafters),
                             "policy": policy, "benchmark": bench, "mode": "replay" if replayed else "live",

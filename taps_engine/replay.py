@@ -15,14 +15,20 @@ round differently from those of live decoding's tree forwards, so replay is then
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from .acceptance import SamplingParams, follow_tokens
 from .decoding import Decoder, GenerationResult, PlainDecoder
+from .fileio import atomic_write
 from .prompt import Prompt
+from .settings import taps_home
 from .target import Target
 from .tree import DraftTree
 
@@ -87,3 +93,39 @@ def replay(decoder: Decoder, ref: Reference, params: SamplingParams, drafter: st
     replaying = Decoder(decoder.format, decoder.drafters, decoder.policy, decoder.tree,
                         verifier=ReplayVerifier(ref, decoder.format.vocab_size))
     return replaying.generate(ref.prompt_ids, params, drafter)
+
+
+class References:
+    """`reference` for prompts, computed once and kept under `$TAPS_HOME/references/`, so that every drafter and
+    policy replayed on a prompt, now or in a later run, shares one plain decoding; a few recent ones stay in
+    memory (the runs of a prompt follow each other)."""
+
+    def __init__(self, target: Target, max_new_tokens: int, margin: int, size: int = 8) -> None:
+        self.target, self.max_new_tokens, self.margin, self.size = target, max_new_tokens, margin, size
+        self.cache: OrderedDict[str, Reference] = OrderedDict()
+        self.directory = taps_home() / "references"
+        model = target.model   # what every reference depends on besides its prompt
+        self.identity = [target.name, str(model.dtype), model.config.get_text_config().to_json_string(),
+                         max_new_tokens, margin]
+
+    def _key(self, prompt: Prompt) -> str:
+        return hashlib.sha256(json.dumps([*self.identity, prompt], sort_keys=True).encode()).hexdigest()[:24]
+
+    def __call__(self, prompt: Prompt) -> Reference:
+        key = self._key(prompt)
+        if key not in self.cache:
+            path = self.directory / f"{key}.safetensors"
+            if path.exists():
+                stored = load_file(str(path))
+                ref = Reference(stored["prompt_ids"].tolist(), stored["continuation"].tolist(),
+                                stored["features"].to(self.target.device, self.target.dtype))
+            else:
+                ref = reference(self.target, prompt, self.max_new_tokens, self.margin)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                tensors = {"prompt_ids": torch.tensor(ref.prompt_ids), "continuation": torch.tensor(ref.continuation),
+                           "features": ref.features.detach().cpu().contiguous()}
+                atomic_write(path, lambda tmp: save_file(tensors, tmp))
+            self.cache[key] = ref
+            while len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        return self.cache[key]

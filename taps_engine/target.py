@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
 
-from .attention import attn_implementation, check_supported, output_logits
+from .attention import architecture, attn_implementation, check_supported, output_logits
 
 from .prompt import PromptFormat
 from .settings import default_device, resolve_dtype, taps_home
@@ -151,7 +151,7 @@ def load_target(spec: str = DEFAULT_TARGET, dtype: str | torch.dtype | None = "a
     location = resolve_target_path(spec)
     config = AutoConfig.from_pretrained(location)
     check_supported(config)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype,
+    model = AutoModelForCausalLM.from_pretrained(location, config=config, dtype=torch_dtype,
                                                  attn_implementation=attn_implementation(config))
     tokenizer = AutoTokenizer.from_pretrained(location)
     model.to(dev).eval().requires_grad_(False)
@@ -169,7 +169,7 @@ def check_logits_path(model: PreTrainedModel) -> None:
     features = model.get_decoder()(input_ids=ids).last_hidden_state
     ours = output_logits(model.config, model.get_output_embeddings()(features).float())
     if not torch.allclose(own, ours, rtol=1e-3, atol=1e-3 * float(own.abs().max())):
-        name = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+        name = architecture(model.config, type(model).__name__)
         raise ValueError(f"{name}: its logits are not the LM head over the final features (plus softcapping or "
                          f"scaling); TAPS cannot verify drafts for it losslessly")
 

@@ -12,14 +12,12 @@ import os
 import random
 import re
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..acceptance import SamplingParams
 from ..answers import extract_answer, is_correct
@@ -29,9 +27,9 @@ from ..fileio import atomic_write
 from ..head import DraftHead, average_heads, load_head
 from ..metrics import depth_counts, drafter_step_counts, node_values
 from ..policies import Decision, policy_spec
-from ..replay import Reference, reference, replay
+from ..replay import References, replay
 from ..speed import hf_generate
-from ..settings import numerics_dtype, taps_home
+from ..settings import numerics_dtype
 from ..target import Target
 from .config import AVERAGE, EvalConfig, RunSpec
 
@@ -224,42 +222,6 @@ def load_heads(cfg: EvalConfig, target: Target, names: set[str]) -> dict[str, Dr
         else:
             heads[name] = load_head(spec.path, target.model)
     return heads
-
-
-class References:
-    """Plain greedy answers and their features (replay), computed once per conversation turn and shared by every
-    run, and kept under `$TAPS_HOME/references/` so that drafters added to an experiment later reuse them; runs
-    of an item follow each other, so a few recent ones stay in memory."""
-
-    def __init__(self, target: Target, max_new_tokens: int, margin: int, size: int = 8) -> None:
-        self.target, self.max_new_tokens, self.margin, self.size = target, max_new_tokens, margin, size
-        self.cache: OrderedDict[str, Reference] = OrderedDict()
-        self.directory = taps_home() / "references"
-
-    def _key(self, messages: list[dict]) -> str:
-        model = self.target.model
-        identity = [self.target.name, str(model.dtype), model.config.get_text_config().to_json_string(),
-                    self.max_new_tokens, self.margin, messages]
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-
-    def __call__(self, messages: list[dict]) -> Reference:
-        key = self._key(messages)
-        if key not in self.cache:
-            path = self.directory / f"{key}.safetensors"
-            if path.exists():
-                stored = load_file(str(path))
-                ref = Reference(stored["prompt_ids"].tolist(), stored["continuation"].tolist(),
-                                stored["features"].to(self.target.device, self.target.dtype))
-            else:
-                ref = reference(self.target, messages, self.max_new_tokens, self.margin)
-                self.directory.mkdir(parents=True, exist_ok=True)
-                tensors = {"prompt_ids": torch.tensor(ref.prompt_ids), "continuation": torch.tensor(ref.continuation),
-                           "features": ref.features.detach().cpu().contiguous()}
-                atomic_write(path, lambda tmp: save_file(tensors, tmp))
-            self.cache[key] = ref
-            while len(self.cache) > self.size:
-                self.cache.popitem(last=False)
-        return self.cache[key]
 
 
 def replays(run: Run, cfg: EvalConfig, temperature: float) -> bool:
