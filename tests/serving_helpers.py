@@ -1,7 +1,9 @@
-"""Shared pieces of the serving tests: a tiny target on disk with two heads, in-process handles, bad requests."""
+"""Shared pieces of the serving tests: a tiny target on disk with two heads, in-process handles, bad requests,
+polling."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -100,3 +102,13 @@ def bad_requests(cap: int, max_prompt: int) -> list[tuple[str, dict, grpc.Status
         ("prompt too long", {"prompt_token_ids": [5] * (max_prompt + 1)}, invalid),
         ("max_new_tokens above the cap", {"prompt": PROMPT, "max_new_tokens": cap + 1}, exhausted),
     ]
+
+
+def wait_until(condition, timeout_s: float = 20.0, interval_s: float = 0.2) -> bool:
+    """Poll `condition` until it holds or `timeout_s` passes; whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return bool(condition())

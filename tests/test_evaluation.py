@@ -292,14 +292,14 @@ def test_sampled_runs_get_one_record_per_seed_and_greedy_ones_one(tmp_path, benc
 
 
 def test_replay_references_are_kept_and_reused(tmp_path, bench_dir, target, monkeypatch):
-    from taps_engine.evaluation import runner
+    from taps_engine import replay
 
     monkeypatch.setenv("TAPS_HOME", str(tmp_path / "home"))
-    refs = runner.References(target, 6, 4)
+    refs = replay.References(target, 6, 4)
     messages = [{"role": "user", "content": "Hello there"}]
     first = refs(messages)
     assert len(list((tmp_path / "home" / "references").glob("*.safetensors"))) == 1
-    monkeypatch.setattr(runner, "reference", lambda *a: pytest.fail("recomputed instead of read back"))
-    again = runner.References(target, 6, 4)(messages)
+    monkeypatch.setattr(replay, "reference", lambda *a: pytest.fail("recomputed instead of read back"))
+    again = replay.References(target, 6, 4)(messages)
     assert again.prompt_ids == first.prompt_ids and again.continuation == first.continuation
     assert torch.equal(again.features, first.features)

@@ -15,6 +15,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 from typer.testing import CliRunner
 
+from serving_helpers import wait_until
 from services.app import free_port, serve_config_dict
 from services.cli import register
 from services.config import load_serve_config
@@ -84,16 +85,8 @@ def test_taps_serve_with_the_real_target_answers_like_the_engine(smollm2, tmp_pa
                                "--num-cpus", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=env, cwd=tmp_path)
     try:
-        lines = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = server.stdout.readline()
-            assert line or server.poll() is None, "".join(lines)
-            lines.append(line)
-            if line.startswith("TAPS serving on"):
-                break
-        else:
-            pytest.fail("taps serve did not start:\n" + "".join(lines))
+        lines: list[str] = []
+        _serving(server, lines)
         messages = [{"role": "user", "content": "What is the capital of France?"}]
         answer = subprocess.run([sys.executable, "-c", CLI, "client", "generate", "--json",
                                  messages[0]["content"]], capture_output=True, text=True, env=env, timeout=300)
@@ -152,14 +145,5 @@ def test_taps_serve_shows_replica_logs_and_stops_cleanly(models, tmp_path, tmp_p
     output = "".join(lines) + rest
     assert server.returncode == 0, output
     assert "drafter 'a' ready" in output and "verifier ready" in output, output
-    assert wait_for(lambda: not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]), \
-        [p.cmdline() for p in tree if p.is_running()]
-
-
-def wait_for(condition, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return condition()
+    assert wait_until(lambda: not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+                      timeout_s=30, interval_s=0.5), [p.cmdline() for p in tree if p.is_running()]

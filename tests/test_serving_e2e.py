@@ -19,7 +19,7 @@ import torch
 from ray import serve
 
 from conftest import RedisProcess
-from serving_helpers import PROMPT, TREE, bad_requests
+from serving_helpers import PROMPT, TREE, bad_requests, wait_until
 from services.app import app_specs, free_port, run_local, shutdown_local
 from services.auth import digest
 from services.client import TapsClient, TapsError
@@ -97,15 +97,6 @@ def cluster(models, redis_process, tmp_path_factory):
 def verifier_sessions() -> int:
     handle = serve.get_deployment_handle("Verifier", "verifier").options(method_name="Info")
     return pb.VerifierInfo.FromString(handle.remote(pb.InfoRequest().SerializeToString()).result()).sessions
-
-
-def wait_until(condition, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def streamed(client, **fields):
