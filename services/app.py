@@ -73,7 +73,9 @@ def app_specs(config: ServeConfig) -> list[AppSpec]:
              for name, d in config.drafters.items() if d.deployed_here]
     specs.append(AppSpec(VERIFIER_APP, "services.deployments:build_verifier",
                          {"target": config.target, "dtype": config.compute_dtype,
-                          "cache_size": config.verifier.session_cache_size, "log_level": config.log_level.value},
+                          "cache_size": config.verifier.session_cache_size,
+                          "max_batch_size": config.verifier.max_batch_size,
+                          "batch_wait_s": config.verifier.batch_wait_s, "log_level": config.log_level.value},
                          "Verifier", config.verifier.deployment, True, f"/{VERIFIER_APP}" if exposed else None))
     # the router needs every setting but the other applications' deployments; defaults left out keep it short
     router_config = config.model_dump(mode="json", exclude_defaults=True,

@@ -120,7 +120,21 @@ class DrafterConfig(Strict):
 
 class VerifierConfig(Strict):
     session_cache_size: int = Field(32, ge=1)     # target KV caches a replica keeps (LRU): the memory bound
+    # concurrent sessions' steps verified in one target forward (services/batching.py); 1 = one step per forward
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_s: float = Field(0.002, ge=0, le=1)  # how long an idle replica waits for a batch to fill
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @model_validator(mode="after")
+    def _fillable(self) -> "VerifierConfig":
+        ongoing = self.deployment.max_ongoing_requests
+        if ongoing is not None and ongoing < self.max_batch_size:
+            raise ValueError(f"max_batch_size {self.max_batch_size} cannot fill: deployment.max_ongoing_requests "
+                             f"is {ongoing}")
+        if self.max_batch_size > self.session_cache_size:
+            raise ValueError(f"max_batch_size {self.max_batch_size} exceeds session_cache_size "
+                             f"{self.session_cache_size} (each step in a batch holds a session)")
+        return self
 
 
 def _check_redis_url(value: Optional[str], source: str) -> Optional[str]:

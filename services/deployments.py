@@ -61,9 +61,10 @@ class DrafterDeployment:
 
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
-    def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32, log_level: str = "warning") -> None:
+    def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32, max_batch_size: int = 8,
+                 batch_wait_s: float = 0.002, log_level: str = "warning") -> None:
         configure_logging(log_level)
-        self.server = VerifierServer(target, dtype, cache_size)
+        self.server = VerifierServer(target, dtype, cache_size, max_batch_size, batch_wait_s)
 
     Info = _rpc("Info", pb.InfoRequest, pb.VerifierInfo)
     Prefill = _rpc("Prefill", pb.PrefillRequest, pb.PrefillResponse)
@@ -80,5 +81,6 @@ def build_drafter(args: dict, options: dict | None = None) -> serve.Application:
 
 
 def build_verifier(args: dict, options: dict | None = None) -> serve.Application:
-    """`import_path: services.deployments:build_verifier`; args: target, dtype, cache_size, log_level."""
+    """`import_path: services.deployments:build_verifier`; args: target, dtype, cache_size, max_batch_size,
+    batch_wait_s, log_level."""
     return VerifierDeployment.options(**(options or {})).bind(**args)

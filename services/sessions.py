@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 S = TypeVar("S")
 
 
 class SessionCache(Generic[S]):
-    """Session id -> state, at most `capacity` entries; `get`/`put` mark an entry as most recently used."""
+    """Session id -> state, at most `capacity` entries; `get`/`put` mark an entry as most recently used.
 
-    def __init__(self, capacity: int) -> None:
+    `on_drop` is called with each state that leaves (evicted or popped), e.g. to free its slot of a shared cache.
+    """
+
+    def __init__(self, capacity: int, on_drop: Callable[[S], None] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"session cache capacity must be >= 1, got {capacity}")
         self.capacity = capacity
+        self.on_drop = on_drop
         self.evictions = 0
         self._entries: OrderedDict[str, S] = OrderedDict()
         self._lock = threading.Lock()
@@ -44,12 +48,30 @@ class SessionCache(Generic[S]):
 
     def put(self, session_id: str, state: S) -> None:
         with self._lock:
+            replaced = self._entries.get(session_id)
+            if replaced is not None and replaced is not state:
+                self._dropped(replaced)
             self._entries[session_id] = state
             self._entries.move_to_end(session_id)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-                self.evictions += 1
+            self._evict(self.capacity)
+
+    def make_room(self) -> None:
+        """Evict least recently used entries until one more fits (before allocating the new entry's memory)."""
+        with self._lock:
+            self._evict(self.capacity - 1)
+
+    def _evict(self, keep: int) -> None:
+        while len(self._entries) > keep:
+            self._dropped(self._entries.popitem(last=False)[1])
+            self.evictions += 1
 
     def pop(self, session_id: str) -> S | None:
         with self._lock:
-            return self._entries.pop(session_id, None)
+            state = self._entries.pop(session_id, None)
+            if state is not None:
+                self._dropped(state)
+            return state
+
+    def _dropped(self, state: S) -> None:
+        if self.on_drop is not None:
+            self.on_drop(state)

@@ -81,9 +81,9 @@ def model_mask(config: PretrainedConfig, visible: torch.Tensor, q_pos: torch.Ten
                dtype: torch.dtype) -> torch.Tensor | dict[str, torch.Tensor]:
     """The `attention_mask` argument for a decoder forward.
 
-    `visible` (Q, K) says which keys each query may attend to regardless of windows; `q_pos` (Q,) and `k_pos` (K,)
-    are their logical positions. Returns a (1, 1, Q, K) mask, boolean for sdpa and additive for eager, or a dict of
-    them per layer type for models that declare layer types.
+    `visible` (B, Q, K) says which keys each query may attend to regardless of windows; `q_pos` (B, Q) and
+    `k_pos` (B, K) are their logical positions. Returns a (B, 1, Q, K) mask, boolean for sdpa and additive for
+    eager, or a dict of them per layer type for models that declare layer types.
     """
     text = text_config(config)
     window = getattr(text, "sliding_window", None)
@@ -91,8 +91,8 @@ def model_mask(config: PretrainedConfig, visible: torch.Tensor, q_pos: torch.Ten
     for kind in set(layer_types(config)):
         mask = visible
         if kind == SLIDING:
-            mask = mask & (k_pos[None, :] > q_pos[:, None] - window)
-        masks[kind] = for_implementation(mask[None, None], config, dtype)
+            mask = mask & (k_pos[:, None, :] > q_pos[:, :, None] - window)
+        masks[kind] = for_implementation(mask[:, None], config, dtype)
     if getattr(text, "layer_types", None) is not None:
         return masks
     return next(iter(masks.values()))

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 import torch
-from transformers import DynamicCache
 
 from .acceptance import SamplingParams, accept_greedy, accept_sampling
 from .attention import has_sliding_layers, model_mask, output_logits
-from .kvcache import keep_positions
+from .slots import SlotCache
 from .target import Target
 from .tree import DraftTree
 
@@ -28,68 +27,119 @@ class Verifier(Protocol):
 
 
 class TargetVerifier:
-    """Holds the target's KV cache for one sequence: every committed token except the pending root."""
+    """Holds the target's KV cache for one sequence: every committed token except the pending root.
 
-    def __init__(self, target: Target) -> None:
+    The entries live in one slot of a `SlotCache`; verifiers that share one can be verified in one forward
+    (`step_batch`), each with its own tree, mask and acceptance.
+    """
+
+    def __init__(self, target: Target, cache: SlotCache | None = None) -> None:
         self.target = target
         self.model = target.model
         self.sliding = has_sliding_layers(self.model.config)
-        self.cache = DynamicCache()  # every layer keeps every position: windows are in the masks (attention.py)
-        self._prefix = 0  # cache length before the tree last verified
+        self.cache = cache if cache is not None else SlotCache.for_model(self.model.config)
+        self.slot = self.cache.allocate()
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
-                 logits_from: int) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask,
-                                       cache=self.cache, use_cache=True)
-        features = out.last_hidden_state[0]
-        logits = output_logits(self.model.config, self.model.get_output_embeddings()(features[logits_from:]).float())
-        return features, logits
+    @property
+    def length(self) -> int:
+        """Committed entries in the cache."""
+        return self.cache.lengths[self.slot]
 
-    def _mask(self, visible: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
-        device = self.target.device
-        return model_mask(self.model.config, visible.to(device), q_pos.to(device), k_pos.to(device), self.model.dtype)
+    def release(self) -> None:
+        self.cache.release(self.slot)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the prompt's features (T, H) and the next-token logits (V,)."""
-        self.cache = DynamicCache()
-        device = self.target.device
-        input_ids = torch.tensor([list(ids)], device=device)
-        positions = torch.arange(len(ids))
+        self.cache.lengths[self.slot] = 0
+        n = len(ids)
+        positions = torch.arange(n)
         # without sliding layers the model's own causal mask is the same; with them, the windows must be given
-        mask = self._mask(torch.ones(len(ids), len(ids), dtype=torch.bool).tril(), positions, positions) \
+        mask = _mask(self.model, torch.ones(n, n, dtype=torch.bool).tril()[None], positions[None], positions[None]) \
             if self.sliding else None
-        features, logits = self._forward(input_ids, positions[None].to(device), mask, logits_from=len(ids) - 1)
-        return features, logits[0]
+        features = _forward(self.model, self.cache, [self.slot], torch.tensor([list(ids)]), positions[None], mask)[0]
+        self.cache.keep(self.slot, range(n))
+        return features, _logits(self.model, features[n - 1:])[0]
 
-    @torch.no_grad()
     def verify(self, root: int, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (1+N, V) and features (1+N, H) for the root followed by the tree's nodes."""
-        device = self.target.device
-        prefix = self._prefix = self.cache.get_seq_length()
-        ids = torch.cat([torch.tensor([root]), tree.tokens])[None].to(device)
-        depths = torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])
-        positions = prefix + depths
-        visible = torch.cat([torch.ones(len(tree) + 1, prefix, dtype=torch.bool), tree.ancestor_mask()], 1)
-        mask = self._mask(visible, positions, torch.cat([torch.arange(prefix), positions]))
-        features, logits = self._forward(ids, positions[None].to(device), mask, logits_from=0)
-        return logits, features
+        return verify_batch([self], [root], [tree])[0]
 
-    @torch.no_grad()
     def step(self, root: int, tree: DraftTree, params: SamplingParams,
              generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]:
         """Verify, accept losslessly, keep the accepted entries: (path of node indices, bonus token, features of
         the root and the accepted nodes)."""
-        logits, features = self.verify(root, tree)
-        if params.greedy:
-            path, bonus = accept_greedy(logits, tree)
-        else:
-            path, bonus = accept_sampling(logits, tree, params, generator)
-        rows = [0] + [i + 1 for i in path]
-        self.commit(rows)
-        return path, bonus, features[rows]
+        return step_batch([self], [root], [tree], [params], [generator])[0]
 
+    @torch.inference_mode()
     def commit(self, path: Sequence[int]) -> None:
         """Keep the committed prefix plus the verified entries `path` (0 = root, i+1 = node i)."""
-        keep = torch.cat([torch.arange(self._prefix), self._prefix + torch.tensor(list(path), dtype=torch.long)])
-        keep_positions(self.cache, keep)
+        self.cache.keep(self.slot, path)
+
+
+def _mask(model, visible: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
+    device = model.device
+    return model_mask(model.config, visible.to(device), q_pos.to(device), k_pos.to(device), model.dtype)
+
+
+def _forward(model, cache: SlotCache, slots: list[int], ids: torch.Tensor, positions: torch.Tensor,
+             mask) -> torch.Tensor:
+    """Features (B, Q, H) of one decoder forward that extends `slots` by the Q entries of each row."""
+    cache.prepare(slots, ids.shape[1])
+    device = model.device
+    out = model.get_decoder()(input_ids=ids.to(device), position_ids=positions.to(device), attention_mask=mask,
+                              cache=cache, use_cache=True)
+    return out.last_hidden_state
+
+
+def _logits(model, features: torch.Tensor) -> torch.Tensor:
+    return output_logits(model.config, model.get_output_embeddings()(features).float())
+
+
+@torch.inference_mode()   # the cache's tensors are inference tensors: every in-place write runs in the mode
+def verify_batch(verifiers: Sequence[TargetVerifier], roots: Sequence[int],
+                 trees: Sequence[DraftTree]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Logits (1+N, V) and features (1+N, H) of each verifier's root and tree, from one forward.
+
+    The verifiers share one SlotCache. Rows are padded to the largest tree; a padding query sees one key and its
+    output is dropped, so each sequence's result does not depend on the others' contents (only on the padded shape,
+    which changes rounding in bf16 as any shape does).
+    """
+    model, cache = verifiers[0].model, verifiers[0].cache
+    if any(v.cache is not cache for v in verifiers):
+        raise ValueError("verifiers batched together must share one SlotCache")
+    sizes = [len(tree) + 1 for tree in trees]
+    lengths = [v.length for v in verifiers]
+    queries, keys = max(sizes), max(lengths) + max(sizes)
+    ids = torch.zeros(len(trees), queries, dtype=torch.long)
+    q_pos = torch.zeros(len(trees), queries, dtype=torch.long)
+    k_pos = torch.arange(keys).repeat(len(trees), 1)
+    visible = torch.zeros(len(trees), queries, keys, dtype=torch.bool)
+    visible[:, :, 0] = True
+    for b, (root, tree, size, length) in enumerate(zip(roots, trees, sizes, lengths)):
+        positions = length + torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])
+        ids[b, :size] = torch.cat([torch.tensor([root]), tree.tokens])
+        q_pos[b, :size] = k_pos[b, length:length + size] = positions
+        visible[b, :size, :length] = True
+        visible[b, :size, length:length + size] = tree.ancestor_mask()
+    features = _forward(model, cache, [v.slot for v in verifiers], ids, q_pos, _mask(model, visible, q_pos, k_pos))
+    kept = [features[b, :size] for b, size in enumerate(sizes)]
+    logits = _logits(model, torch.cat(kept)).split(sizes)
+    return list(zip(logits, kept))
+
+
+def step_batch(verifiers: Sequence[TargetVerifier], roots: Sequence[int], trees: Sequence[DraftTree],
+               params: Sequence[SamplingParams], generators: Sequence[torch.Generator]
+               ) -> list[tuple[list[int], int, torch.Tensor]]:
+    """`TargetVerifier.step` for verifiers sharing a SlotCache, with one target forward."""
+    results = []
+    for verifier, tree, param, generator, (logits, features) in zip(
+            verifiers, trees, params, generators, verify_batch(verifiers, roots, trees)):
+        if param.greedy:
+            path, bonus = accept_greedy(logits, tree)
+        else:
+            path, bonus = accept_sampling(logits, tree, param, generator)
+        rows = [0] + [i + 1 for i in path]
+        verifier.commit(rows)
+        results.append((path, bonus, features[rows]))
+    return results

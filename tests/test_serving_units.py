@@ -5,6 +5,7 @@ affinity request router, and the Serve config / KubeRay manifest generators."""
 import math
 import pickle
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -357,6 +358,27 @@ def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):
     tokens, _, _ = run(core, prompt=PROMPT, policy="merged", max_new_tokens=12, temperature=0.9, top_p=0.95,
                        top_k=50, seed=7)
     assert tokens == expected.token_ids
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_concurrent_requests_share_verify_forwards_with_unchanged_output(models, temperature):
+    """Four streams at once through a verifier that batches their steps: each gets what it gets alone."""
+    drafters = {name: DrafterServer(name, path, models["target"], "fp32") for name, path in models["heads"].items()}
+    verifier = VerifierServer(models["target"], "fp32", max_batch_size=4, batch_wait_s=0.05)
+    core = RouterCore(make_config(models), load_prompt_format(models["target"]),
+                      {name: InProcessHandle(server) for name, server in drafters.items()},
+                      InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+    requests = [dict(prompt=f"{PROMPT} Case {i}.", policy=policy, max_new_tokens=20, temperature=temperature,
+                     seed=i) for i, policy in enumerate(["single", "confidence", "merged-trie", "single"])]
+    alone = [run(core, **request)[0] for request in requests]
+    assert verifier.batcher.steps == verifier.batcher.batches, "one at a time: batches of one"
+    forwards, steps = verifier.batcher.batches, verifier.batcher.steps
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda request: run(core, **request)[0], requests))
+    assert together == alone
+    forwards, steps = verifier.batcher.batches - forwards, verifier.batcher.steps - steps
+    assert steps > 1.5 * forwards, f"{steps} steps in {forwards} forwards: the streams were not batched"
+    assert len(verifier.sessions) == 0 and verifier.kv.lengths == [0] * verifier.kv.slots
 
 
 def test_sticky_reuses_the_cached_assignment(core):

@@ -62,7 +62,7 @@ def test_commit_compacts_cache_to_accepted_path():
     verifier.prefill(prompt[:-1])
     verifier.verify(prompt[-1], tree)
     verifier.commit([0, 2, 3])  # root, node 1 (12), node 2 (13)
-    assert verifier.cache.get_seq_length() == len(prompt) - 1 + 3
+    assert verifier.length == len(prompt) - 1 + 3
     logits, _ = verifier.verify(14, DraftTree.empty())
     with torch.no_grad():
         expected = target.model(torch.tensor([prompt + [12, 13, 14]])).logits[0, -1]

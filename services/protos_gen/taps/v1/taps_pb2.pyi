@@ -305,7 +305,7 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class VerifierInfo(_message.Message):
-    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions")
+    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions", "verify_forwards", "verified_steps")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +313,8 @@ class VerifierInfo(_message.Message):
     EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FORWARDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_STEPS_FIELD_NUMBER: _ClassVar[int]
     target: str
     vocab_size: int
     hidden_size: int
@@ -320,7 +322,9 @@ class VerifierInfo(_message.Message):
     eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
     sessions: int
-    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ...) -> None: ...
+    verify_forwards: int
+    verified_steps: int
+    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ..., verify_forwards: _Optional[int] = ..., verified_steps: _Optional[int] = ...) -> None: ...
 
 class Acceptance(_message.Message):
     __slots__ = ("sampling", "rng_state")
