@@ -7,8 +7,9 @@ greedy, fixed max_new_tokens):
 1. the in-process engine `Decoder` (same target, same heads, same tree) and the service's unary Generate with one
    client, interleaved per prompt so machine noise is shared: tokens/s of each, the per-token time ratio
    service / in-process, and whether the outputs are token-identical (they must be: both decode greedily);
-2. the service with 1, 4 and 8 concurrent clients (threads, each sending every prompt): total tokens/s and mean
-   latency per request.
+2. the service with 1, 2, 4 and 8 concurrent clients (threads, each sending every prompt): total tokens/s, mean
+   latency per request, and the verifier's mean batch (steps per target forward; `--max-batch-size 1` turns
+   batching off for the comparison).
 
 Writes JSON and a Markdown table (command, machine, versions) atomically to --out (and the same path with .md).
 
@@ -40,7 +41,7 @@ from taps_engine.tree import CPU_TREE
 
 DEFAULT_OUT = Path("results/serving/overhead.json")
 TREE = asdict(CPU_TREE)
-CONCURRENCY = (1, 4, 8)
+CONCURRENCY = (1, 2, 4, 8)
 
 
 def shareable(path: Path) -> str:
@@ -72,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                    help="comma-separated numbers of concurrent clients for the throughput part")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="verifier.max_batch_size: steps of concurrent sessions verified in one forward (1 = off)")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="CPUs the local Ray may use (default: this machine's count)")
     p.add_argument("--timeout", type=float, default=600.0, help="deadline of one gRPC call, seconds")
@@ -87,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--concurrency must be comma-separated integers, got {args.concurrency!r}")
     if not args.concurrency or min(args.concurrency) < 1:
         p.error("--concurrency needs positive integers")
+    if args.max_batch_size < 1:
+        p.error("--max-batch-size must be at least 1")
     if args.out.suffix != ".json":
         p.error(f"--out must end in .json (the Markdown is written next to it), got {args.out}")
     return args
@@ -110,13 +115,16 @@ def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], n
     n_replicas = len(drafters) + 2  # drafters, verifier, router: one replica each
     # fractional CPUs: Ray only does bookkeeping with them; half the machine keeps room for the driver's threads
     per_replica = round(min(1.0, num_cpus / 2 / n_replicas), 3)
-    deployment = {"num_replicas": 1, "ray_actor_options": {"num_cpus": per_replica}}
+    # every replica takes all clients' calls at once (Ray Serve's default would queue beyond 5)
+    ongoing = max(max(args.concurrency), args.max_batch_size)
+    deployment = {"num_replicas": 1, "max_ongoing_requests": ongoing, "ray_actor_options": {"num_cpus": per_replica}}
     try:
         return ServeConfig.model_validate({
             "target": args.target, "dtype": args.dtype, "tree": TREE,
             "drafters": {name: {"path": str(path) if path is not None else None, "deployment": deployment}
                          for name, path in drafters.items()},
-            "verifier": {"deployment": deployment},
+            "verifier": {"deployment": deployment, "max_batch_size": args.max_batch_size,
+                         "session_cache_size": max(32, args.max_batch_size)},
             "router": {"grpc_port": free_port(), "max_new_tokens_cap": max(1024, args.max_new_tokens),
                        "transport": args.transport, "deployment": deployment}})
     except ValueError as e:
@@ -216,6 +224,18 @@ def interleaved(engine, client, prompts: list[str], args: argparse.Namespace, dr
             "identical_outputs": sum(r["identical"] for r in rows), "n_prompts": len(rows), "per_prompt": rows}
 
 
+def verifier_counters() -> tuple[int, int]:
+    """(target forwards that verified steps, steps they held) of the verifier replica so far."""
+    from ray import serve
+
+    from services.deployments import VERIFIER_APP
+    from services.protos_gen.taps.v1 import taps_pb2 as pb
+
+    handle = serve.get_deployment_handle("Verifier", VERIFIER_APP).options(method_name="Info")
+    info = pb.VerifierInfo.FromString(handle.remote(pb.InfoRequest().SerializeToString()).result())
+    return info.verify_forwards, info.verified_steps
+
+
 def concurrent(address: str, prompts: list[str], args: argparse.Namespace, drafter: str, n_clients: int) -> dict:
     """n_clients threads, each with its own channel, each sending every prompt (starting at a different one)."""
     from services.client import TapsClient, TapsError
@@ -247,11 +267,13 @@ def concurrent(address: str, prompts: list[str], args: argparse.Namespace, draft
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n_clients)]
     for t in threads:
         t.start()
+    forwards, steps = verifier_counters()
     barrier.wait()
     start = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    forwards, steps = (now - before for now, before in zip(verifier_counters(), (forwards, steps)))
     if errors:
         print(f"  {len(errors)} of {n_clients * len(prompts)} requests failed, first: {errors[0]}", file=sys.stderr)
     return {"clients": n_clients, "requests": len(latencies), "failed": len(errors),
@@ -259,7 +281,8 @@ def concurrent(address: str, prompts: list[str], args: argparse.Namespace, draft
             "total_tokens_per_s": round(tokens[0] / wall, 2) if wall else None,
             "mean_latency_s": round(statistics.fmean(latencies), 3) if latencies else None,
             "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
-            "max_latency_s": round(max(latencies), 3) if latencies else None}
+            "max_latency_s": round(max(latencies), 3) if latencies else None,
+            "verify_forwards": forwards, "mean_verify_batch": round(steps / forwards, 2) if forwards else None}
 
 
 def markdown(report: dict) -> str:
@@ -288,12 +311,16 @@ def markdown(report: dict) -> str:
         f"{o['service']['seconds']} s client wall time. Token-identical outputs: "
         f"**{o['identical_outputs']}/{o['n_prompts']}**.", "",
         "## Concurrent clients (each sends every prompt)", "",
-        "| clients | requests | failed | new tokens | wall s | total tokens/s | mean latency s | p50 s | max s |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        f"Verifier batching: up to {s.get('max_batch_size', 1)} steps per target forward.", "",
+        "| clients | requests | failed | new tokens | wall s | total tokens/s | x one client | mean latency s | "
+        "p50 s | max s | steps per verify forward |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
+    one = next((r["total_tokens_per_s"] for r in report["concurrency"] if r["clients"] == 1), None)
     for r in report["concurrency"]:
+        scale = round(r["total_tokens_per_s"] / one, 2) if one and r["total_tokens_per_s"] else ""
         lines.append(f"| {r['clients']} | {r['requests']} | {r['failed']} | {r['new_tokens']} | {r['wall_s']} | "
-                     f"{r['total_tokens_per_s']} | {r['mean_latency_s']} | {r['p50_latency_s']} | "
-                     f"{r['max_latency_s']} |")
+                     f"{r['total_tokens_per_s']} | {scale} | {r['mean_latency_s']} | {r['p50_latency_s']} | "
+                     f"{r['max_latency_s']} | {r.get('mean_verify_batch')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -353,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                      "drafter_used": drafter,
                      "drafters": {k: shareable(p) if p is not None else None
                                   for k, p in drafters.items()},
-                     "tree": TREE, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+                     "tree": TREE, "max_batch_size": args.max_batch_size, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
                      "temperature": 0.0, "ray_num_cpus": num_cpus,
                      "num_cpus_per_replica": config.verifier.deployment.ray_actor_options.num_cpus,
                      "cuda": torch.cuda.is_available()},

@@ -68,6 +68,7 @@ def app_specs(config: ServeConfig) -> list[AppSpec]:
     specs = [AppSpec(drafter_app_name(name), "services.deployments:build_drafter",
                      {"name": name, "head_path": str(d.path) if d.path is not None else None,
                       "target": config.target, "dtype": config.compute_dtype, "cache_size": d.session_cache_size,
+                      "max_batch_size": d.max_batch_size, "batch_wait_s": d.batch_wait_s,
                       "method": d.method, "log_level": config.log_level.value},
                      "Drafter", d.deployment, True, f"/{drafter_app_name(name)}" if exposed else None)
              for name, d in config.drafters.items() if d.deployed_here]

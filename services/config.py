@@ -84,7 +84,26 @@ class DeploymentConfig(Strict):
         return options
 
 
-class DrafterConfig(Strict):
+class Batched(Strict):
+    """A replica that runs concurrent sessions' steps in one forward (services/batching.py): the verifier's
+    verification, a drafter's drafting. 1 = one session per forward."""
+
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_s: float = Field(0.002, ge=0, le=1)  # how long an idle replica waits for a batch to fill
+
+    @model_validator(mode="after")
+    def _fillable(self) -> "Batched":
+        ongoing = self.deployment.max_ongoing_requests
+        if ongoing is not None and ongoing < self.max_batch_size:
+            raise ValueError(f"max_batch_size {self.max_batch_size} cannot fill: deployment.max_ongoing_requests "
+                             f"is {ongoing}")
+        if self.max_batch_size > self.session_cache_size:
+            raise ValueError(f"max_batch_size {self.max_batch_size} exceeds session_cache_size "
+                             f"{self.session_cache_size} (each step in a batch holds a session)")
+        return self
+
+
+class DrafterConfig(Batched):
     path: Optional[Path] = None                   # trained head directory; None = a random head (with a warning)
     method: Literal["eagle2", "hass"] = "eagle2"
     # served elsewhere: HOST:PORT of a TAPS gRPC endpoint with this drafter's application (not deployed here)
@@ -118,23 +137,9 @@ class DrafterConfig(Strict):
         return self.address is None
 
 
-class VerifierConfig(Strict):
+class VerifierConfig(Batched):
     session_cache_size: int = Field(32, ge=1)     # target KV caches a replica keeps (LRU): the memory bound
-    # concurrent sessions' steps verified in one target forward (services/batching.py); 1 = one step per forward
-    max_batch_size: int = Field(8, ge=1, le=256)
-    batch_wait_s: float = Field(0.002, ge=0, le=1)  # how long an idle replica waits for a batch to fill
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
-
-    @model_validator(mode="after")
-    def _fillable(self) -> "VerifierConfig":
-        ongoing = self.deployment.max_ongoing_requests
-        if ongoing is not None and ongoing < self.max_batch_size:
-            raise ValueError(f"max_batch_size {self.max_batch_size} cannot fill: deployment.max_ongoing_requests "
-                             f"is {ongoing}")
-        if self.max_batch_size > self.session_cache_size:
-            raise ValueError(f"max_batch_size {self.max_batch_size} exceeds session_cache_size "
-                             f"{self.session_cache_size} (each step in a batch holds a session)")
-        return self
 
 
 def _check_redis_url(value: Optional[str], source: str) -> Optional[str]:

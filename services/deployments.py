@@ -49,9 +49,10 @@ def _rpc(name: str, request_type: type, response_type: type) -> Callable[..., ob
 @serve.deployment(name="Drafter")
 class DrafterDeployment:
     def __init__(self, name: str, head_path: str | None, target: str, dtype: str = "auto", cache_size: int = 64,
-                 method: str = "eagle2", log_level: str = "warning") -> None:
+                 max_batch_size: int = 8, batch_wait_s: float = 0.002, method: str = "eagle2",
+                 log_level: str = "warning") -> None:
         configure_logging(log_level)
-        self.server = DrafterServer(name, head_path, target, dtype, cache_size, method)
+        self.server = DrafterServer(name, head_path, target, dtype, cache_size, method, max_batch_size, batch_wait_s)
 
     Info = _rpc("Info", pb.InfoRequest, pb.DrafterInfo)
     Propose = _rpc("Propose", pb.ProposeRequest, pb.ProposeResponse)
@@ -74,8 +75,8 @@ class VerifierDeployment:
 
 
 def build_drafter(args: dict, options: dict | None = None) -> serve.Application:
-    """`import_path: services.deployments:build_drafter`; args: name, head_path, target, dtype, cache_size, method,
-    log_level.
+    """`import_path: services.deployments:build_drafter`; args: name, head_path, target, dtype, cache_size,
+    max_batch_size, batch_wait_s, method, log_level.
     `options` (deployment options) is for direct use; a Serve config sets them in its `deployments` section."""
     return DrafterDeployment.options(**(options or {})).bind(**args)
 

@@ -3,7 +3,9 @@
 A draft head borrows the target's frozen input embedding and LM head, so a replica loads those two matrices of the
 target and nothing else of it (services/embedding_target.py); only the head's own weights differ between drafter
 applications. Each generation request is one session: a `Drafter`
-(taps_engine.drafter) with its own KV cache, kept in a bounded LRU so a replica serves many requests at once.
+(taps_engine.drafter) with its slot of the replica's shared head KV cache, kept in a bounded LRU so a replica
+serves many requests at once; concurrent sessions' drafts run together, one head forward per tree level
+(services/batching.py).
 
 The router sends only the (feature, token) pairs a session has not consumed yet, with their offset in the
 session's history. A replica that cannot apply them (restarted, evicted the session, or never saw it because a
@@ -16,13 +18,17 @@ This class speaks protobuf messages and knows nothing of Ray; services/deploymen
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from taps_engine.drafter import Drafter
+from taps_engine.drafter import Drafter, propose_batch
 from taps_engine.head import DraftHead, load_head
+from taps_engine.slots import SlotCache
+from taps_engine.tree import DraftTree, TreeSettings
 
+from .batching import StepBatcher
 from .embedding_target import load_embedding_target
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
@@ -35,11 +41,19 @@ log = logging.getLogger(__name__)
 class DrafterSession:
     drafter: Drafter
     pairs: int = 0  # history pairs consumed so far
+    dropped: bool = False  # evicted or released: its slot may belong to another session now
+
+
+@dataclass
+class _Draft:
+    session: DrafterSession
+    settings: TreeSettings
 
 
 class DrafterServer:
     def __init__(self, name: str, head_path: str | Path | None, target_spec: str, dtype: str = "auto",
-                 cache_size: int = 64, method: str = "eagle2") -> None:
+                 cache_size: int = 64, method: str = "eagle2", max_batch_size: int = 8,
+                 batch_wait_s: float = 0.002) -> None:
         self.name = name
         self.target = load_embedding_target(target_spec, dtype=dtype)
         if head_path is None:
@@ -52,13 +66,21 @@ class DrafterServer:
         self.info = pb.DrafterInfo(name=name, method=method if head_path is not None else "random",
                                    target=target_spec, hidden_size=self.target.config.hidden_size,
                                    path=str(head_path or ""))
-        self.sessions: SessionCache[DrafterSession] = SessionCache(cache_size)
+        self.kv = SlotCache(num_layers=1, max_slots=cache_size)
+        self.forward_lock = threading.Lock()   # held by every head forward on `kv`, and while sessions come and go
+        self.sessions: SessionCache[DrafterSession] = SessionCache(cache_size, on_drop=self._drop)
+        self.batcher = StepBatcher(self._drafts, max_batch_size, batch_wait_s, self.forward_lock)
         log.info("drafter %r ready: %s head %s, draft vocabulary %s, %s on %s", name, self.info.method,
                  head_path or "(random)", "full" if self.head.draft_vocab is None else len(self.head.draft_vocab),
                  NAMES[self.target.dtype], self.target.device)
 
     def Info(self, request: pb.InfoRequest) -> pb.DrafterInfo:
         return self.info
+
+    @staticmethod
+    def _drop(session: DrafterSession) -> None:
+        session.dropped = True
+        session.drafter.release()
 
     def _apply(self, update: pb.PairUpdate) -> DrafterSession | pb.StateMiss:
         """Append the update's pairs to its session, or say which offset to resend from."""
@@ -71,7 +93,9 @@ class DrafterServer:
         if (tokens or shape is not None) and shape != expected:
             raise ValueError(f"update has {len(tokens)} tokens but features of shape {shape}, expected {expected}")
         if update.offset == 0:  # a (re)start: whatever the replica held for the session is replaced
-            session = DrafterSession(Drafter(self.name, self.head, self.target))
+            self.sessions.pop(update.session_id)
+            self.sessions.make_room()
+            session = DrafterSession(Drafter(self.name, self.head, self.target, self.kv))
             self.sessions.put(update.session_id, session)
         else:
             session = self.sessions.get(update.session_id)
@@ -89,16 +113,29 @@ class DrafterServer:
 
     def Propose(self, request: pb.ProposeRequest) -> pb.ProposeResponse:
         settings = settings_from_proto(request.tree)
-        session = self._apply(request.update)
+        with self.forward_lock:
+            session = self._apply(request.update)
         if isinstance(session, pb.StateMiss):
             return pb.ProposeResponse(miss=session)
-        return pb.ProposeResponse(tree=tree_to_proto(session.drafter.propose(settings)))
+        tree = self.batcher.submit(_Draft(session, settings))
+        if tree is None:
+            return pb.ProposeResponse(miss=pb.StateMiss(resend_from=0, reason="session evicted"))
+        return pb.ProposeResponse(tree=tree_to_proto(tree))
+
+    def _drafts(self, drafts: list[_Draft]) -> list[DraftTree | None]:
+        """The batcher's work (under `forward_lock`): the trees of sessions still held, drafted together; None
+        for a session dropped while its draft waited."""
+        live = [d for d in drafts if not d.session.dropped]
+        trees = iter(propose_batch([d.session.drafter for d in live], [d.settings for d in live]) if live else ())
+        return [None if d.session.dropped else next(trees) for d in drafts]
 
     def PromptAgreement(self, request: pb.PromptAgreementRequest) -> pb.PromptAgreementResponse:
-        session = self._apply(request.update)
-        if isinstance(session, pb.StateMiss):
-            return pb.PromptAgreementResponse(miss=session)
-        return pb.PromptAgreementResponse(agreement=session.drafter.prompt_agreement())
+        with self.forward_lock:
+            session = self._apply(request.update)
+            if isinstance(session, pb.StateMiss):
+                return pb.PromptAgreementResponse(miss=session)
+            return pb.PromptAgreementResponse(agreement=session.drafter.prompt_agreement())
 
     def Release(self, request: pb.ReleaseRequest) -> pb.ReleaseResponse:
-        return pb.ReleaseResponse(released=self.sessions.pop(request.session_id) is not None)
+        with self.forward_lock:
+            return pb.ReleaseResponse(released=self.sessions.pop(request.session_id) is not None)

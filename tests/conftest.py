@@ -66,11 +66,14 @@ def data_dir(tmp_path, monkeypatch):
 
 
 class RedisProcess:
-    """A throw-away `redis-server` on a free loopback port: no persistence, files in a temp dir."""
+    """A throw-away `redis-server` on a free loopback port: no persistence, files in a temp dir; optionally with a
+    password, and with TLS only (a self-signed certificate made here with `openssl`; `.url` is then rediss://
+    with the certificate as `ssl_ca_certs`)."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, password: str | None = None, tls: bool = False) -> None:
         import shutil
         import socket
+        import ssl
         import subprocess
         import time
 
@@ -78,23 +81,35 @@ class RedisProcess:
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
         workdir.mkdir(parents=True, exist_ok=True)
+        options = ["--requirepass", password] if password else []
+        context = None
+        if tls:
+            cert, key = workdir / "cert.pem", workdir / "key.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout",
+                            str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            context = ssl.create_default_context(cafile=str(cert))
         for _ in range(5):  # the free port can be taken between probing and binding: try another
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 self.port = probe.getsockname()[1]
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file",
+                     str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"] if tls \
+                else ["--port", str(self.port)]
             self.proc = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(workdir), "--logfile", str(workdir / f"redis-{self.port}.log"),
-                 *(["--requirepass", password] if password else [])],
+                [binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(workdir), "--logfile", str(workdir / f"redis-{self.port}.log"), *options],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 10
             while self.proc.poll() is None and time.monotonic() < deadline:
                 try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                        conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
                         conn.sendall(b"PING\r\n")
                         if conn.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                             auth = f":{password}@" if password else ""
-                            self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+                            self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={cert}" if tls \
+                                else f"redis://{auth}127.0.0.1:{self.port}/0"
                             return
                 except OSError:
                     time.sleep(0.05)

@@ -221,6 +221,22 @@ def test_unreachable_redis_from_the_start(unreachable_url):
     assert cache.stats.errors == 3 and cache.stats.hits == 0
 
 
+def test_redis_over_tls_with_a_password_works(tmp_path):
+    """rediss:// against a redis-server that speaks only TLS (self-signed certificate passed as ssl_ca_certs)."""
+    from conftest import RedisProcess
+
+    server = RedisProcess(tmp_path / "redis", password="tls-pw", tls=True)
+    try:
+        assert server.url.startswith("rediss://")
+        cache = make_assignment_cache(server.url, 60)
+        cache.put("k", _assignment())
+        assert cache.get("k").drafter == "math" and cache.stats.errors == 0
+        plain = RedisAssignmentCache(server.url.replace("rediss://", "redis://").split("?")[0], ttl_s=60)
+        assert plain.get("k") is None and plain.stats.errors == 1, "no plain-text connection to a TLS-only server"
+    finally:
+        server.stop()
+
+
 def test_redis_with_a_password_works_with_the_right_url_and_is_bypassed_with_a_wrong_one(tmp_path, caplog):
     from conftest import RedisProcess
 

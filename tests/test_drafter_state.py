@@ -28,7 +28,7 @@ def test_heads_process_each_committed_pair_once(policy):
         for cached, new in calls:
             assert cached == done, "a catch-up starts exactly where the previous one ended"
             done += new
-        assert drafter.processed == done == drafter.cache.get_seq_length()
+        assert drafter.processed == done == drafter.cached_pairs
         pending = len(drafter.pending_tokens)
         # one pair per committed token after the first: prompt[1:], the prefill token, then each step's tokens
         assert done + pending == len(prompt) - 1 + 1 + sum(s.acceptance_length for s in result.steps)

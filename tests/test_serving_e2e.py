@@ -94,9 +94,13 @@ def cluster(models, redis_process, tmp_path_factory):
     shutdown_local()
 
 
-def verifier_sessions() -> int:
+def verifier_info() -> pb.VerifierInfo:
     handle = serve.get_deployment_handle("Verifier", "verifier").options(method_name="Info")
-    return pb.VerifierInfo.FromString(handle.remote(pb.InfoRequest().SerializeToString()).result()).sessions
+    return pb.VerifierInfo.FromString(handle.remote(pb.InfoRequest().SerializeToString()).result())
+
+
+def verifier_sessions() -> int:
+    return verifier_info().sessions
 
 
 def streamed(client, **fields):
@@ -180,6 +184,25 @@ def test_a_drafter_with_two_replicas_serves_correctly(cluster, engine):
     for _ in range(4):
         response = cluster.client.generate(PROMPT, policy="single", drafter="b")
         assert list(response.token_ids) == expected and response.decision.drafter == "b"
+
+
+def test_concurrent_streams_are_verified_together_and_answer_as_alone(cluster, engine):
+    """Four clients at once: the verifier replica runs their steps in shared forwards, and each answer is the
+    one the request gets alone (the engine's, for the test prompt)."""
+    requests = [dict(prompt=PROMPT, policy="single", drafter="a"),
+                dict(prompt=PROMPT + " Twice.", policy="confidence"),
+                dict(prompt="Name a color.", policy="merged", temperature=0.8, seed=3),
+                dict(prompt=PROMPT, policy="merged")]
+    alone = [list(cluster.client.generate(**r).token_ids) for r in requests]
+    assert alone[0] == engine.generate("single", max_new_tokens=24, drafter="a").token_ids
+    assert alone[3] == engine.generate("merged", max_new_tokens=24).token_ids
+    before = verifier_info()
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda r: list(cluster.client.generate(**r).token_ids), requests))
+    after = verifier_info()
+    assert together == alone
+    forwards, steps = after.verify_forwards - before.verify_forwards, after.verified_steps - before.verified_steps
+    assert steps > 1.3 * forwards, f"{steps} steps in {forwards} forwards: the streams were not batched"
 
 
 def test_session_affinity_keeps_a_session_on_the_replica_holding_it(cluster):

@@ -361,24 +361,29 @@ def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_concurrent_requests_share_verify_forwards_with_unchanged_output(models, temperature):
-    """Four streams at once through a verifier that batches their steps: each gets what it gets alone."""
-    drafters = {name: DrafterServer(name, path, models["target"], "fp32") for name, path in models["heads"].items()}
+def test_concurrent_requests_share_forwards_with_unchanged_output(models, temperature):
+    """Four streams at once through a verifier and drafters that batch their sessions' steps: each stream gets
+    what it gets alone."""
+    drafters = {name: DrafterServer(name, path, models["target"], "fp32", max_batch_size=4, batch_wait_s=0.05)
+                for name, path in models["heads"].items()}
     verifier = VerifierServer(models["target"], "fp32", max_batch_size=4, batch_wait_s=0.05)
     core = RouterCore(make_config(models), load_prompt_format(models["target"]),
                       {name: InProcessHandle(server) for name, server in drafters.items()},
                       InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
     requests = [dict(prompt=f"{PROMPT} Case {i}.", policy=policy, max_new_tokens=20, temperature=temperature,
                      seed=i) for i, policy in enumerate(["single", "confidence", "merged-trie", "single"])]
+    batchers = [verifier.batcher, drafters["a"].batcher]
     alone = [run(core, **request)[0] for request in requests]
-    assert verifier.batcher.steps == verifier.batcher.batches, "one at a time: batches of one"
-    forwards, steps = verifier.batcher.batches, verifier.batcher.steps
+    assert all(b.steps == b.batches for b in batchers), "one at a time: batches of one"
+    before = [(b.batches, b.steps) for b in batchers]
     with ThreadPoolExecutor(len(requests)) as pool:
         together = list(pool.map(lambda request: run(core, **request)[0], requests))
     assert together == alone
-    forwards, steps = verifier.batcher.batches - forwards, verifier.batcher.steps - steps
-    assert steps > 1.5 * forwards, f"{steps} steps in {forwards} forwards: the streams were not batched"
+    for name, batcher, (forwards, steps) in zip(["verifier", "drafter a"], batchers, before):
+        forwards, steps = batcher.batches - forwards, batcher.steps - steps
+        assert steps > 1.5 * forwards, f"{name}: {steps} steps in {forwards} forwards: the streams were not batched"
     assert len(verifier.sessions) == 0 and verifier.kv.lengths == [0] * verifier.kv.slots
+    assert all(len(d.sessions) == 0 and d.kv.lengths == [0] * d.kv.slots for d in drafters.values())
 
 
 def test_sticky_reuses_the_cached_assignment(core):

@@ -85,7 +85,7 @@ def test_drafted_tree_respects_budget_and_is_connected(settings):
     assert all(len(k) <= settings.top_k for k in kids)
     assert all(len(set(int(tree.tokens[c]) for c in k)) == len(k) for k in kids), "siblings are distinct"
     # drafting leaves the head's cache at the committed pairs only
-    assert drafter.cache.get_seq_length() == drafter.processed == 4
+    assert drafter.cached_pairs == drafter.processed == 4
 
 
 def test_deepest_draft_sits_at_depth_plus_one():

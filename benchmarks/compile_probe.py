@@ -1,0 +1,96 @@
+"""Does `torch.compile` pay for the engine on this machine? Eager vs compiled, side by side on the same prompts.
+
+Usage: python benchmarks/compile_probe.py --prompts 3 --max-new-tokens 64 --out results/engine/compile.md
+
+Three engines run interleaved per prompt: eager, the target's decoder forward compiled (`dynamic=True`: the
+context and tree sizes change every step), and that plus the draft head compiled. Each runs the engine's plain
+loop and `single` with the shipped math drafter (16/3/4). Compilation happens on warm-up prompts that are not
+timed; the report gives tokens/s, the ratio to eager, whether the outputs equal eager's, and the compile time.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import typer
+
+from taps_engine import Decoder, PlainDecoder, load_head, load_target
+from taps_engine.costs import machine
+from taps_engine.drafter_specs import default_drafters
+from taps_engine.fileio import atomic_write
+from taps_engine.speed import bench_prompts
+from taps_engine.target import DEFAULT_TARGET
+from taps_engine.tree import TreeSettings
+
+TREE = TreeSettings(total_tokens=16, depth=3, top_k=4)
+VARIANTS = ("eager", "compiled target", "compiled target + head")
+
+
+def engines(variant: str, dtype: str) -> dict[str, Decoder]:
+    """A fresh target per variant, so compiling one leaves the others' modules eager."""
+    target = load_target(DEFAULT_TARGET, dtype=dtype)
+    head = load_head(default_drafters(DEFAULT_TARGET)["math"], target.model)
+    if variant != "eager":
+        decoder = target.model.get_decoder()
+        decoder.forward = torch.compile(decoder.forward, dynamic=True)
+    if variant == "compiled target + head":
+        head.forward = torch.compile(head.forward, dynamic=True)
+    return {"plain": PlainDecoder(target), "single[math]": Decoder(target, {"math": head}, "single", TREE)}
+
+
+def main(prompts: int = 3, max_new_tokens: int = 64, threads: int = 2, dtype: str = "auto",
+         out: Path = typer.Option(...)) -> None:
+    torch.set_num_threads(threads)
+    items = bench_prompts(prompts)
+    runs = {}
+    for variant in VARIANTS:
+        start = time.perf_counter()
+        try:
+            built = engines(variant, dtype)
+            for engine in built.values():
+                for _, text in items[:2]:      # compile (and warm up) on the first prompts' shapes
+                    engine.generate(text, max_new_tokens=16)
+        except Exception as e:  # a compile failure is a result of the probe, reported as such
+            runs[variant] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            continue
+        runs[variant] = {"engines": built, "warmup_s": time.perf_counter() - start,
+                         "tokens": dict.fromkeys(built, 0), "seconds": dict.fromkeys(built, 0.0),
+                         "outputs": {name: [] for name in built}}
+    live = [v for v in VARIANTS if "engines" in runs[v]]
+    for _, text in items:
+        for name in ("plain", "single[math]"):
+            for variant in live:
+                result = runs[variant]["engines"][name].generate(text, max_new_tokens=max_new_tokens)
+                runs[variant]["tokens"][name] += len(result.token_ids)
+                runs[variant]["seconds"][name] += result.seconds
+                runs[variant]["outputs"][name].append(result.token_ids)
+    m = machine()
+    lines = [f"Command: `python benchmarks/compile_probe.py --prompts {prompts} --max-new-tokens {max_new_tokens} "
+             f"--threads {threads} --dtype {dtype} --out {out}`", "",
+             f"Machine: {m['cpu']} (native bf16: {'yes' if m['native_bf16'] else 'no'}), {threads} torch threads, "
+             f"torch {torch.__version__}, dtype {dtype}.", "",
+             f"{len(items)} prompts (GSM8K, MT-Bench), greedy, {max_new_tokens} new tokens, interleaved per prompt; "
+             f"tree {TREE.total_tokens}/{TREE.depth}/{TREE.top_k}.", "",
+             "| variant | engine | tokens/s | x eager | same output as eager | warm-up incl. compile (s) |",
+             "|---|---|---|---|---|---|"]
+    for variant in VARIANTS:
+        run = runs[variant]
+        if "error" in run:
+            lines.append(f"| {variant} | - | failed: {run['error']} | | | |")
+            continue
+        for name in ("plain", "single[math]"):
+            rate = run["tokens"][name] / run["seconds"][name]
+            eager = runs["eager"]
+            base = eager["tokens"][name] / eager["seconds"][name] if "tokens" in eager else float("nan")
+            same = sum(a == b for a, b in zip(run["outputs"][name], eager.get("outputs", {}).get(name, [])))
+            lines.append(f"| {variant} | {name} | {rate:.2f} | {rate / base:.2f} | {same}/{len(items)} | "
+                         f"{run['warmup_s']:.0f} |")
+    text = "\n".join(lines) + "\n"
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    print(text)
+
+
+if __name__ == "__main__":
+    typer.run(main)
