@@ -74,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                    help="comma-separated numbers of concurrent clients for the throughput part")
     p.add_argument("--max-batch-size", type=int, default=8,
-                   help="verifier.max_batch_size: steps of concurrent sessions verified in one forward (1 = off)")
+                   help="max_batch_size of the verifier and drafters: concurrent sessions per forward (1 = off)")
+    p.add_argument("--replica-threads", type=int, default=None,
+                   help="torch threads of the verifier and drafter replicas (default: the in-process engine's)")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="CPUs the local Ray may use (default: this machine's count)")
     p.add_argument("--timeout", type=float, default=600.0, help="deadline of one gRPC call, seconds")
@@ -90,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--concurrency must be comma-separated integers, got {args.concurrency!r}")
     if not args.concurrency or min(args.concurrency) < 1:
         p.error("--concurrency needs positive integers")
+    if args.replica_threads is not None and args.replica_threads < 1:
+        p.error("--replica-threads must be at least 1")
     if args.max_batch_size < 1:
         p.error("--max-batch-size must be at least 1")
     if args.out.suffix != ".json":
@@ -121,10 +125,11 @@ def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], n
     try:
         return ServeConfig.model_validate({
             "target": args.target, "dtype": args.dtype, "tree": TREE,
-            "drafters": {name: {"path": str(path) if path is not None else None, "deployment": deployment}
+            "drafters": {name: {"path": str(path) if path is not None else None, "deployment": deployment,
+                                "max_batch_size": args.max_batch_size, "torch_threads": args.replica_threads}
                          for name, path in drafters.items()},
             "verifier": {"deployment": deployment, "max_batch_size": args.max_batch_size,
-                         "session_cache_size": max(32, args.max_batch_size)},
+                         "torch_threads": args.replica_threads, "session_cache_size": max(32, args.max_batch_size)},
             "router": {"grpc_port": free_port(), "max_new_tokens_cap": max(1024, args.max_new_tokens),
                        "transport": args.transport, "deployment": deployment}})
     except ValueError as e:
@@ -311,7 +316,8 @@ def markdown(report: dict) -> str:
         f"{o['service']['seconds']} s client wall time. Token-identical outputs: "
         f"**{o['identical_outputs']}/{o['n_prompts']}**.", "",
         "## Concurrent clients (each sends every prompt)", "",
-        f"Verifier batching: up to {s.get('max_batch_size', 1)} steps per target forward.", "",
+        f"Batching: up to {s.get('max_batch_size', 1)} sessions per verifier and drafter forward; "
+        f"{s.get('replica_threads')} torch threads per replica.", "",
         "| clients | requests | failed | new tokens | wall s | total tokens/s | x one client | mean latency s | "
         "p50 s | max s | steps per verify forward |",
         "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -339,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.speed import bench_prompts
 
     num_cpus = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
+    if args.replica_threads is None:
+        args.replica_threads = torch.get_num_threads()
     drafters = drafter_paths(args.drafter, args.target)
     config = serving_config(args, drafters, num_cpus)
     drafter = next(iter(drafters)) if args.policy == "single" else ""
@@ -380,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                      "drafter_used": drafter,
                      "drafters": {k: shareable(p) if p is not None else None
                                   for k, p in drafters.items()},
-                     "tree": TREE, "max_batch_size": args.max_batch_size, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+                     "tree": TREE, "max_batch_size": args.max_batch_size, "replica_threads": args.replica_threads,
+                     "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
                      "temperature": 0.0, "ray_num_cpus": num_cpus,
                      "num_cpus_per_replica": config.verifier.deployment.ray_actor_options.num_cpus,
                      "cuda": torch.cuda.is_available()},

@@ -69,6 +69,7 @@ def app_specs(config: ServeConfig) -> list[AppSpec]:
                      {"name": name, "head_path": str(d.path) if d.path is not None else None,
                       "target": config.target, "dtype": config.compute_dtype, "cache_size": d.session_cache_size,
                       "max_batch_size": d.max_batch_size, "batch_wait_s": d.batch_wait_s,
+                      "torch_threads": d.torch_threads,
                       "method": d.method, "log_level": config.log_level.value},
                      "Drafter", d.deployment, True, f"/{drafter_app_name(name)}" if exposed else None)
              for name, d in config.drafters.items() if d.deployed_here]
@@ -76,7 +77,8 @@ def app_specs(config: ServeConfig) -> list[AppSpec]:
                          {"target": config.target, "dtype": config.compute_dtype,
                           "cache_size": config.verifier.session_cache_size,
                           "max_batch_size": config.verifier.max_batch_size,
-                          "batch_wait_s": config.verifier.batch_wait_s, "log_level": config.log_level.value},
+                          "batch_wait_s": config.verifier.batch_wait_s,
+                          "torch_threads": config.verifier.torch_threads, "log_level": config.log_level.value},
                          "Verifier", config.verifier.deployment, True, f"/{VERIFIER_APP}" if exposed else None))
     # the router needs every setting but the other applications' deployments; defaults left out keep it short
     router_config = config.model_dump(mode="json", exclude_defaults=True,

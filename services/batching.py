@@ -3,8 +3,8 @@
 A verifier replica serves each session's `Verify` call in its own thread (Ray Serve's pool). The calls hand
 their step to a `StepBatcher`, whose one worker thread runs whatever steps are waiting together: while a forward
 runs, the next sessions' steps queue up, so concurrent streams fall into lock step without a fixed schedule. The
-worker waits up to `wait_s` after the first step for more (or until `max_batch` wait), which only matters when the
-replica is idle. Every forward that touches the replica's shared KV cache (prefill, catch-up, batches) holds
+worker waits up to `wait_s` after the first step for more, but never for more steps than the replica has live
+sessions (`peers`), so a lone stream never waits. Every forward that touches the replica's shared KV cache (prefill, catch-up, batches) holds
 `forward_lock`, so slots are allocated, filled and released by one thread at a time.
 """
 
@@ -31,13 +31,14 @@ class StepBatcher(Generic[Job, Result]):
     """`submit` blocks until `run` has processed the job in some batch of at most `max_batch` jobs."""
 
     def __init__(self, run: Callable[[Sequence[Job]], Sequence[Result]], max_batch: int, wait_s: float,
-                 forward_lock: threading.Lock) -> None:
+                 forward_lock: threading.Lock, peers: Callable[[], int]) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.run = run
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.forward_lock = forward_lock
+        self.peers = peers
         self.batches = 0          # forwards run, and the steps they held (the mean batch size is their ratio)
         self.steps = 0
         self._queue: list[_Pending] = []
@@ -59,7 +60,8 @@ class StepBatcher(Generic[Job, Result]):
             while not self._queue:
                 self._ready.wait()
             deadline = time.monotonic() + self.wait_s
-            while len(self._queue) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+            wanted = min(self.max_batch, self.peers())
+            while len(self._queue) < wanted and (left := deadline - time.monotonic()) > 0:
                 self._ready.wait(left)
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
         return batch

@@ -84,15 +84,17 @@ class DeploymentConfig(Strict):
         return options
 
 
-class Batched(Strict):
-    """A replica that runs concurrent sessions' steps in one forward (services/batching.py): the verifier's
-    verification, a drafter's drafting. 1 = one session per forward."""
+class ModelReplica(Strict):
+    """A replica that runs a model: concurrent sessions' steps in one forward (services/batching.py; the
+    verifier's verification, a drafter's drafting; `max_batch_size` 1 = one session per forward), on
+    `torch_threads` intra-op threads (None: Ray's choice, OMP_NUM_THREADS or else floor(num_cpus), at least 1)."""
 
     max_batch_size: int = Field(8, ge=1, le=256)
     batch_wait_s: float = Field(0.002, ge=0, le=1)  # how long an idle replica waits for a batch to fill
+    torch_threads: Optional[int] = Field(None, ge=1, le=1024)
 
     @model_validator(mode="after")
-    def _fillable(self) -> "Batched":
+    def _fillable(self) -> "ModelReplica":
         ongoing = self.deployment.max_ongoing_requests
         if ongoing is not None and ongoing < self.max_batch_size:
             raise ValueError(f"max_batch_size {self.max_batch_size} cannot fill: deployment.max_ongoing_requests "
@@ -103,7 +105,7 @@ class Batched(Strict):
         return self
 
 
-class DrafterConfig(Batched):
+class DrafterConfig(ModelReplica):
     path: Optional[Path] = None                   # trained head directory; None = a random head (with a warning)
     method: Literal["eagle2", "hass"] = "eagle2"
     # served elsewhere: HOST:PORT of a TAPS gRPC endpoint with this drafter's application (not deployed here)
@@ -137,7 +139,7 @@ class DrafterConfig(Batched):
         return self.address is None
 
 
-class VerifierConfig(Batched):
+class VerifierConfig(ModelReplica):
     session_cache_size: int = Field(32, ge=1)     # target KV caches a replica keeps (LRU): the memory bound
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 

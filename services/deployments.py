@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import grpc
+import torch
 from google.protobuf.message import Message
 from ray import serve
 
@@ -26,6 +27,12 @@ ROUTER_APP = "router"
 
 def drafter_app_name(name: str) -> str:
     return f"drafter-{name}"
+
+
+def configure_replica(log_level: str, torch_threads: int | None) -> None:
+    configure_logging(log_level)
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
 
 
 def _rpc(name: str, request_type: type, response_type: type) -> Callable[..., object]:
@@ -50,8 +57,8 @@ def _rpc(name: str, request_type: type, response_type: type) -> Callable[..., ob
 class DrafterDeployment:
     def __init__(self, name: str, head_path: str | None, target: str, dtype: str = "auto", cache_size: int = 64,
                  max_batch_size: int = 8, batch_wait_s: float = 0.002, method: str = "eagle2",
-                 log_level: str = "warning") -> None:
-        configure_logging(log_level)
+                 torch_threads: int | None = None, log_level: str = "warning") -> None:
+        configure_replica(log_level, torch_threads)
         self.server = DrafterServer(name, head_path, target, dtype, cache_size, method, max_batch_size, batch_wait_s)
 
     Info = _rpc("Info", pb.InfoRequest, pb.DrafterInfo)
@@ -63,8 +70,8 @@ class DrafterDeployment:
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
     def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32, max_batch_size: int = 8,
-                 batch_wait_s: float = 0.002, log_level: str = "warning") -> None:
-        configure_logging(log_level)
+                 batch_wait_s: float = 0.002, torch_threads: int | None = None, log_level: str = "warning") -> None:
+        configure_replica(log_level, torch_threads)
         self.server = VerifierServer(target, dtype, cache_size, max_batch_size, batch_wait_s)
 
     Info = _rpc("Info", pb.InfoRequest, pb.VerifierInfo)
@@ -76,12 +83,12 @@ class VerifierDeployment:
 
 def build_drafter(args: dict, options: dict | None = None) -> serve.Application:
     """`import_path: services.deployments:build_drafter`; args: name, head_path, target, dtype, cache_size,
-    max_batch_size, batch_wait_s, method, log_level.
+    max_batch_size, batch_wait_s, method, torch_threads, log_level.
     `options` (deployment options) is for direct use; a Serve config sets them in its `deployments` section."""
     return DrafterDeployment.options(**(options or {})).bind(**args)
 
 
 def build_verifier(args: dict, options: dict | None = None) -> serve.Application:
     """`import_path: services.deployments:build_verifier`; args: target, dtype, cache_size, max_batch_size,
-    batch_wait_s, log_level."""
+    batch_wait_s, torch_threads, log_level."""
     return VerifierDeployment.options(**(options or {})).bind(**args)

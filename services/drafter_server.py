@@ -69,7 +69,8 @@ class DrafterServer:
         self.kv = SlotCache(num_layers=1, max_slots=cache_size)
         self.forward_lock = threading.Lock()   # held by every head forward on `kv`, and while sessions come and go
         self.sessions: SessionCache[DrafterSession] = SessionCache(cache_size, on_drop=self._drop)
-        self.batcher = StepBatcher(self._drafts, max_batch_size, batch_wait_s, self.forward_lock)
+        self.batcher = StepBatcher(self._drafts, max_batch_size, batch_wait_s, self.forward_lock,
+                                   peers=lambda: len(self.sessions))
         log.info("drafter %r ready: %s head %s, draft vocabulary %s, %s on %s", name, self.info.method,
                  head_path or "(random)", "full" if self.head.draft_vocab is None else len(self.head.draft_vocab),
                  NAMES[self.target.dtype], self.target.device)

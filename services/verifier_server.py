@@ -67,7 +67,8 @@ class VerifierServer:
         self.kv = SlotCache.for_model(self.target.config, max_slots=cache_size)
         self.forward_lock = threading.Lock()   # held by every forward on `kv`, and while sessions come and go
         self.sessions: SessionCache[VerifierSession] = SessionCache(cache_size, on_drop=self._drop)
-        self.batcher = StepBatcher(self._steps, max_batch_size, batch_wait_s, self.forward_lock)
+        self.batcher = StepBatcher(self._steps, max_batch_size, batch_wait_s, self.forward_lock,
+                                   peers=lambda: len(self.sessions))
         shape = self.target.format
         self.info = pb.VerifierInfo(target=target_spec, vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,
                                     max_position_embeddings=shape.context_length or 0,

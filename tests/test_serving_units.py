@@ -360,6 +360,31 @@ def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):
     assert tokens == expected.token_ids
 
 
+def test_step_batcher_runs_waiting_jobs_together_and_hands_errors_to_their_callers():
+    import threading
+
+    from services.batching import StepBatcher
+
+    seen = []
+
+    def run(jobs):
+        seen.append(list(jobs))
+        if "bad" in jobs:
+            raise ValueError("bad job")
+        return [j * 2 for j in jobs]
+
+    lone = StepBatcher(run, max_batch=8, wait_s=5.0, forward_lock=threading.Lock(), peers=lambda: 1)
+    start = time.perf_counter()
+    assert lone.submit(3) == 6 and time.perf_counter() - start < 1.0, "a lone caller does not wait for peers"
+    group = StepBatcher(run, max_batch=3, wait_s=5.0, forward_lock=threading.Lock(), peers=lambda: 3)
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(group.submit, [1, 2, 4])) == [2, 4, 8]
+    assert sorted(seen[-1]) == [1, 2, 4] and group.batches == 1 and group.steps == 3
+    with pytest.raises(ValueError, match="bad job"):
+        lone.submit("bad")
+    assert lone.submit(5) == 10, "the worker keeps serving after an error"
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
 def test_concurrent_requests_share_forwards_with_unchanged_output(models, temperature):
     """Four streams at once through a verifier and drafters that batch their sessions' steps: each stream gets
