@@ -33,13 +33,16 @@ class StepRecord:
     node_entropy: list[float] = field(default_factory=list)
     node_accepted: list[bool] = field(default_factory=list)
     node_drafter: list[str] = field(default_factory=list)
+    committed: int | None = None  # tokens the step added to the output: accepted + 1 unless EOS or
+                                  # max_new_tokens cut the step short (None: not cut, e.g. a constructed record)
     draft_s: float = 0.0          # wall time drafting (proposers, policy)
     verify_s: float = 0.0         # wall time of the target's verification and acceptance
     other_s: float = 0.0          # the rest of the step: committing, bookkeeping
 
     @property
     def acceptance_length(self) -> int:
-        return self.accepted + 1
+        """Tokens this step committed: τ counts what was kept, not what a cut step accepted beyond the end."""
+        return self.accepted + 1 if self.committed is None else self.committed
 
     @property
     def seconds(self) -> float:
@@ -186,6 +189,7 @@ class Decoder:
             out.extend(new)
             hit = next((i for i in range(n_before, len(out)) if out[i] in eos), None)
             out = out[:params.max_new_tokens if hit is None else min(hit + 1, params.max_new_tokens)]
+            step.committed = len(out) - n_before
             step.draft_s, step.verify_s, step.other_s = t1 - t0, t2 - t1, time.perf_counter() - t2
             if costs is not None:
                 costs.observe(tree, path, len(new), 1e3 * step.seconds, 1e3 * step.draft_s)

@@ -37,3 +37,17 @@ def test_empty_results():
     assert mean_acceptance_length([]) == 0.0
     assert acceptance_rate_by_depth([]) == {}
     assert drafter_selection_shares([]) == {}
+
+
+def test_a_step_cut_by_max_new_tokens_counts_only_what_it_kept():
+    """τ counts committed tokens: an oracle drafter accepts whole trees, but the last step is cut at the limit."""
+    from taps_engine import Decoder
+    from taps_engine.tree import TreeSettings
+    from tiny import oracle_head, tiny_target
+
+    target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    result = Decoder(target, {"o": oracle_head(target)}, "single", TreeSettings(20, 4, 1)).generate(
+        [0, 5, 9, 12], max_new_tokens=5, stop_on_eos=False)
+    assert len(result.token_ids) == 5
+    assert sum(s.acceptance_length for s in result.steps) == 5 - 1   # the prefill's token has no step
+    assert result.steps[-1].acceptance_length < result.steps[-1].accepted + 1, "the last step was cut"
