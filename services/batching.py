@@ -1,11 +1,13 @@
-"""Verification steps of concurrent sessions, run as one target forward.
+"""Steps of concurrent sessions (verification, drafting), run as one forward.
 
-A verifier replica serves each session's `Verify` call in its own thread (Ray Serve's pool). The calls hand
-their step to a `StepBatcher`, whose one worker thread runs whatever steps are waiting together: while a forward
-runs, the next sessions' steps queue up, so concurrent streams fall into lock step without a fixed schedule. The
-worker waits up to `wait_s` after the first step for more, but never for more steps than the replica has live
-sessions (`peers`), so a lone stream never waits. Every forward that touches the replica's shared KV cache (prefill, catch-up, batches) holds
-`forward_lock`, so slots are allocated, filled and released by one thread at a time.
+A replica serves each session's call in its own thread (Ray Serve's pool). The calls hand their step to a
+`StepBatcher`: the first caller that finds no batch running leads, runs whatever steps are waiting (its own
+among them) as one batch, and hands each caller its result; the others wait. While a forward runs, the next
+sessions' steps queue up, so concurrent streams fall into lock step without a fixed schedule, and a lone stream
+runs its step in its own thread with no hand-off. A leader waits up to `wait_s` for more steps, but never for
+more than the replica has live sessions (`peers`), so a lone stream never waits. Every forward that touches the
+replica's shared KV cache (prefill, catch-up, batches) holds `forward_lock`, so slots are allocated, filled and
+released by one thread at a time.
 """
 
 from __future__ import annotations
@@ -42,42 +44,49 @@ class StepBatcher(Generic[Job, Result]):
         self.batches = 0          # forwards run, and the steps they held (the mean batch size is their ratio)
         self.steps = 0
         self._queue: list[_Pending] = []
-        self._ready = threading.Condition()
-        threading.Thread(target=self._work, name="step-batcher", daemon=True).start()
+        self._leading = False
+        self._changed = threading.Condition()
 
     def submit(self, job: Job) -> Result:
         pending = _Pending(job)
-        with self._ready:
+        with self._changed:
             self._queue.append(pending)
-            self._ready.notify()
-        pending.done.wait()
+            self._changed.notify_all()
+        while not pending.done.is_set():
+            batch = self._lead()
+            if batch:
+                self._run(batch)
         if pending.error is not None:
             raise pending.error
         return pending.result
 
-    def _take(self) -> list[_Pending]:
-        with self._ready:
-            while not self._queue:
-                self._ready.wait()
+    def _lead(self) -> list[_Pending]:
+        """The batch to run when this caller becomes the leader; [] after waiting while another one leads."""
+        with self._changed:
+            if self._leading:
+                self._changed.wait()
+                return []
+            self._leading = True
             deadline = time.monotonic() + self.wait_s
             wanted = min(self.max_batch, self.peers())
             while len(self._queue) < wanted and (left := deadline - time.monotonic()) > 0:
-                self._ready.wait(left)
+                self._changed.wait(left)
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-        return batch
+            return batch
 
-    def _work(self) -> None:
-        while True:
-            batch = self._take()
-            try:
-                with self.forward_lock:
-                    results = self.run([p.job for p in batch])
-                for pending, result in zip(batch, results):
-                    pending.result = result
-            except BaseException as e:   # every caller of the batch gets the error; the worker keeps serving
-                for pending in batch:
-                    pending.error = e
+    def _run(self, batch: list[_Pending]) -> None:
+        try:
+            with self.forward_lock:
+                results = self.run([p.job for p in batch])
+            for pending, result in zip(batch, results):
+                pending.result = result
+        except BaseException as e:   # every caller of the batch gets the error; the next leader carries on
+            for pending in batch:
+                pending.error = e
+        with self._changed:
             self.batches += 1
             self.steps += len(batch)
             for pending in batch:
                 pending.done.set()
+            self._leading = False
+            self._changed.notify_all()
