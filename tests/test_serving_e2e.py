@@ -69,7 +69,8 @@ def cluster(models, redis_process, tmp_path_factory):
         "target": models["target"], "dtype": "fp32", "tree": TREE,
         "drafters": {"a": {"path": models["heads"]["a"], "deployment": replica()},
                      "b": {"path": models["heads"]["b"], "deployment": replica(2)}},
-        "verifier": {"deployment": replica()},
+        # tiny models verify in milliseconds: give concurrent streams time to meet in a batch
+        "verifier": {"deployment": replica(), "batch_wait_s": 0.05},
         "router": {"grpc_port": free_port(), "redis_url": redis_process.url, "default_max_new_tokens": 24,
                    "max_new_tokens_cap": CAP, "max_prompt_tokens": MAX_PROMPT, "drafter_timeout_s": 5,
                    "verifier_timeout_s": 60, "breaker_cooldown_s": 0.5, "api_keys": {"env": KEYS_ENV},
