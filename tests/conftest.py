@@ -80,6 +80,8 @@ class RedisProcess:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        if tls and shutil.which("openssl") is None:
+            pytest.skip("openssl is not installed (apt-get install openssl)")
         workdir.mkdir(parents=True, exist_ok=True)
         options = ["--requirepass", password] if password else []
         context = None
