@@ -77,7 +77,7 @@ class Drafter:
         self.reset()
 
     def reset(self) -> None:
-        self.cache.lengths[self.slot] = 0
+        self.cache.truncate(self.slot, 0)
         self.processed = 0
         self.pending_tokens: list[int] = []
         self.pending_features: list[torch.Tensor] = []
@@ -258,5 +258,5 @@ def propose_batch(drafters: Sequence[Drafter], settings: Sequence[TreeSettings])
             e.absorb(hidden)
         active = [e for e in active if e.wants_pass()]
     for e in expansions:
-        e.drafter.cache.lengths[e.drafter.slot] = e.base
+        e.drafter.cache.truncate(e.drafter.slot, e.base)
     return [e.tree() for e in expansions]

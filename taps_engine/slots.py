@@ -27,12 +27,12 @@ class _Batch:
     slots: list[int]
     starts: list[int]        # where each row's new entries go: its slot's committed length
     keys_length: int         # positions the attention reads: the longest slot plus the queries
+    gather: torch.Tensor | None  # the slots to gather when they are not consecutive (else a view will do)
 
     def take(self, store: torch.Tensor) -> torch.Tensor:
-        first = self.slots[0]
-        if self.slots == list(range(first, first + len(self.slots))):
-            return store[first:first + len(self.slots), :, :self.keys_length]
-        return store[:, :, :self.keys_length].index_select(0, torch.tensor(self.slots, device=store.device))
+        if self.gather is None:
+            return store[self.slots[0]:self.slots[0] + len(self.slots), :, :self.keys_length]
+        return store[:, :, :self.keys_length].index_select(0, self.gather.to(store.device))
 
 
 class SlotLayer(CacheLayerMixin):
@@ -121,13 +121,17 @@ class SlotCache(Cache):
             self.slots = grown
         slot = min(self._free)
         self._free.remove(slot)
-        self.lengths[slot] = 0
+        self.truncate(slot, 0)
         return slot
 
     def release(self, slot: int) -> None:
         if slot not in self._free:
             self._free.append(slot)
-        self.lengths[slot] = 0
+        self.truncate(slot, 0)
+
+    def truncate(self, slot: int, length: int) -> None:
+        """Keep only the first `length` committed entries of `slot` (the rest are overwritten by later forwards)."""
+        self.lengths[slot] = length
 
     def prepare(self, slots: Sequence[int], queries: int) -> None:
         """The next forward extends `slots` (one batch row each, in order) by `queries` entries each."""
@@ -135,7 +139,9 @@ class SlotCache(Cache):
         need = max(starts) + queries
         if need > self.capacity:
             self.capacity = -(-max(need, 2 * self.capacity) // _ROUND) * _ROUND
-        self.batch = _Batch(list(slots), starts, need)
+        slots = list(slots)
+        consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
+        self.batch = _Batch(slots, starts, need, None if consecutive else torch.tensor(slots))
 
     def keep(self, slot: int, rows: Sequence[int]) -> None:
         """Commit the entries `rows` (offsets into what the last forward wrote for `slot`) after its committed ones."""

@@ -51,7 +51,7 @@ class TargetVerifier:
     @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the prompt's features (T, H) and the next-token logits (V,)."""
-        self.cache.lengths[self.slot] = 0
+        self.cache.truncate(self.slot, 0)
         n = len(ids)
         positions = torch.arange(n)
         # without sliding layers the model's own causal mask is the same; with them, the windows must be given
