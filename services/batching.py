@@ -21,6 +21,16 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
+def skipping_dropped(jobs: Sequence[Job], dropped: Callable[[Job], bool],
+                     run: Callable[[list[Job]], Sequence[Result]]) -> list[Result | None]:
+    """`run` over the jobs whose session the replica still holds; None for the others (a session dropped while
+    its step waited: its slot may belong to another session now). Called under `forward_lock`, where sessions
+    are dropped, so `dropped` cannot change in between."""
+    held = [job for job in jobs if not dropped(job)]
+    done = iter(run(held) if held else ())
+    return [None if dropped(job) else next(done) for job in jobs]
+
+
 @dataclass
 class _Pending(Generic[Job, Result]):
     job: Job

@@ -28,7 +28,7 @@ from taps_engine.head import DraftHead, load_head
 from taps_engine.slots import SlotCache
 from taps_engine.tree import DraftTree, TreeSettings
 
-from .batching import StepBatcher
+from .batching import StepBatcher, skipping_dropped
 from .embedding_target import load_embedding_target
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
@@ -126,9 +126,8 @@ class DrafterServer:
     def _drafts(self, drafts: list[_Draft]) -> list[DraftTree | None]:
         """The batcher's work (under `forward_lock`): the trees of sessions still held, drafted together; None
         for a session dropped while its draft waited."""
-        live = [d for d in drafts if not d.session.dropped]
-        trees = iter(propose_batch([d.session.drafter for d in live], [d.settings for d in live]) if live else ())
-        return [None if d.session.dropped else next(trees) for d in drafts]
+        return skipping_dropped(drafts, lambda draft: draft.session.dropped, lambda held: propose_batch(
+            [d.session.drafter for d in held], [d.settings for d in held]))
 
     def PromptAgreement(self, request: pb.PromptAgreementRequest) -> pb.PromptAgreementResponse:
         with self.forward_lock:

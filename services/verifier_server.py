@@ -28,7 +28,7 @@ from taps_engine.tree import DraftTree
 from taps_engine.slots import SlotCache
 from taps_engine.verifier import TargetVerifier, step_batch
 
-from .batching import StepBatcher
+from .batching import StepBatcher, skipping_dropped
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
 from .codec import NAMES, to_proto, tree_from_proto
@@ -162,17 +162,12 @@ class VerifierServer:
     def _steps(self, steps: list[_Step]) -> list[tuple[list[int], int, torch.Tensor] | None]:
         """The batcher's work (under `forward_lock`): one forward for the steps of sessions still held; None for
         a session dropped while its step waited."""
-        live = [step for step in steps if not step.session.dropped]
-        done = iter(step_batch([s.session.verifier for s in live], [s.root for s in live], [s.tree for s in live],
-                               [s.params for s in live], [s.generator for s in live]) if live else ())
-        results = []
-        for step in steps:
-            if step.session.dropped:
-                results.append(None)
-                continue
-            path, bonus, features = next(done)
-            step.session.ids += [step.root] + step.tree.tokens[path].tolist()
-            results.append((path, bonus, features))
+        results = skipping_dropped(steps, lambda step: step.session.dropped, lambda held: step_batch(
+            [s.session.verifier for s in held], [s.root for s in held], [s.tree for s in held],
+            [s.params for s in held], [s.generator for s in held]))
+        for step, result in zip(steps, results):
+            if result is not None:
+                step.session.ids += [step.root] + step.tree.tokens[result[0]].tolist()
         return results
 
     def Features(self, request: pb.FeaturesRequest) -> pb.FeaturesResponse:
