@@ -79,10 +79,12 @@ def test_a_batch_verifies_each_tree_as_alone(arch):
     alone = sessions(target)
     batched = sessions(target, SlotCache.for_model(target.config))
     results = verify_batch([v for v, _, _ in batched], [r for _, r, _ in batched], [t for _, _, t in batched])
-    for (verifier, root, tree), (logits, features) in zip(alone, results):
+    for prompt, (verifier, root, tree), (logits, features) in zip(PROMPTS, alone, results):
         expected_logits, expected_features = verifier.verify(root, tree)
         assert torch.allclose(logits, expected_logits, atol=1e-5)
         assert torch.allclose(features, expected_features, atol=1e-5)
+        with torch.no_grad():   # and both are the model's own: the root's logits after the whole prompt
+            assert torch.allclose(logits[0], target.model(torch.tensor([prompt])).logits[0, -1], atol=1e-4)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
