@@ -46,8 +46,9 @@ def _out_of_time(signum, frame) -> None:
     raise TimeoutError("warm-up (compilation) did not finish within the limit")
 
 
-def main(prompts: int = 3, max_new_tokens: int = 64, threads: int = 2, dtype: str = "auto",
-         warmup_limit_s: int = 180, out: Path = typer.Option(...)) -> None:
+def main(prompts: int = typer.Option(3, min=1), max_new_tokens: int = typer.Option(64, min=1),
+         threads: int = typer.Option(2, min=1), dtype: str = "auto", warmup_limit_s: int = typer.Option(180, min=1),
+         out: Path = typer.Option(...)) -> None:
     torch.set_num_threads(threads)
     items = bench_prompts(prompts)
     runs = {}
