@@ -196,18 +196,24 @@ def interleaved(engine, client, prompts: list[str], args: argparse.Namespace, dr
             start = time.perf_counter()
             local = engine.generate(msg, max_new_tokens=args.max_new_tokens, drafter=drafter or None)
             local_s = time.perf_counter() - start
+        compute_before = replica_compute_s(drafter)
         start = time.perf_counter()
         try:
             remote = client.generate(prompt, **fields)
         except TapsError as e:
             fail(f"the service refused prompt {i}: {e}")
         remote_s = time.perf_counter() - start
+        compute = tuple(now - before for now, before in zip(replica_compute_s(drafter), compute_before))
         rows.append({"prompt": i, "in_process_tokens": len(local.token_ids), "in_process_s": round(local_s, 4),
                      "in_process_tau": round(local.tau, 3),
                      "service_tokens": len(remote.token_ids), "service_s": round(remote_s, 4),
                      "service_server_s": round(remote.stats.seconds, 4),
                      "service_tau": round(remote.stats.mean_acceptance_length, 3),
-                     "identical": list(local.token_ids) == list(remote.token_ids)})
+                     "identical": list(local.token_ids) == list(remote.token_ids),
+                     "in_process_parts": breakdown(local_s, local.seconds, sum(s.draft_s for s in local.steps),
+                                                   sum(s.verify_s for s in local.steps)),
+                     "service_parts": breakdown(remote_s, remote.stats.seconds, remote.stats.draft_seconds,
+                                                remote.stats.verify_seconds, compute)})
         print(f"  prompt {i + 1}/{len(prompts)}: in-process {len(local.token_ids)} tok {local_s:.2f}s, "
               f"service {len(remote.token_ids)} tok {remote_s:.2f}s, identical={rows[-1]['identical']}",
               file=sys.stderr)
@@ -226,19 +232,54 @@ def interleaved(engine, client, prompts: list[str], args: argparse.Namespace, dr
                         "ms_per_token": round(1e3 * per_tok_remote, 2),
                         "server_reported_seconds": round(server_s, 3)},
             "per_token_time_ratio_service_over_in_process": round(per_tok_remote / per_tok_local, 3),
+            "ms_per_token_parts": {
+                side: {key: round(1e3 * sum(r[f"{side}_parts"][key] for r in rows) / n, 2)
+                       if key in rows[0][f"{side}_parts"] else None for _, key in BREAKDOWN}
+                for side, n in (("in_process", local_tok), ("service", remote_tok))},
             "identical_outputs": sum(r["identical"] for r in rows), "n_prompts": len(rows), "per_prompt": rows}
+
+
+def replica_info(drafter: str | None = None):
+    """The Info answer (with its counters) of the verifier replica, or of drafter `drafter`'s replica."""
+    from ray import serve
+
+    from services.deployments import VERIFIER_APP, drafter_app_name
+    from services.protos_gen.taps.v1 import taps_pb2 as pb
+
+    if drafter is None:
+        handle, answer = serve.get_deployment_handle("Verifier", VERIFIER_APP), pb.VerifierInfo
+    else:
+        handle, answer = serve.get_deployment_handle("Drafter", drafter_app_name(drafter)), pb.DrafterInfo
+    return answer.FromString(handle.options(method_name="Info").remote(pb.InfoRequest().SerializeToString()).result())
 
 
 def verifier_counters() -> tuple[int, int]:
     """(target forwards that verified steps, steps they held) of the verifier replica so far."""
-    from ray import serve
-
-    from services.deployments import VERIFIER_APP
-    from services.protos_gen.taps.v1 import taps_pb2 as pb
-
-    handle = serve.get_deployment_handle("Verifier", VERIFIER_APP).options(method_name="Info")
-    info = pb.VerifierInfo.FromString(handle.remote(pb.InfoRequest().SerializeToString()).result())
+    info = replica_info()
     return info.verify_forwards, info.verified_steps
+
+
+def replica_compute_s(drafter: str) -> tuple[float, float]:
+    """(seconds drafter `drafter`'s replica has spent drafting, seconds the verifier's has spent verifying)."""
+    return replica_info(drafter).draft_seconds if drafter else 0.0, replica_info().verify_seconds
+
+
+BREAKDOWN = (("drafting", "draft_s"), ("of which: drafter replica's compute", "replica_draft_s"),
+             ("verification", "verify_s"), ("of which: verifier replica's compute", "replica_verify_s"),
+             ("rest of the generation (prefill, commits, text)", "rest_s"),
+             ("outside the generation (gRPC proxy, client)", "outside_s"))
+
+
+def breakdown(wall_s: float, generation_s: float, draft_s: float, verify_s: float,
+              replica: tuple[float, float] | None = None) -> dict:
+    """Where one request's time went, in seconds: the engine's draft and verify phases (through the service:
+    the router's Propose and Verify round trips, and the replicas' compute inside them), the rest of the
+    generation, and what lies outside it."""
+    parts = {"draft_s": draft_s, "verify_s": verify_s, "rest_s": generation_s - draft_s - verify_s,
+             "outside_s": wall_s - generation_s}
+    if replica is not None:
+        parts["replica_draft_s"], parts["replica_verify_s"] = replica
+    return parts
 
 
 def concurrent(address: str, prompts: list[str], args: argparse.Namespace, drafter: str, n_clients: int) -> dict:
@@ -315,6 +356,11 @@ def markdown(report: dict) -> str:
         f"Server-reported generation time (router): {o['service']['server_reported_seconds']} s of "
         f"{o['service']['seconds']} s client wall time. Token-identical outputs: "
         f"**{o['identical_outputs']}/{o['n_prompts']}**.", "",
+        "Where a token's time goes (ms per new token; through the service, drafting and verification are the "
+        "router's round trips, and the replicas' compute is the time their batches ran):", "",
+        "| part | in-process | service |", "|---|---|---|",
+        *(f"| {label} | " + " | ".join(str(o["ms_per_token_parts"][side][key] or "—")
+                                       for side in ("in_process", "service")) + " |" for label, key in BREAKDOWN), "",
         "## Concurrent clients (each sends every prompt)", "",
         f"Batching: up to {s.get('max_batch_size', 1)} sessions per verifier and drafter forward; "
         f"{s.get('replica_threads')} torch threads per replica.", "",

@@ -53,6 +53,7 @@ class StepBatcher(Generic[Job, Result]):
         self.peers = peers
         self.batches = 0          # forwards run, and the steps they held (the mean batch size is their ratio)
         self.steps = 0
+        self.busy_s = 0.0         # seconds spent running them (what a step costs the replica, without hops)
         self._queue: list[_Pending] = []
         self._leading = False
         self._changed = threading.Condition()
@@ -87,7 +88,11 @@ class StepBatcher(Generic[Job, Result]):
     def _run(self, batch: list[_Pending]) -> None:
         try:
             with self.forward_lock:
-                results = self.run([p.job for p in batch])
+                start = time.perf_counter()
+                try:
+                    results = self.run([p.job for p in batch])
+                finally:
+                    self.busy_s += time.perf_counter() - start
             for pending, result in zip(batch, results):
                 pending.result = result
         except BaseException as e:   # every caller of the batch gets the error; the next leader carries on

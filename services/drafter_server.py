@@ -76,7 +76,11 @@ class DrafterServer:
                  NAMES[self.target.dtype], self.target.device)
 
     def Info(self, request: pb.InfoRequest) -> pb.DrafterInfo:
-        return self.info
+        info = pb.DrafterInfo()
+        info.CopyFrom(self.info)
+        info.draft_forwards, info.drafted_steps = self.batcher.batches, self.batcher.steps
+        info.draft_seconds = self.batcher.busy_s
+        return info
 
     @staticmethod
     def _drop(session: DrafterSession) -> None:

@@ -59,7 +59,9 @@ def generation_stats(result: GenerationResult) -> pb.GenerationStats:
                               n_steps=len(result.steps), mean_acceptance_length=result.tau,
                               position_acceptance=[by_depth[d] for d in sorted(by_depth)],
                               tokens_per_s=result.tokens_per_s, seconds=result.seconds,
-                              drafter_selections=dict(selections))
+                              drafter_selections=dict(selections),
+                              draft_seconds=sum(s.draft_s for s in result.steps),
+                              verify_seconds=sum(s.verify_s for s in result.steps))
 
 
 def response_from_chunks(chunks: list[pb.GenerateChunk]) -> pb.GenerateResponse:

@@ -87,6 +87,7 @@ class VerifierServer:
         info.CopyFrom(self.info)
         info.sessions = len(self.sessions)
         info.verify_forwards, info.verified_steps = self.batcher.batches, self.batcher.steps
+        info.verify_seconds = self.batcher.busy_s
         return info
 
     def _check_ids(self, ids: list[int], what: str) -> None:

@@ -347,6 +347,8 @@ def test_router_core_matches_the_engine(core, engine, servers, policy):
     assert tokens == expected.token_ids and text == expected.text
     assert final.stats.mean_acceptance_length == pytest.approx(expected.tau)
     assert final.stats.n_steps == len(expected.steps) and final.policy == expected.policy
+    assert 0 < final.stats.draft_seconds and 0 < final.stats.verify_seconds
+    assert final.stats.draft_seconds + final.stats.verify_seconds <= final.stats.seconds
     assert final.finish_reason in (pb.FINISH_REASON_EOS, pb.FINISH_REASON_LENGTH)
     assert len(servers[1].sessions) == 0 and all(len(d.sessions) == 0 for d in servers[0].values())
 
@@ -380,6 +382,7 @@ def test_step_batcher_runs_waiting_jobs_together_and_hands_errors_to_their_calle
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(group.submit, [1, 2, 4])) == [2, 4, 8]
     assert sorted(seen[-1]) == [1, 2, 4] and group.batches == 1 and group.steps == 3
+    assert lone.busy_s > 0 and group.busy_s > 0
     with pytest.raises(ValueError, match="bad job"):
         lone.submit("bad")
     assert lone.submit(5) == 10, "the worker keeps serving after an error"
@@ -408,6 +411,10 @@ def test_concurrent_requests_share_forwards_with_unchanged_output(models, temper
         forwards, steps = batcher.batches - forwards, batcher.steps - steps
         assert steps > 1.5 * forwards, f"{name}: {steps} steps in {forwards} forwards: the streams were not batched"
     assert len(verifier.sessions) == 0 and verifier.kv.lengths == [0] * verifier.kv.slots
+    info, drafter_info = verifier.Info(pb.InfoRequest()), drafters["a"].Info(pb.InfoRequest())
+    assert (info.verify_forwards, info.verified_steps) == (verifier.batcher.batches, verifier.batcher.steps)
+    assert (drafter_info.draft_forwards, drafter_info.drafted_steps) == (batchers[1].batches, batchers[1].steps)
+    assert info.verify_seconds > 0 and drafter_info.draft_seconds > 0
     assert all(len(d.sessions) == 0 and d.kv.lengths == [0] * d.kv.slots for d in drafters.values())
 
 

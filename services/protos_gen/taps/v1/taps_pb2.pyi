@@ -75,18 +75,24 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class DrafterInfo(_message.Message):
-    __slots__ = ("name", "method", "target", "hidden_size", "path")
+    __slots__ = ("name", "method", "target", "hidden_size", "path", "draft_forwards", "drafted_steps", "draft_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FORWARDS_FIELD_NUMBER: _ClassVar[int]
+    DRAFTED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     method: str
     target: str
     hidden_size: int
     path: str
-    def __init__(self, name: _Optional[str] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., hidden_size: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+    draft_forwards: int
+    drafted_steps: int
+    draft_seconds: float
+    def __init__(self, name: _Optional[str] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., hidden_size: _Optional[int] = ..., path: _Optional[str] = ..., draft_forwards: _Optional[int] = ..., drafted_steps: _Optional[int] = ..., draft_seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("prompt", "messages", "prompt_token_ids", "system", "raw", "policy", "drafter", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "ignore_eos", "conversation_id")
@@ -142,7 +148,7 @@ class Decision(_message.Message):
     def __init__(self, drafter: _Optional[str] = ..., from_assignment_cache: _Optional[bool] = ..., client_assigned: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., unavailable: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerationStats(_message.Message):
-    __slots__ = ("prompt_tokens", "new_tokens", "n_steps", "mean_acceptance_length", "position_acceptance", "tokens_per_s", "seconds", "drafter_selections")
+    __slots__ = ("prompt_tokens", "new_tokens", "n_steps", "mean_acceptance_length", "position_acceptance", "tokens_per_s", "seconds", "drafter_selections", "draft_seconds", "verify_seconds")
     class DrafterSelectionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +164,8 @@ class GenerationStats(_message.Message):
     TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     DRAFTER_SELECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     new_tokens: int
     n_steps: int
@@ -166,7 +174,9 @@ class GenerationStats(_message.Message):
     tokens_per_s: float
     seconds: float
     drafter_selections: _containers.ScalarMap[str, int]
-    def __init__(self, prompt_tokens: _Optional[int] = ..., new_tokens: _Optional[int] = ..., n_steps: _Optional[int] = ..., mean_acceptance_length: _Optional[float] = ..., position_acceptance: _Optional[_Iterable[float]] = ..., tokens_per_s: _Optional[float] = ..., seconds: _Optional[float] = ..., drafter_selections: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    draft_seconds: float
+    verify_seconds: float
+    def __init__(self, prompt_tokens: _Optional[int] = ..., new_tokens: _Optional[int] = ..., n_steps: _Optional[int] = ..., mean_acceptance_length: _Optional[float] = ..., position_acceptance: _Optional[_Iterable[float]] = ..., tokens_per_s: _Optional[float] = ..., seconds: _Optional[float] = ..., drafter_selections: _Optional[_Mapping[str, int]] = ..., draft_seconds: _Optional[float] = ..., verify_seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "token_ids", "finish_reason", "policy", "decision", "stats")
@@ -305,7 +315,7 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class VerifierInfo(_message.Message):
-    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions", "verify_forwards", "verified_steps")
+    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions", "verify_forwards", "verified_steps", "verify_seconds")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +325,7 @@ class VerifierInfo(_message.Message):
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     VERIFY_FORWARDS_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     target: str
     vocab_size: int
     hidden_size: int
@@ -324,7 +335,8 @@ class VerifierInfo(_message.Message):
     sessions: int
     verify_forwards: int
     verified_steps: int
-    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ..., verify_forwards: _Optional[int] = ..., verified_steps: _Optional[int] = ...) -> None: ...
+    verify_seconds: float
+    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ..., verify_forwards: _Optional[int] = ..., verified_steps: _Optional[int] = ..., verify_seconds: _Optional[float] = ...) -> None: ...
 
 class Acceptance(_message.Message):
     __slots__ = ("sampling", "rng_state")
