@@ -35,6 +35,8 @@ class StepRecord:
     node_drafter: list[str] = field(default_factory=list)
     committed: int | None = None  # tokens the step added to the output: accepted + 1 unless EOS or
                                   # max_new_tokens cut the step short (None: not cut, e.g. a constructed record)
+    candidate_accepted: dict[str, int] = field(default_factory=dict)  # draft tokens each drafter's own tree would
+                                  # have accepted at this step (replay only: the continuation is known)
     draft_s: float = 0.0          # wall time drafting (proposers, policy)
     verify_s: float = 0.0         # wall time of the target's verification and acceptance
     other_s: float = 0.0          # the rest of the step: committing, bookkeeping
@@ -178,6 +180,8 @@ class Decoder:
             tree = proposal.tree
             if costs is not None:
                 tree = costs.prune(tree, 1e3 * (time.perf_counter() - t0))
+            judge = getattr(self.verifier, "accepted_length", None)   # a verifier that knows the continuation
+            judged = {name: judge(t) for name, t in (proposal.candidates or {}).items()} if judge else {}
             t1 = time.perf_counter()
             path, bonus, features = self.verifier.step(out[-1], tree, params, generator)
             t2 = time.perf_counter()
@@ -185,6 +189,7 @@ class Decoder:
             for d in active.values():
                 d.extend(new, features)
             step = _record(tree, path, bonus, proposal.drafters, plan.roster)
+            step.candidate_accepted = judged
             n_before = len(out)
             out.extend(new)
             hit = next((i for i in range(n_before, len(out)) if out[i] in eos), None)

@@ -73,6 +73,8 @@ class Plan:
 class Proposal:
     tree: DraftTree
     drafters: list[str]       # the drafters whose trees were verified
+    candidates: Mapping[str, DraftTree] | None = None   # every drafter's own tree, when several drafted: what
+                                                        # an oracle router could have chosen from (replay judges them)
 
 
 class Policy(ABC):
@@ -143,7 +145,7 @@ class Routed(Policy):
     def propose(self, plan, drafters, settings):
         drafted = _draft_all(plan, drafters, settings)
         best = max(range(len(drafted)), key=lambda i: self._score(drafted[i]))
-        return Proposal(drafted[best], [list(drafters)[best]])
+        return Proposal(drafted[best], [list(drafters)[best]], dict(zip(drafters, drafted)))
 
 
 class Merged(Policy):
@@ -161,7 +163,7 @@ class Merged(Policy):
             merged = trees.trie(drafted)
         else:
             merged = trees.budget(drafted, settings.max_nodes)
-        return Proposal(merged, list(drafters))
+        return Proposal(merged, list(drafters), dict(zip(drafters, drafted)))
 
 
 class Sticky(Policy):

@@ -71,13 +71,21 @@ class ReplayVerifier:
         self.committed = 1
         return self.ref.features[:len(ids)], logits
 
+    def _follow(self, tree: DraftTree) -> tuple[list[int], int]:
+        """The path the target accepts in `tree` at the current position, and its bonus token."""
+        n = self.committed
+        return follow_tokens([self._token(n)] + [self._token(n + int(d)) for d in tree.depths], tree)
+
+    def accepted_length(self, tree: DraftTree) -> int:
+        """Draft tokens `tree` would have accepted at this step (nothing is committed): an oracle's view."""
+        return len(self._follow(tree)[0])
+
     def step(self, root: int, tree: DraftTree, params: SamplingParams,
              generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]:
         if not params.greedy:
             raise ValueError("replay reproduces T=0 only; sample live at T>0")
         n = self.committed
-        best = [self._token(n)] + [self._token(n + int(d)) for d in tree.depths]
-        path, bonus = follow_tokens(best, tree)
+        path, bonus = self._follow(tree)
         root_position = len(self.ref.prompt_ids) + n - 1
         rows = [root_position] + [root_position + int(tree.depths[i]) for i in path]
         self.committed += len(path) + 1

@@ -242,6 +242,44 @@ def test_intervals_cover_tau_and_paired_differences_resample_prompts_jointly():
     assert tau_interval(recs[:1]) is None and paired_difference(recs, recs[:1]) is None
 
 
+def test_auc_and_oracle_summary_from_counts():
+    from taps_engine.evaluation.routing import auc, oracle_summary
+
+    assert auc([0, 0, 5], [5, 0, 0]) == 1.0 and auc([5, 0, 0], [0, 0, 5]) == 0.0
+    assert auc([2, 2, 2], [1, 1, 1]) == pytest.approx(0.5) and auc([0, 0, 0], [1, 1, 1]) is None
+    assert auc([0, 4, 0], [2, 0, 2]) == pytest.approx(0.5)
+    recs = [{"oracle": {"steps": 10, "chosen": 25, "oracle": 30, "drafters": {"a": 20, "b": 24}}},
+            {"oracle": None}]
+    summary = oracle_summary(recs)
+    assert (summary["tau_chosen"], summary["tau_oracle"], summary["best_fixed"]) == (2.5, 3.0, 2.4)
+    assert summary["share_of_oracle_gain"] == pytest.approx(1 / 6, abs=1e-3)
+    assert oracle_summary([{"oracle": None}]) is None
+
+
+def test_replayed_report_has_the_oracle_the_separation_and_mt_bench_categories(tmp_path, bench_dir, target):
+    config = {**CONFIG, "benchmarks": ["mt_bench", "gsm8k"], "temperatures": [0.0], "baselines": [],
+              "replay": True, "runs": [{"policy": "single", "drafters": ["a"]},
+                                       {"policy": "confidence", "drafters": ["a", "b"]}]}
+    cfg = load_eval_config(write_config(tmp_path, config), "small")
+    out = tmp_path / "out"
+    run_experiment(cfg, out, target)
+    write_report(cfg, out, "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1,
+                                        "gpu": None, "python": "3", "torch": "x", "transformers": "y"})
+    rows = json.loads((out / "records.json").read_text())
+    routed = [r for r in rows if r["policy"] == "confidence"]
+    assert routed and all(r["oracle"]["steps"] == r["n_steps"] for r in routed)
+    assert all(r["oracle"]["tau_oracle"] >= max(r["oracle"]["tau_drafters"].values()) for r in routed)
+    assert all(r["oracle"]["tau_chosen"] == r["tau"] for r in routed)
+    assert all(r["oracle"] is None for r in rows if r["policy"] == "single")
+    separation = json.loads((out / "separation.json").read_text())
+    assert {r["depth"] for r in separation} == {1, 2}
+    assert all(r["accepted"] + r["rejected"] > 0 for r in separation)
+    categories = json.loads((out / "categories.json").read_text())
+    assert {(r["category"], r["n_prompts"]) for r in categories} == {("writing", 2)}
+    readme = (out / "README.md").read_text()
+    assert "Routing against an oracle" in readme and "confidence AUC" in readme and "writing (2)" in readme
+
+
 def test_report_gives_intervals_and_the_configured_comparisons(tmp_path, bench_dir, target):
     config = {**CONFIG, "benchmarks": ["gsm8k", "svamp"], "temperatures": [0.0], "baselines": [],
               "runs": [{"policy": "single", "drafters": ["a"]}, {"policy": "confidence", "drafters": ["a", "b"]}],

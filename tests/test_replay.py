@@ -35,6 +35,23 @@ def test_replay_equals_live_decoding_on_every_step(arch):
     assert compared > 100
 
 
+def test_replay_judges_every_drafters_tree_where_all_draft():
+    """The oracle's view: a routed step's chosen candidate accepted what the step accepted, a merged trie at least
+    what its best candidate would have; live decoding judges nothing (it does not know the continuation)."""
+    target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    heads = {"noisy": oracle_head(target, noise=1.5, seed=1), "noisier": oracle_head(target, noise=3.0, seed=2)}
+    prompt, params = [0, 5, 17, 33, 8], SamplingParams(max_new_tokens=40)
+    ref = reference(target, prompt, 40, TREE.depth + 2)
+    routed = replay(Decoder(target, heads, "entropy", TREE), ref, params).steps
+    assert all(set(s.candidate_accepted) == set(heads) for s in routed)
+    assert all(s.candidate_accepted[s.drafters[0]] == s.accepted for s in routed)
+    assert any(len(set(s.candidate_accepted.values())) > 1 for s in routed), "the candidates never differed"
+    merged = replay(Decoder(target, heads, "merged-trie", TREE), ref, params).steps
+    assert all(s.accepted >= max(s.candidate_accepted.values()) for s in merged)
+    assert replay(Decoder(target, heads, "single", TREE), ref, params).steps[0].candidate_accepted == {}
+    assert all(not s.candidate_accepted for s in Decoder(target, heads, "entropy", TREE).generate(prompt, params).steps)
+
+
 def test_replay_refuses_sampling_and_a_short_reference():
     target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
     decoder = Decoder(target, {"oracle": oracle_head(target)}, "single", TREE)

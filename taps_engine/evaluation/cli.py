@@ -22,8 +22,8 @@ from ..settings import numerics_dtype
 from ..target import load_target
 from .config import EvalConfig, load_eval_config
 from .plots import draw_all
-from .report import (accuracy_markdown, aggregate, comparison_markdown, comparisons, speed_markdown, tau_markdown,
-                     tau_tables)
+from .report import (accuracy_markdown, aggregate, category_markdown, category_rows, comparison_markdown, comparisons,
+                     oracle_markdown, separation_markdown, separation_rows, speed_markdown, tau_markdown, tau_tables)
 from .runner import RecordStore, config_items, expand_runs, run_experiment
 
 
@@ -50,6 +50,10 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
     write_json(out_dir / "records.json", rows)
     write_json(out_dir / "tables.json", tables)
     write_json(out_dir / "comparisons.json", differences)
+    categories = category_rows(runs, store.current(runs), items, seeds=cfg.seeds)
+    nodes = separation_rows(runs, store.current(runs), items, cfg.seeds)
+    write_json(out_dir / "categories.json", categories)
+    write_json(out_dir / "separation.json", nodes)
     plots = draw_all(rows, runs, cfg.benchmarks, out_dir / "plots")
     n = {b: len(v) for b, v in items.items()}
     lines = [f"# Experiment `{cfg.name}`", "", f"Command: `{command}`", "",
@@ -61,11 +65,13 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
              f"transformers {env['transformers']}.", "",
              "τ = tokens committed per target verification step (micro-average over steps).", ""]
     lines += tau_markdown(tables) + comparison_markdown(differences) + accuracy_markdown(rows, runs, cfg.benchmarks) \
-        + speed_markdown(rows, runs)
+        + speed_markdown(rows, runs) + category_markdown(categories) + oracle_markdown(rows) \
+        + separation_markdown(nodes)
     lines += ["### Plots", "", *(f"![{p.stem}](plots/{p.name})" for p in plots), ""]
     report = out_dir / "README.md"
     atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines)))
-    return [out_dir / "records.json", out_dir / "tables.json", out_dir / "comparisons.json", report, *plots]
+    return [out_dir / "records.json", out_dir / "tables.json", out_dir / "comparisons.json",
+            out_dir / "categories.json", out_dir / "separation.json", report, *plots]
 
 
 def eval_command(

@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 from ..fileio import atomic_write  # noqa: E402
 from .config import AVERAGE  # noqa: E402
 from .report import COLUMN_NAMES  # noqa: E402
-from .runner import CONFIDENCE_BINS, ENTROPY_BINS, Run  # noqa: E402
+from .routing import CONFIDENCE_BINS, ENTROPY_BINS  # noqa: E402
+from .runner import Run  # noqa: E402
 
 PLOTS = ("acceptance_by_depth", "node_confidence_entropy", "selection_share", "average_sweep", "merged_nodes")
 

@@ -6,6 +6,7 @@ from collections import Counter
 
 from ..eval_sets import BenchmarkItem
 from .intervals import paired_difference, tau_interval
+from .routing import oracle_summary, separation
 from .runner import Run, record_key, sample_ids
 
 COLUMN_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
@@ -42,6 +43,7 @@ def _row(run: Run, temperature: float, benchmark: str, recs: list[dict]) -> dict
         "selection_share": {k: _rate(v, steps) for k, v in sorted(selections.items())},
         "nodes": {kind: {stat: [sum(x) for x in zip(*(r["nodes"][kind][stat] for r in recs))]
                          for stat in ("confidence", "entropy")} for kind in ("accepted", "rejected")},
+        "oracle": oracle_summary(recs),
     }
 
 
@@ -201,3 +203,87 @@ def speed_markdown(rows: list[dict], runs: list[Run]) -> list[str]:
             lines += [f"### Speed, T={temperature:g}", ""] + _markdown_table(
                 ["run", "tokens/s", "x generate", "x prompt-lookup"], body)
     return lines
+
+
+def category_rows(runs: list[Run], records: dict[tuple, dict], items: dict[str, list[BenchmarkItem]],
+                  benchmark: str = "mt_bench", seeds: int = 1) -> list[dict]:
+    """τ per category of `benchmark` (MT-Bench: writing, roleplay, ...) for each run and temperature, with its
+    bootstrap interval over the category's prompts."""
+    by_category: dict[str, list[BenchmarkItem]] = {}
+    for item in items.get(benchmark, []):
+        by_category.setdefault(item.category or "uncategorized", []).append(item)
+    rows = []
+    for run in runs:
+        if run.is_baseline or run.policy == "plain":
+            continue
+        for temperature in run.temperatures:
+            for category, its in sorted(by_category.items()):
+                recs = _records(records, run.id, temperature, benchmark, its, seeds)
+                steps = sum(r["n_steps"] for r in recs)
+                if steps:
+                    rows.append({"run": run.id, "label": run.label, "temperature": temperature,
+                                 "category": category, "n_prompts": len(recs),
+                                 "tau": _rate(sum(r["committed"] for r in recs), steps),
+                                 "tau_ci": tau_interval(recs)})
+    return rows
+
+
+def category_markdown(rows: list[dict]) -> list[str]:
+    lines = []
+    for temperature in sorted({r["temperature"] for r in rows}):
+        mine = [r for r in rows if r["temperature"] == temperature]
+        categories = sorted({r["category"] for r in mine})
+        cells = {(r["label"], r["category"]): r for r in mine}
+        labels = list(dict.fromkeys(r["label"] for r in mine))
+        counts = {c: max(r["n_prompts"] for r in mine if r["category"] == c) for c in categories}
+        body = [[label, *(_with_interval(cells[label, c]["tau"], cells[label, c]["tau_ci"], False)
+                          if (label, c) in cells else "–" for c in categories)] for label in labels]
+        lines += [f"### MT-Bench τ per category, T={temperature:g}", "",
+                  "In parentheses: 95% bootstrap interval over the category's prompts.", "",
+                  *_markdown_table(["drafter / policy", *(f"{c} ({counts[c]})" for c in categories)], body)]
+    return lines
+
+
+def oracle_markdown(rows: list[dict]) -> list[str]:
+    """Runs whose drafters all drafted, replayed: the choice made vs each fixed drafter vs the per-step oracle."""
+    judged = [r for r in rows if r.get("oracle")]
+    if not judged:
+        return []
+    body = [[r["label"], COLUMN_NAMES.get(r["benchmark"], r["benchmark"]), str(r["oracle"]["steps"]),
+             _fmt(r["oracle"]["tau_chosen"]),
+             ", ".join(f"{k} {_fmt(v)}" for k, v in r["oracle"]["tau_drafters"].items()),
+             _fmt(r["oracle"]["tau_oracle"]), _fmt(r["oracle"]["share_of_oracle_gain"])] for r in judged]
+    return ["### Routing against an oracle", "",
+            "On the same steps of each run (replay judges every drafter's own tree): tokens per step of the tree the "
+            "run verified, of each drafter's tree, and of the per-step best one; the share is (chosen − best fixed) "
+            "/ (oracle − best fixed).", "",
+            *_markdown_table(["run", "benchmark", "steps", "τ chosen", "τ per drafter", "τ oracle",
+                              "share of oracle gain"], body)]
+
+
+def separation_rows(runs: list[Run], records: dict[tuple, dict], items: dict[str, list[BenchmarkItem]],
+                    seeds: int = 1) -> list[dict]:
+    """Per run and temperature, over every benchmark: confidence and entropy AUC of accepted vs rejected nodes
+    per draft depth."""
+    out = []
+    for run in runs:
+        if run.is_baseline or run.policy == "plain":
+            continue
+        for temperature in run.temperatures:
+            recs = [r for bench, its in items.items() for r in _records(records, run.id, temperature, bench, its,
+                                                                         seeds)]
+            out += [{"run": run.id, "label": run.label, "temperature": temperature, **row}
+                    for row in separation(recs)]
+    return out
+
+
+def separation_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    body = [[r["label"], f"{r['temperature']:g}", str(r["depth"]), str(r["accepted"]), str(r["rejected"]),
+             _fmt(r["confidence_auc"], 3), _fmt(r["entropy_auc"], 3)] for r in rows]
+    return ["### Does the signal separate accepted from rejected nodes?", "",
+            "Per draft depth, over all benchmarks: the AUC of draft confidence (higher for accepted nodes) and of "
+            "draft entropy (lower for accepted nodes), from 20-bin histograms (same bin: a tie). 0.5 is chance.", "",
+            *_markdown_table(["run", "T", "depth", "accepted nodes", "rejected nodes", "confidence AUC",
+                              "entropy AUC"], body)]

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 
 from ..acceptance import SamplingParams
@@ -32,9 +31,7 @@ from ..speed import hf_generate
 from ..settings import numerics_dtype
 from ..target import Target
 from .config import AVERAGE, EvalConfig, RunSpec
-
-CONFIDENCE_BINS = np.linspace(0.0, 1.0, 21)
-ENTROPY_BINS = np.linspace(0.0, 10.0, 21)   # nats; larger values land in the last bin
+from .routing import CONFIDENCE_BINS, ENTROPY_BINS, histogram, nodes_by_depth, oracle_counts
 
 
 @dataclass
@@ -152,15 +149,10 @@ class RecordStore:
         self.records[record_key(rec["run"], rec["temperature"], rec["benchmark"], rec["item"])] = rec
 
 
-def _histogram(values: list[float], bins: np.ndarray) -> list[int]:
-    clipped = np.clip(np.asarray(values, dtype=float), bins[0], bins[-1])
-    return np.histogram(clipped, bins=bins)[0].tolist()
-
-
 def node_histograms(results: list[GenerationResult]) -> dict:
     """Draft confidence / entropy of accepted vs rejected nodes, binned so records stay small at any tree size."""
-    return {k: {"confidence": _histogram(v["confidence"], CONFIDENCE_BINS),
-                "entropy": _histogram(v["entropy"], ENTROPY_BINS)} for k, v in node_values(results).items()}
+    return {k: {"confidence": histogram(v["confidence"], CONFIDENCE_BINS),
+                "entropy": histogram(v["entropy"], ENTROPY_BINS)} for k, v in node_values(results).items()}
 
 
 def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult],
@@ -181,6 +173,7 @@ def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: li
         "depth_reached": {str(d): n for d, n in reached.items()},
         "depth_accepted": {str(d): n for d, n in accepted.items()},
         "selections": dict(selections), "nodes": node_histograms(results),
+        "nodes_by_depth": nodes_by_depth(results), "oracle": oracle_counts(results),
         "turns": [{"token_ids": r.token_ids, "text": r.text, "finish": r.finish_reason, "decision": r.decision.to_dict()}
                   for r in results],
         "answer": answer, "gold": item.answer,
