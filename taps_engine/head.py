@@ -13,6 +13,7 @@ import copy
 import inspect
 import json
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -209,13 +210,30 @@ def load_head(path: str | Path, model: PreTrainedModel) -> DraftHead:
     return head.to(device=model.device, dtype=model.dtype).eval().requires_grad_(False)
 
 
+def _weights(a: DraftHead, b: DraftHead) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    sa, sb = ({k: v for k, v in h.state_dict().items() if k != D2T} for h in (a, b))
+    if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+        raise ValueError("heads have different layouts and cannot be averaged")
+    return sa, sb
+
+
+def weight_distance(a: DraftHead, b: DraftHead) -> float:
+    """||a - b|| / mean(||a||, ||b||) over all trained weights: how far apart two parents of an average are (the
+    averaging study asks whether parents from one start stay close enough to interpolate)."""
+    sa, sb = _weights(a, b)
+    apart = _norm(sa[k].float() - sb[k].float() for k in sa)
+    return float(2 * apart / (_norm(sa.values()) + _norm(sb.values())))
+
+
+def _norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    return torch.sqrt(sum((t.float() ** 2).sum() for t in tensors))
+
+
 def average_heads(a: DraftHead, b: DraftHead, alpha: float) -> DraftHead:
     """Weight interpolation `(1 - alpha) * a + alpha * b` (the paper's checkpoint-averaging baseline)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    sa, sb = ({k: v for k, v in h.state_dict().items() if k != D2T} for h in (a, b))
-    if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
-        raise ValueError("heads have different layouts and cannot be averaged")
+    sa, sb = _weights(a, b)
     mixed = copy.deepcopy(a)
     mixed.set_draft_vocab(None)
     mixed.load_state_dict({k: ((1 - alpha) * sa[k].float() + alpha * sb[k].float()).to(sa[k].dtype) for k in sa})

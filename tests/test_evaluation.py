@@ -280,6 +280,23 @@ def test_replayed_report_has_the_oracle_the_separation_and_mt_bench_categories(t
     assert "Routing against an oracle" in readme and "confidence AUC" in readme and "writing (2)" in readme
 
 
+def test_report_gives_the_weight_distance_of_averaged_parents(tmp_path, bench_dir, target):
+    from taps_engine.head import DraftHead, weight_distance
+
+    a, b = (DraftHead.random(target.model, seed=s) for s in (0, 1))
+    assert weight_distance(a, a) == 0 and 0 < weight_distance(a, b) == pytest.approx(weight_distance(b, a))
+    config = {**CONFIG, "benchmarks": ["gsm8k"], "temperatures": [0.0], "baselines": [],
+              "runs": [{"policy": "average", "drafters": ["a", "b"], "alphas": [0.5]}]}
+    cfg = load_eval_config(write_config(tmp_path, config), "small")
+    out = tmp_path / "out"
+    run_experiment(cfg, out, target)
+    write_report(cfg, out, "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1,
+                                        "gpu": None, "python": "3", "torch": "x", "transformers": "y"}, target)
+    distances = json.loads((out / "averaging.json").read_text())
+    assert distances == [{"parents": ["a", "b"], "distance": round(weight_distance(a, b), 4)}]
+    assert "Parents of the averaged drafters" in (out / "README.md").read_text()
+
+
 def test_report_gives_intervals_and_the_configured_comparisons(tmp_path, bench_dir, target):
     config = {**CONFIG, "benchmarks": ["gsm8k", "svamp"], "temperatures": [0.0], "baselines": [],
               "runs": [{"policy": "single", "drafters": ["a"]}, {"policy": "confidence", "drafters": ["a", "b"]}],

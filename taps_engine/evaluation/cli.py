@@ -19,12 +19,13 @@ from ..cli_common import console, fail
 from ..costs import cpu_model
 from ..fileio import atomic_write, write_json
 from ..settings import numerics_dtype
-from ..target import load_target
-from .config import EvalConfig, load_eval_config
+from ..head import weight_distance
+from ..target import Target, load_target
+from .config import AVERAGE, EvalConfig, load_eval_config
 from .plots import draw_all
 from .report import (accuracy_markdown, aggregate, category_markdown, category_rows, comparison_markdown, comparisons,
                      oracle_markdown, separation_markdown, separation_rows, speed_markdown, tau_markdown, tau_tables)
-from .runner import RecordStore, config_items, expand_runs, run_experiment
+from .runner import RecordStore, config_items, expand_runs, load_heads, run_experiment
 
 
 def environment(device: str, dtype: str) -> dict:
@@ -38,7 +39,25 @@ def environment(device: str, dtype: str) -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> list[Path]:
+def parent_distances(cfg: EvalConfig, target: Target) -> list[dict]:
+    """The weight distance between the two parents of every averaged drafter the config runs."""
+    pairs = list(dict.fromkeys(tuple(r.spec.drafters) for r in expand_runs(cfg)
+                               if r.spec is not None and r.policy == AVERAGE))
+    heads = load_heads(cfg, target, {name for pair in pairs for name in pair}) if pairs else {}
+    return [{"parents": list(pair), "distance": round(weight_distance(heads[pair[0]], heads[pair[1]]), 4)}
+            for pair in pairs]
+
+
+def distance_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    return ["### Parents of the averaged drafters", "",
+            "Weight distance ||a − b|| / mean(||a||, ||b||) over the trained weights.", "",
+            *(f"- {' and '.join(r['parents'])}: {r['distance']:.3f}" for r in rows), ""]
+
+
+def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict,
+                 target: Target | None = None) -> list[Path]:
     runs = expand_runs(cfg)
     items = config_items(cfg)
     store = RecordStore(out_dir / "records.jsonl")
@@ -54,6 +73,9 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
     nodes = separation_rows(runs, store.current(runs), items, cfg.seeds)
     write_json(out_dir / "categories.json", categories)
     write_json(out_dir / "separation.json", nodes)
+    distances = parent_distances(cfg, target) if target is not None else []
+    if distances:
+        write_json(out_dir / "averaging.json", distances)
     plots = draw_all(rows, runs, cfg.benchmarks, out_dir / "plots")
     n = {b: len(v) for b, v in items.items()}
     lines = [f"# Experiment `{cfg.name}`", "", f"Command: `{command}`", "",
@@ -66,7 +88,7 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict) -> lis
              "τ = tokens committed per target verification step (micro-average over steps).", ""]
     lines += tau_markdown(tables) + comparison_markdown(differences) + accuracy_markdown(rows, runs, cfg.benchmarks) \
         + speed_markdown(rows, runs) + category_markdown(categories) + oracle_markdown(rows) \
-        + separation_markdown(nodes)
+        + separation_markdown(nodes) + distance_markdown(distances)
     lines += ["### Plots", "", *(f"![{p.stem}](plots/{p.name})" for p in plots), ""]
     report = out_dir / "README.md"
     atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines)))
@@ -102,7 +124,7 @@ def eval_command(
                                progress=lambda done, total, what: bar.update(task, completed=done, total=total,
                                                                              description=what), only=runs)
             write_json(stored_env, env)
-        written = write_report(cfg, out_dir, command, env)
+        written = write_report(cfg, out_dir, command, env, target)
     except ValueError as e:
         fail(str(e))
     for path in written:
