@@ -163,6 +163,24 @@ def test_resume_skips_finished_records(tmp_path, bench_dir, target):
     assert calls[-1] == 2 * 2          # only the run whose drafter changed is generated again
 
 
+def test_replaced_weights_at_the_same_path_are_evaluated_again(tmp_path, bench_dir, target):
+    from taps_engine.head import DraftHead, save_head
+
+    head_dir = tmp_path / "head"
+    save_head(DraftHead.random(target.model, seed=3), head_dir)
+    config = {**CONFIG, "benchmarks": ["svamp"], "temperatures": [0.0], "baselines": [],
+              "drafters": {"a": {"path": str(head_dir)}}, "runs": [{"policy": "single", "drafters": ["a"]}]}
+    path, out, calls = write_config(tmp_path, config), tmp_path / "out", []
+    run_experiment(load_eval_config(path, "small"), out, target, lambda done, total, what: calls.append(total))
+    assert calls[-1] == 2
+    calls.clear()
+    run_experiment(load_eval_config(path, "small"), out, target, lambda done, total, what: calls.append(total))
+    assert calls == []
+    save_head(DraftHead.random(target.model, seed=4), head_dir)   # a better drafter shipped in its place
+    run_experiment(load_eval_config(path, "small"), out, target, lambda done, total, what: calls.append(total))
+    assert calls[-1] == 2
+
+
 def test_changed_settings_refuse_to_mix_records(tmp_path, bench_dir, target):
     config = {**CONFIG, "benchmarks": ["svamp"], "temperatures": [0.0], "baselines": [], "runs": [{"policy": "plain"}]}
     run_experiment(load_eval_config(write_config(tmp_path, config), "small"), tmp_path / "out", target)
