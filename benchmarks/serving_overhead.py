@@ -179,6 +179,23 @@ def machine() -> dict:
             "torch_threads_in_process": torch.get_num_threads(), "load_average_at_end": load}
 
 
+def engine_alone(engine, prompts: list[str], args: argparse.Namespace, drafter: str) -> dict:
+    """The in-process engine on the prompts before Ray starts: on a small machine the idle Ray cluster (GCS,
+    raylet, controller, proxy, replicas) takes CPU from the interleaved in-process runs too."""
+    import torch
+
+    messages = [[{"role": "user", "content": p}] for p in prompts]
+    engine.generate(messages[0], max_new_tokens=8, drafter=drafter or None)
+    tokens, seconds = 0, 0.0
+    for msg in messages:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            result = engine.generate(msg, max_new_tokens=args.max_new_tokens, drafter=drafter or None)
+            seconds += time.perf_counter() - start
+        tokens += len(result.token_ids)
+    return {"new_tokens": tokens, "seconds": round(seconds, 3), "ms_per_token": round(1e3 * seconds / tokens, 2)}
+
+
 def interleaved(engine, client, prompts: list[str], args: argparse.Namespace, drafter: str) -> dict:
     """In-process engine and service, one prompt each in turn; outputs compared token for token."""
     import torch
@@ -356,6 +373,10 @@ def markdown(report: dict) -> str:
         f"Server-reported generation time (router): {o['service']['server_reported_seconds']} s of "
         f"{o['service']['seconds']} s client wall time. Token-identical outputs: "
         f"**{o['identical_outputs']}/{o['n_prompts']}**.", "",
+        f"Before Ray started, the in-process engine took {o['in_process_without_ray']['ms_per_token']} ms per token "
+        f"on the same prompts: the service takes "
+        f"**{o['per_token_time_ratio_service_over_in_process_without_ray']}x** that (a Ray cluster idling beside it "
+        "slows the interleaved in-process runs too).", "",
         "Where a token's time goes (ms per new token; through the service, drafting and verification are the "
         "router's round trips, and the replicas' compute is the time their batches ran):", "",
         "| part | in-process | service |", "|---|---|---|",
@@ -404,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         fail(f"cannot load the target or a head: {e}")
     del target
+    print("the in-process engine before Ray starts", file=sys.stderr)
+    alone = engine_alone(engine, prompts, args, drafter)
 
     print(f"starting Ray Serve on {num_cpus:g} CPUs (gRPC port {config.router.grpc_port})", file=sys.stderr)
     ray_dir = tempfile.mkdtemp(prefix="taps-ray-")
@@ -418,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                 fail(f"the service at {address} reports {status}")
             print("one client, interleaved with the in-process engine", file=sys.stderr)
             overhead = interleaved(engine, client, prompts, args, drafter)
+            overhead["in_process_without_ray"] = alone
+            overhead["per_token_time_ratio_service_over_in_process_without_ray"] = round(
+                overhead["service"]["ms_per_token"] / alone["ms_per_token"], 3)
         del engine
         results = []
         for n in args.concurrency:
