@@ -29,7 +29,7 @@ from .codec import settings_to_proto
 from .config import SERVE_POLICIES, ServeConfig
 from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
-from .remote import VERIFIER, RemoteProposer, RemoteVerifier, VerifierUnavailable, call, drafter_key, release
+from .remote import VERIFIER, RemoteProposer, RemoteVerifier, VerifierUnavailable, drafter_key, release
 from .results import FINISH, TextDeltas, decision_proto, generation_stats, step_stats
 from .validation import ParsedRequest, RequestError, parse_request
 
