@@ -10,6 +10,7 @@ so output is unchanged.
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
 from pathlib import Path
@@ -208,6 +209,12 @@ def load_head(path: str | Path, model: PreTrainedModel) -> DraftHead:
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
     return head.to(device=model.device, dtype=model.dtype).eval().requires_grad_(False)
+
+
+def weights_digest(path: str | Path | None) -> str | None:
+    """A saved head's weights by content (None: no head there), to tell a replaced head from the one before."""
+    file = Path(path) / HEAD_WEIGHTS if path is not None else None
+    return hashlib.sha256(file.read_bytes()).hexdigest()[:16] if file is not None and file.exists() else None
 
 
 def _weights(a: DraftHead, b: DraftHead) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from taps_engine.cli_common import console, fail
 from taps_engine.fileio import atomic_write
-from taps_engine.head import average_heads, load_head, save_head
+from taps_engine.head import average_heads, load_head, save_head, weights_digest
 from taps_engine.settings import taps_home
 from taps_engine.target import DEFAULT_TARGET, load_target
 
@@ -159,6 +159,11 @@ def export(
         log["provenance"] = {"config_file": str(config), "target": cfg.target, "method": cfg.method,
                              "data": cfg.data.model_dump(mode="json"), "epochs": len(log["epochs"]),
                              "heldout_top1": log["epochs"][-1]["heldout_top1"], "draft_vocab": draft_vocab}
+        if cfg.init_from is not None:   # the head it started from, by content and by its own provenance
+            parent_log = cfg.init_from / "train_log.json"
+            log["provenance"]["init_from"] = {
+                "path": str(cfg.init_from), "weights_sha256": weights_digest(cfg.init_from),
+                "provenance": json.loads(parent_log.read_text()).get("provenance") if parent_log.exists() else None}
         save_head(head, out, metadata={"method": cfg.method, "data": cfg.data.kind, "name": cfg.name,
                                        "target": cfg.target})
         atomic_write(out / "train_log.json", lambda tmp: Path(tmp).write_text(json.dumps(log, indent=2) + "\n"))

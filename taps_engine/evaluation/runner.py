@@ -23,7 +23,7 @@ from ..answers import extract_answer, is_correct
 from ..eval_sets import BenchmarkItem, load_benchmark
 from ..decoding import Decoder, GenerationResult
 from ..fileio import atomic_write
-from ..head import HEAD_WEIGHTS, DraftHead, average_heads, load_head
+from ..head import DraftHead, average_heads, load_head, weights_digest
 from ..metrics import depth_counts, drafter_step_counts, node_values
 from ..policies import Decision, policy_spec
 from ..replay import References, replay
@@ -53,16 +53,10 @@ class Run:
         return self.method == "transformers"
 
 
-def weights_digest(path: Path | None) -> str | None:
-    """A head's weights by content: records made with other weights at the same path (a retrained or replaced
-    drafter) are not current."""
-    file = Path(path) / HEAD_WEIGHTS if path is not None else None
-    return hashlib.sha256(file.read_bytes()).hexdigest()[:16] if file is not None and file.exists() else None
-
-
 def expand_runs(cfg: EvalConfig) -> list[Run]:
     """Rows in config order, `average` expanded per alpha, baselines last; ids are unique."""
     methods = {name: spec.resolved_method() for name, spec in cfg.drafters.items()}
+    # by content: records made with other weights at the same path (a retrained or replaced head) are not current
     digests = {name: weights_digest(spec.path) for name, spec in cfg.drafters.items()}
 
     def setup(spec: RunSpec | None, alpha: float | None = None) -> str:
