@@ -170,6 +170,13 @@ def test_init_from_starts_at_a_trained_head_and_refuses_foreign_ones(data_dir, t
     with pytest.raises(ValueError, match="a head for target 'another-model', not 'tiny'"):
         train(RunConfig.model_validate({**tuned.model_dump(), "init_from": str(foreign),
                                         "output_dir": str(tmp_path / "x")}), target, progress=False)
+    from taps_engine.head import weights_digest
+    from training.cli import provenance
+
+    shipped = provenance(tuned, "tuned.yaml", {"epochs": tuned_log}, 0)
+    assert shipped["epochs"] == len(tuned_log) and shipped["init_from"]["path"] == str(base.drafter_dir)
+    assert shipped["init_from"]["weights_sha256"] == weights_digest(base.drafter_dir) is not None
+    assert "init_from" not in provenance(base, "base.yaml", {"epochs": fresh_log}, 0)
     small = tiny_chat_target("qwen3", tokenizer)   # same hidden size, another architecture's layer shapes
     with pytest.raises(ValueError, match="init_from|does not fit|does not match"):
         train(RunConfig.model_validate({**tuned.model_dump(), "output_dir": str(tmp_path / "y")}), small,

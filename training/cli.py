@@ -134,6 +134,20 @@ def draft_vocab(
                   "training data's assistant tokens")
 
 
+def provenance(cfg, config_file: Path, log: dict, draft_vocab: int) -> dict:
+    """Where a shipped drafter comes from: its recipe, data, epochs and held-out top-1, and the head it started
+    from (by content and by that head's own provenance), since a later drafter may replace that head in place."""
+    out = {"config_file": str(config_file), "target": cfg.target, "method": cfg.method,
+           "data": cfg.data.model_dump(mode="json"), "epochs": len(log["epochs"]),
+           "heldout_top1": log["epochs"][-1]["heldout_top1"], "draft_vocab": draft_vocab}
+    if cfg.init_from is not None:
+        parent_log = cfg.init_from / "train_log.json"
+        out["init_from"] = {
+            "path": str(cfg.init_from), "weights_sha256": weights_digest(cfg.init_from),
+            "provenance": json.loads(parent_log.read_text()).get("provenance") if parent_log.exists() else None}
+    return out
+
+
 def export(
     config: Path = typer.Option(..., "--config", help="The training config of the drafter to export."),
     out: Path = typer.Option(..., "--out", help="Directory to write (e.g. taps_engine/drafters/<target>/<name>)."),
@@ -156,14 +170,7 @@ def export(
                                                  draft_vocab))
         head = head.to(torch.bfloat16)
         log = json.loads(log_path.read_text())
-        log["provenance"] = {"config_file": str(config), "target": cfg.target, "method": cfg.method,
-                             "data": cfg.data.model_dump(mode="json"), "epochs": len(log["epochs"]),
-                             "heldout_top1": log["epochs"][-1]["heldout_top1"], "draft_vocab": draft_vocab}
-        if cfg.init_from is not None:   # the head it started from, by content and by its own provenance
-            parent_log = cfg.init_from / "train_log.json"
-            log["provenance"]["init_from"] = {
-                "path": str(cfg.init_from), "weights_sha256": weights_digest(cfg.init_from),
-                "provenance": json.loads(parent_log.read_text()).get("provenance") if parent_log.exists() else None}
+        log["provenance"] = provenance(cfg, config, log, draft_vocab)
         save_head(head, out, metadata={"method": cfg.method, "data": cfg.data.kind, "name": cfg.name,
                                        "target": cfg.target})
         atomic_write(out / "train_log.json", lambda tmp: Path(tmp).write_text(json.dumps(log, indent=2) + "\n"))
