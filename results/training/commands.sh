@@ -33,3 +33,21 @@ taps train --config configs/smollm2/eagle2-chat-self.yaml &
 wait
 taps eval --config configs/eval/drafters.yaml --out results/training/drafters
 taps export --config configs/smollm2/eagle2-math-self.yaml --out taps_engine/drafters/smollm2-135m-instruct/eagle2-math
+
+# This round: the shipped heads trained longer (init_from), a HASS epoch from the chat head, their bf16 exports
+# evaluated as they would ship, then shipped (eagle2-chat, eagle2-math replaced; hass-chat added)
+taps train --config configs/smollm2/eagle2-chat-long.yaml &
+taps train --config configs/smollm2/eagle2-math-long.yaml &
+wait
+taps train --config configs/smollm2/hass-chat-tuned.yaml
+for n in eagle2-chat-long eagle2-math-long hass-chat-tuned; do
+  taps export --config configs/smollm2/$n.yaml --out ${TAPS_HOME:-~/.cache/taps}/export/$n
+done
+taps eval --config configs/eval/drafters.yaml --profile one-thread --out results/training/drafters
+taps eval --config configs/eval/drafters.yaml --out results/training/drafters --report-only
+D=taps_engine/drafters/smollm2-135m-instruct
+cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-chat-long/* $D/eagle2-chat/
+cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-math-long/* $D/eagle2-math/
+mkdir -p $D/hass-chat && cp ${TAPS_HOME:-~/.cache/taps}/export/hass-chat-tuned/* $D/hass-chat/
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --threads 2 \
+  --out results/training/throughput-amx.md
