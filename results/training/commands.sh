@@ -51,3 +51,9 @@ cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-math-long/* $D/eagle2-math/
 mkdir -p $D/hass-chat && cp ${TAPS_HOME:-~/.cache/taps}/export/hass-chat-tuned/* $D/hass-chat/
 python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --threads 2 \
   --out results/training/throughput-amx.md
+# HASS math: two HASS epochs from the shipped math head; evaluated as exported, shipped as hass-math
+taps train --config configs/smollm2/hass-math-tuned.yaml
+taps export --config configs/smollm2/hass-math-tuned.yaml --out ${TAPS_HOME:-~/.cache/taps}/export/hass-math-tuned
+taps eval --config configs/eval/drafters.yaml --profile one-thread --out results/training/drafters --runs '^hass-math$'
+taps eval --config configs/eval/drafters.yaml --out results/training/drafters --report-only
+mkdir -p $D/hass-math && cp ${TAPS_HOME:-~/.cache/taps}/export/hass-math-tuned/* $D/hass-math/
