@@ -63,10 +63,24 @@ def target(tokenizer):
     return tiny_chat_target("llama", tokenizer)
 
 
+# what `taps eval` records of the machine, as a report needs it
+ENV = {"dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1, "gpu": None, "python": "3",
+       "torch": "x", "transformers": "y"}
+
+
 def write_config(tmp_path, config=CONFIG):
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def evaluated(tmp_path, config, target, report_target=None):
+    """The config's `small` profile run into tmp_path/out and reported; (config, out directory)."""
+    cfg = load_eval_config(write_config(tmp_path, config), "small")
+    out = tmp_path / "out"
+    run_experiment(cfg, out, target)
+    write_report(cfg, out, "taps eval", ENV, report_target)
+    return cfg, out
 
 
 @pytest.mark.slow
@@ -74,9 +88,7 @@ def test_tiny_eval_tables_plots_and_losslessness(tmp_path, bench_dir, target):
     cfg = load_eval_config(write_config(tmp_path), "small")
     out = tmp_path / "out"
     run_experiment(cfg, out, target)
-    written = write_report(cfg, out, "taps eval --config eval.yaml --profile small", {
-        "dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1, "gpu": None, "python": "3",
-        "torch": "x", "transformers": "y"})
+    written = write_report(cfg, out, "taps eval --config eval.yaml --profile small", ENV)
     rows = json.loads((out / "records.json").read_text())
     runs = expand_runs(cfg)
     engine_runs = [r for r in runs if not r.is_baseline]
@@ -278,11 +290,7 @@ def test_replayed_report_has_the_oracle_the_separation_and_mt_bench_categories(t
     config = {**CONFIG, "benchmarks": ["mt_bench", "gsm8k"], "temperatures": [0.0], "baselines": [],
               "replay": True, "runs": [{"policy": "single", "drafters": ["a"]},
                                        {"policy": "confidence", "drafters": ["a", "b"]}]}
-    cfg = load_eval_config(write_config(tmp_path, config), "small")
-    out = tmp_path / "out"
-    run_experiment(cfg, out, target)
-    write_report(cfg, out, "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1,
-                                        "gpu": None, "python": "3", "torch": "x", "transformers": "y"})
+    _, out = evaluated(tmp_path, config, target)
     rows = json.loads((out / "records.json").read_text())
     routed = [r for r in rows if r["policy"] == "confidence"]
     assert routed and all(r["oracle"]["steps"] == r["n_steps"] for r in routed)
@@ -305,11 +313,7 @@ def test_report_gives_the_weight_distance_of_averaged_parents(tmp_path, bench_di
     assert weight_distance(a, a) == 0 and 0 < weight_distance(a, b) == pytest.approx(weight_distance(b, a))
     config = {**CONFIG, "benchmarks": ["gsm8k"], "temperatures": [0.0], "baselines": [],
               "runs": [{"policy": "average", "drafters": ["a", "b"], "alphas": [0.5]}]}
-    cfg = load_eval_config(write_config(tmp_path, config), "small")
-    out = tmp_path / "out"
-    run_experiment(cfg, out, target)
-    write_report(cfg, out, "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1,
-                                        "gpu": None, "python": "3", "torch": "x", "transformers": "y"}, target)
+    _, out = evaluated(tmp_path, config, target, report_target=target)
     distances = json.loads((out / "averaging.json").read_text())
     assert distances == [{"parents": ["a", "b"], "distance": round(weight_distance(a, b), 4)}]
     assert "Parents of the averaged drafters" in (out / "README.md").read_text()
@@ -319,11 +323,7 @@ def test_report_gives_intervals_and_the_configured_comparisons(tmp_path, bench_d
     config = {**CONFIG, "benchmarks": ["gsm8k", "svamp"], "temperatures": [0.0], "baselines": [],
               "runs": [{"policy": "single", "drafters": ["a"]}, {"policy": "confidence", "drafters": ["a", "b"]}],
               "comparisons": [["a", "confidence(a+b)"]]}
-    cfg = load_eval_config(write_config(tmp_path, config), "small")
-    out = tmp_path / "out"
-    run_experiment(cfg, out, target)
-    write_report(cfg, out, "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test", "torch_threads": 1,
-                                        "gpu": None, "python": "3", "torch": "x", "transformers": "y"})
+    _, out = evaluated(tmp_path, config, target)
     differences = json.loads((out / "comparisons.json").read_text())
     assert [(d["benchmark"], d["n_prompts"]) for d in differences] == [("gsm8k", 2), ("svamp", 2), ("all", 4)]
     readme = (out / "README.md").read_text()
@@ -357,9 +357,7 @@ def test_sampled_runs_get_one_record_per_seed_and_greedy_ones_one(tmp_path, benc
     first = sorted(greedy)[0]
     texts = [tuple(store.records[("a", 1.0, "gsm8k", first + s)]["turns"][0]["token_ids"]) for s in ("", "~1", "~2")]
     assert len(set(texts)) > 1, "each sample has its own seed"
-    rows = write_report(cfg, tmp_path / "out", "taps eval", {"dtype": "float32", "device": "cpu", "cpu": "test",
-                                                             "torch_threads": 1, "gpu": None, "python": "3",
-                                                             "torch": "x", "transformers": "y"})
+    rows = write_report(cfg, tmp_path / "out", "taps eval", ENV)
     records = json.loads((tmp_path / "out" / "records.json").read_text())
     assert {(r["temperature"], r["n_prompts"]) for r in records} == {(0.0, 2), (1.0, 6)} and rows
 
