@@ -160,6 +160,7 @@ class Decoder:
         chosen, dropped = plan, {}
         economics = StepEconomics() if self.fallback else None
         costs = self.costs
+        judge = getattr(self.verifier, "accepted_length", None)   # a verifier that knows the continuation
         yield StepEvent(list(out), None)
         steps: list[StepRecord] = []
         while out[-1] not in eos and len(out) < params.max_new_tokens:
@@ -180,7 +181,6 @@ class Decoder:
             tree = proposal.tree
             if costs is not None:
                 tree = costs.prune(tree, 1e3 * (time.perf_counter() - t0))
-            judge = getattr(self.verifier, "accepted_length", None)   # a verifier that knows the continuation
             judged = {name: judge(t) for name, t in (proposal.candidates or {}).items()} if judge else {}
             t1 = time.perf_counter()
             path, bonus, features = self.verifier.step(out[-1], tree, params, generator)

@@ -25,7 +25,7 @@ from .config import AVERAGE, EvalConfig, load_eval_config
 from .plots import draw_all
 from .report import (accuracy_markdown, aggregate, category_markdown, category_rows, comparison_markdown, comparisons,
                      oracle_markdown, separation_markdown, separation_rows, speed_markdown, tau_markdown, tau_tables)
-from .runner import RecordStore, config_items, expand_runs, load_heads, run_experiment
+from .runner import RecordStore, Run, config_items, expand_runs, load_heads, run_experiment
 
 
 def environment(device: str, dtype: str) -> dict:
@@ -39,10 +39,9 @@ def environment(device: str, dtype: str) -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def parent_distances(cfg: EvalConfig, target: Target) -> list[dict]:
-    """The weight distance between the two parents of every averaged drafter the config runs."""
-    pairs = list(dict.fromkeys(tuple(r.spec.drafters) for r in expand_runs(cfg)
-                               if r.spec is not None and r.policy == AVERAGE))
+def parent_distances(cfg: EvalConfig, runs: list[Run], target: Target) -> list[dict]:
+    """The weight distance between the two parents of every averaged drafter among the runs."""
+    pairs = list(dict.fromkeys(tuple(r.spec.drafters) for r in runs if r.spec is not None and r.policy == AVERAGE))
     heads = load_heads(cfg, target, {name for pair in pairs for name in pair}) if pairs else {}
     return [{"parents": list(pair), "distance": round(weight_distance(heads[pair[0]], heads[pair[1]]), 4)}
             for pair in pairs]
@@ -60,20 +59,20 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict,
                  target: Target | None = None) -> list[Path]:
     runs = expand_runs(cfg)
     items = config_items(cfg)
-    store = RecordStore(out_dir / "records.jsonl")
-    rows = aggregate(runs, store.current(runs), items, cfg.seeds)
+    current = RecordStore(out_dir / "records.jsonl").current(runs)
+    rows = aggregate(runs, current, items, cfg.seeds)
     if not rows:
         raise ValueError(f"{out_dir} has no records for this config yet")
     tables = tau_tables(rows, runs, cfg.benchmarks)
-    differences = comparisons(cfg.comparisons, runs, store.current(runs), items, cfg.seeds)
+    differences = comparisons(cfg.comparisons, runs, current, items, cfg.seeds)
     write_json(out_dir / "records.json", rows)
     write_json(out_dir / "tables.json", tables)
     write_json(out_dir / "comparisons.json", differences)
-    categories = category_rows(runs, store.current(runs), items, seeds=cfg.seeds)
-    nodes = separation_rows(runs, store.current(runs), items, cfg.seeds)
+    categories = category_rows(runs, current, items, seeds=cfg.seeds)
+    nodes = separation_rows(runs, current, items, cfg.seeds)
     write_json(out_dir / "categories.json", categories)
     write_json(out_dir / "separation.json", nodes)
-    distances = parent_distances(cfg, target) if target is not None else []
+    distances = parent_distances(cfg, runs, target) if target is not None else []
     if distances:
         write_json(out_dir / "averaging.json", distances)
     plots = draw_all(rows, runs, cfg.benchmarks, out_dir / "plots")

@@ -91,7 +91,7 @@ def tau_tables(rows: list[dict], runs: list[Run], benchmarks: list[str]) -> dict
     for temperature in sorted({r["temperature"] for r in rows}):
         table_rows = []
         for run in runs:
-            if run.is_baseline or run.policy == "plain":
+            if not run.drafts:
                 continue
             mine = {r["benchmark"]: r for r in rows if r["run"] == run.id and r["temperature"] == temperature}
             if not mine:
@@ -214,7 +214,7 @@ def category_rows(runs: list[Run], records: dict[tuple, dict], items: dict[str, 
         by_category.setdefault(item.category or "uncategorized", []).append(item)
     rows = []
     for run in runs:
-        if run.is_baseline or run.policy == "plain":
+        if not run.drafts:
             continue
         for temperature in run.temperatures:
             for category, its in sorted(by_category.items()):
@@ -267,7 +267,7 @@ def separation_rows(runs: list[Run], records: dict[tuple, dict], items: dict[str
     per draft depth."""
     out = []
     for run in runs:
-        if run.is_baseline or run.policy == "plain":
+        if not run.drafts:
             continue
         for temperature in run.temperatures:
             recs = [r for bench, its in items.items() for r in _records(records, run.id, temperature, bench, its,

@@ -52,6 +52,11 @@ class Run:
     def is_baseline(self) -> bool:
         return self.method == "transformers"
 
+    @property
+    def drafts(self) -> bool:
+        """Speculative decoding with drafters (not a baseline or the engine's plain loop): it has a τ."""
+        return not self.is_baseline and self.policy != "plain"
+
 
 def expand_runs(cfg: EvalConfig) -> list[Run]:
     """Rows in config order, `average` expanded per alpha, baselines last; ids are unique."""
