@@ -1,11 +1,11 @@
 """The serving system as Ray Serve applications, built from one ServeConfig for every way of running it.
 
-Applications: one per drafter (`drafter-<name>`, except drafters served elsewhere: those with an `address`),
-`verifier`, and `router`. By default only the router has a route: the gRPC proxy sends every call to it without
-an `application` metadata key, and the router reaches drafters and the verifier through deployment handles. With
-`router.expose_services` (or `router.transport: grpc`) the drafter and verifier applications get routes and
-gRPC servicers too, and callers name the application. Each application's replicas, autoscaling and resources come
-from the config.
+Applications: one per drafter (`drafter-<name>`, except drafters served elsewhere, those with an `address`, and
+drafters co-located in the verifier's replica), `verifier`, and `router`. By default only the router has a route:
+the gRPC proxy sends every call to it without an `application` metadata key, and the router reaches drafters and
+the verifier through deployment handles. With `router.expose_services` (or `router.transport: grpc`) the drafter
+and verifier applications get routes and gRPC servicers too, and callers name the application. Each application's
+replicas, autoscaling and resources come from the config.
 
 `app_specs` is the single description; `serve_config_dict` renders it as a Ray Serve config (the shape of
 `ray.serve.schema.ServeDeploySchema`, used by KubeRay's serveConfigV2 and `serve run`), and `run_local` deploys the
@@ -72,12 +72,14 @@ def app_specs(config: ServeConfig) -> list[AppSpec]:
                       "torch_threads": d.torch_threads,
                       "method": d.method, "log_level": config.log_level.value},
                      "Drafter", d.deployment, True, f"/{drafter_app_name(name)}" if exposed else None)
-             for name, d in config.drafters.items() if d.deployed_here]
+             for name, d in config.drafters.items() if d.own_application]
     specs.append(AppSpec(VERIFIER_APP, "services.deployments:build_verifier",
                          {"target": config.target, "dtype": config.compute_dtype,
                           "cache_size": config.verifier.session_cache_size,
                           "max_batch_size": config.verifier.max_batch_size,
                           "batch_wait_s": config.verifier.batch_wait_s,
+                          "drafters": {name: str(d.path) if d.path is not None else None
+                                       for name, d in config.drafters.items() if d.colocated},
                           "torch_threads": config.verifier.torch_threads, "log_level": config.log_level.value},
                          "Verifier", config.verifier.deployment, True, f"/{VERIFIER_APP}" if exposed else None))
     # the router needs every setting but the other applications' deployments; defaults left out keep it short

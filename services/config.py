@@ -111,6 +111,9 @@ class DrafterConfig(ModelReplica):
     # served elsewhere: HOST:PORT of a TAPS gRPC endpoint with this drafter's application (not deployed here)
     address: Optional[str] = None
     application: Optional[str] = None             # its application name there (default: drafter-<name>)
+    # hosted in the verifier's replica (services/colocated.py): no deployment of its own, its trees come back with
+    # each Verify (one round trip per step); it shares the verifier's resources, batches and session cache
+    colocated: bool = False
     session_cache_size: int = Field(64, ge=1)     # sessions whose KV state a replica keeps (LRU)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
@@ -132,11 +135,19 @@ class DrafterConfig(ModelReplica):
             raise ValueError("application names a drafter served elsewhere: set address too")
         if self.address is not None and self.path is not None:
             raise ValueError("a drafter with an address is served elsewhere: drop path (it is that server's)")
+        if self.address is not None and self.colocated:
+            raise ValueError("a drafter with an address is served elsewhere: it cannot be co-located with the "
+                             "verifier")
         return self
 
     @property
     def deployed_here(self) -> bool:
         return self.address is None
+
+    @property
+    def own_application(self) -> bool:
+        """Deployed here as an application of its own (not served elsewhere, not in the verifier's replica)."""
+        return self.deployed_here and not self.colocated
 
 
 class VerifierConfig(ModelReplica):

@@ -70,13 +70,15 @@ class DrafterDeployment:
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
     def __init__(self, target: str, dtype: str = "auto", cache_size: int = 32, max_batch_size: int = 8,
-                 batch_wait_s: float = 0.002, torch_threads: int | None = None, log_level: str = "warning") -> None:
+                 batch_wait_s: float = 0.002, drafters: dict[str, str | None] | None = None,
+                 torch_threads: int | None = None, log_level: str = "warning") -> None:
         configure_replica(log_level, torch_threads)
-        self.server = VerifierServer(target, dtype, cache_size, max_batch_size, batch_wait_s)
+        self.server = VerifierServer(target, dtype, cache_size, max_batch_size, batch_wait_s, drafters)
 
     Info = _rpc("Info", pb.InfoRequest, pb.VerifierInfo)
     Prefill = _rpc("Prefill", pb.PrefillRequest, pb.PrefillResponse)
     Verify = _rpc("Verify", pb.VerifyRequest, pb.VerifyResponse)
+    Draft = _rpc("Draft", pb.DraftRequest, pb.DraftResponse)
     Features = _rpc("Features", pb.FeaturesRequest, pb.FeaturesResponse)
     Release = _rpc("Release", pb.ReleaseRequest, pb.ReleaseResponse)
 
@@ -90,5 +92,5 @@ def build_drafter(args: dict, options: dict | None = None) -> serve.Application:
 
 def build_verifier(args: dict, options: dict | None = None) -> serve.Application:
     """`import_path: services.deployments:build_verifier`; args: target, dtype, cache_size, max_batch_size,
-    batch_wait_s, torch_threads, log_level."""
+    batch_wait_s, drafters (co-located: name -> head directory or None), torch_threads, log_level."""
     return VerifierDeployment.options(**(options or {})).bind(**args)

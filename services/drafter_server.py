@@ -50,19 +50,23 @@ class _Draft:
     settings: TreeSettings
 
 
+def served_head(name: str, path: str | Path | None, model) -> DraftHead:
+    """The head at `path`, or for None a random head (with a warning) seeded by the name, so that every replica
+    serving the drafter serves the same one."""
+    if path is None:
+        log.warning("drafter %r has no checkpoint: serving a random (untrained) head; outputs stay lossless but "
+                    "acceptance is poor", name)
+        return DraftHead.random(model, seed=zlib.crc32(name.encode())).eval()
+    return load_head(path, model)
+
+
 class DrafterServer:
     def __init__(self, name: str, head_path: str | Path | None, target_spec: str, dtype: str = "auto",
                  cache_size: int = 64, method: str = "eagle2", max_batch_size: int = 8,
                  batch_wait_s: float = 0.002) -> None:
         self.name = name
         self.target = load_embedding_target(target_spec, dtype=dtype)
-        if head_path is None:
-            log.warning("drafter %r has no checkpoint: serving a random (untrained) head; outputs stay lossless "
-                        "but acceptance is poor", name)
-            # a stable seed per name: every replica of this drafter serves the same random head
-            self.head = DraftHead.random(self.target.model, seed=zlib.crc32(name.encode())).eval()
-        else:
-            self.head = load_head(head_path, self.target.model)
+        self.head = served_head(name, head_path, self.target.model)
         self.info = pb.DrafterInfo(name=name, method=method if head_path is not None else "random",
                                    target=target_spec, hidden_size=self.target.config.hidden_size,
                                    path=str(head_path or ""))

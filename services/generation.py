@@ -29,7 +29,8 @@ from .codec import settings_to_proto
 from .config import SERVE_POLICIES, ServeConfig
 from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
-from .remote import VERIFIER, RemoteProposer, RemoteVerifier, VerifierUnavailable, drafter_key, release
+from .remote import (VERIFIER, ColocatedProposer, RemoteProposer, RemoteVerifier, VerifierUnavailable, drafter_key,
+                     release)
 from .results import FINISH, TextDeltas, decision_proto, generation_stats, step_stats
 from .validation import ParsedRequest, RequestError, parse_request
 
@@ -124,18 +125,24 @@ class RouterCore:
         session_id = uuid.uuid4().hex
         limits = self.config.router
         verifier = RemoteVerifier(self.verifier, session_id, limits.verifier_timeout_s, self.breaker)
-        proposers = {name: RemoteProposer(name, self.drafters[name], session_id, limits.drafter_timeout_s,
-                                          verifier.features, self.breaker,
-                                          served_as=name if self.config.drafters[name].deployed_here else "")
+        proposers = {name: self._proposer(name, verifier, session_id)
                      for name in parsed.policy.sessions(list(self.drafters), requested)}
+        remote = [d for d in proposers.values() if isinstance(d, RemoteProposer)]
         decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier)
         events = decoder.stream(parsed.prompt_ids, parsed.params, requested)
         try:
             yield from self._chunks(events, parsed, cached)
         finally:
             events.close()
-            self.metrics.state_losses(verifier.rebuilds, {name: d.resends for name, d in proposers.items()})
-            release([verifier] + [d for d in proposers.values() if not d.failed], RELEASE_TIMEOUT_S)
+            self.metrics.state_losses(verifier.rebuilds, {d.name: d.resends for d in remote})
+            release([verifier] + [d for d in remote if not d.failed], RELEASE_TIMEOUT_S)
+
+    def _proposer(self, name: str, verifier: RemoteVerifier, session_id: str) -> RemoteProposer | ColocatedProposer:
+        drafter = self.config.drafters[name]
+        if drafter.colocated:
+            return ColocatedProposer(name, verifier)
+        return RemoteProposer(name, self.drafters[name], session_id, self.config.router.drafter_timeout_s,
+                              verifier.features, self.breaker, served_as=name if drafter.deployed_here else "")
 
     def _chunks(self, events: Iterator[StepEvent], parsed: ParsedRequest,
                 cached: Assignment | None) -> Iterator[pb.GenerateChunk]:

@@ -9,7 +9,8 @@ Failure semantics follow what the loop can survive: a drafter that fails (applic
 timeout, lost state that cannot be restored) raises `DrafterUnavailable`, and the loop carries on without it; the
 verifier is indispensable, so its failure raises `VerifierUnavailable`, which the router reports as UNAVAILABLE.
 Every call names its session (`session_id`), which the session-affinity request router (services/affinity.py)
-uses to keep a session on the replica that holds its state.
+uses to keep a session on the replica that holds its state. A drafter co-located in the verifier's replica
+(`ColocatedProposer`) rides on the verifier's calls: one round trip per step for both.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ class RemoteVerifier:
         self.ids: list[int] = []      # committed tokens before the pending root: what the replica's cache holds
         self.acked = 0                # of those, the ones the replica has acknowledged
         self.rebuilds = 0             # StateMiss answers (metrics)
+        self.colocated: dict[str, ColocatedProposer] = {}   # drafters in the replica, registered by themselves
 
     def _call(self, method: str, request: Message, response_type: type[M]) -> M:
         """A call; when it fails, the verifier is marked down for new requests and this one waits (up to
@@ -218,26 +220,31 @@ class RemoteVerifier:
         self.ids, self.acked = list(ids), len(ids)
         return from_proto(response.features), from_proto(response.logits)
 
+    def _sessioned(self, method: str, build: Callable[[int], Message], response_type: type[M]) -> M:
+        """A call carrying the committed tokens from the replica's acknowledged offset on (`build(offset)`),
+        resent from where a replica that lost the session asks."""
+        offset = self.acked
+        for _ in range(1 + MAX_RESENDS):
+            response = self._call(method, build(offset), response_type)
+            if response.WhichOneof("result") != "miss":
+                return response
+            self.rebuilds += 1
+            offset = response.miss.resend_from
+            if not 0 <= offset <= len(self.ids):
+                raise VerifierUnavailable(f"verifier asked to resend from {offset}, outside the sequence")
+        raise VerifierUnavailable(f"verifier lost the session {1 + MAX_RESENDS} times in a row")
+
     def step(self, root: int, tree: DraftTree, params: SamplingParams,
              generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]:
         sampling = pb.SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         accept = pb.Acceptance(sampling=sampling,
                                rng_state=b"" if params.greedy else generator.get_state().numpy().tobytes())
         encoded = tree_to_proto(tree)
-        offset = self.acked
-        for _ in range(1 + MAX_RESENDS):
-            request = pb.VerifyRequest(session_id=self.session_id, offset=offset,
-                                       tokens=self.ids[offset:] + [int(root)], tree=encoded, accept=accept)
-            response = self._call("Verify", request, pb.VerifyResponse)
-            if response.WhichOneof("result") == "verified":
-                break
-            self.rebuilds += 1
-            offset = response.miss.resend_from
-            if not 0 <= offset <= len(self.ids):
-                raise VerifierUnavailable(f"verifier asked to resend from {offset}, outside the sequence")
-        else:
-            raise VerifierUnavailable(f"verifier lost the session {1 + MAX_RESENDS} times in a row")
-        verified = response.verified
+        asking = [p for p in self.colocated.values() if p.wanted is not None]
+        draft_next = [pb.DraftAsk(drafter=p.name, tree=settings_to_proto(p.wanted)) for p in asking]
+        verified = self._sessioned("Verify", lambda offset: pb.VerifyRequest(
+            session_id=self.session_id, offset=offset, tokens=self.ids[offset:] + [int(root)], tree=encoded,
+            accept=accept, draft_next=draft_next), pb.VerifyResponse).verified
         path = list(verified.path)
         if any(not 0 <= i < len(tree) for i in path):
             raise VerifierUnavailable(f"verifier returned path {path} outside a tree of {len(tree)} nodes")
@@ -245,13 +252,76 @@ class RemoteVerifier:
             generator.set_state(torch.frombuffer(bytearray(verified.rng_state), dtype=torch.uint8))
         self.ids += [int(root)] + tree.tokens[path].tolist()
         self.acked = len(self.ids)
+        trees = {named.drafter: named.tree for named in verified.next_trees}
+        for proposer in asking:
+            proposer.prefetched(trees.get(proposer.name))
         return path, int(verified.bonus_token), from_proto(verified.features)
+
+    def draft(self, root: int, asks: Sequence[tuple[str, TreeSettings]] = (),
+              agreement: Sequence[str] = ()) -> pb.Drafted:
+        """Co-located drafters' trees (and prompt agreements) for the committed tokens and `root`, in one call."""
+        return self._sessioned("Draft", lambda offset: pb.DraftRequest(
+            session_id=self.session_id, offset=offset, tokens=self.ids[offset:] + [int(root)],
+            asks=[pb.DraftAsk(drafter=name, tree=settings_to_proto(s)) for name, s in asks],
+            agreement=list(agreement)), pb.DraftResponse).drafted
 
     def features(self, start: int, end: int) -> torch.Tensor:
         """Target features of committed positions [start, end), recomputed by a replica (drafter rebuilds)."""
         response = self._call("Features", pb.FeaturesRequest(token_ids=self.ids[:end], start=start),
                               pb.FeaturesResponse)
         return from_proto(response.features)
+
+
+class ColocatedProposer:
+    """A drafter co-located in the verifier's replica (config `colocated: true`), seen as a Proposer.
+
+    Its tree for the next step comes back with the verifier's answer to this step (`draft_next`), so a step costs
+    one round trip; the replica appends the pairs itself, so `extend` sends nothing. An explicit Draft call is
+    made only when no tree came back for the settings asked: the first step, new settings, a failed draft. The
+    replica's session holds this drafter's state, so releasing the verifier's session releases it too.
+    """
+
+    concurrent = False   # its calls are the verifier's: nothing to overlap
+
+    def __init__(self, name: str, verifier: RemoteVerifier) -> None:
+        self.name = name
+        self.verifier = verifier
+        verifier.colocated[name] = self
+        self.reset()
+
+    def reset(self) -> None:
+        self.root: int | None = None                 # the pending root: the last pair's token
+        self.wanted: TreeSettings | None = None      # settings of the last tree proposed: asked for again next step
+        self._next: tuple[TreeSettings, pb.DraftTree] | None = None
+
+    def extend(self, tokens: Sequence[int], features: torch.Tensor) -> None:
+        self.root = int(tokens[-1])
+
+    def prefetched(self, tree: pb.DraftTree | None) -> None:
+        """The tree the verifier drafted with the step it just verified (None: it did not draft it)."""
+        self._next = (self.wanted, tree) if tree is not None else None
+        self.wanted = None
+
+    def _drafted(self, asks: Sequence[tuple[str, TreeSettings]] = (), agreement: Sequence[str] = ()) -> pb.Drafted:
+        drafted = self.verifier.draft(self.root, asks, agreement)
+        if drafted.error:
+            raise DrafterUnavailable(self.name, f"co-located drafting failed: {drafted.error}")
+        return drafted
+
+    def propose(self, settings: TreeSettings) -> DraftTree:
+        if self._next is not None and self._next[0] == settings:
+            encoded = self._next[1]
+        else:
+            encoded = {named.drafter: named.tree for named in self._drafted([(self.name, settings)]).trees}.get(
+                self.name, pb.DraftTree())
+        self._next, self.wanted = None, settings
+        try:
+            return tree_from_proto(encoded)
+        except ValueError as e:
+            raise DrafterUnavailable(self.name, f"malformed draft tree: {e}") from e
+
+    def prompt_agreement(self) -> float:
+        return self._drafted(agreement=[self.name]).agreement[self.name]
 
 
 def release(sessions: Sequence[RemoteProposer | RemoteVerifier], timeout_s: float) -> None:

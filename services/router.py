@@ -134,9 +134,11 @@ def service_handles(config: ServeConfig) -> tuple[dict[str, Any], Any]:
             return GrpcHandle(address or local, service, application, limit)
         return serve.get_deployment_handle(service, application)
 
-    drafters = {name: handle("Drafter", d.application or drafter_app_name(name), d.address)
+    verifier = handle("Verifier", VERIFIER_APP)
+    # a co-located drafter answers through the verifier (its health is the verifier's)
+    drafters = {name: verifier if d.colocated else handle("Drafter", d.application or drafter_app_name(name), d.address)
                 for name, d in config.drafters.items()}
-    return drafters, handle("Verifier", VERIFIER_APP)
+    return drafters, verifier
 
 
 def _close_after(step: concurrent.futures.Future | None, chunks: Iterator) -> None:

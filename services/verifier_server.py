@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from taps_engine.acceptance import SamplingParams
+from taps_engine.drafter import Drafter
 from taps_engine.target import load_target
-from taps_engine.tree import DraftTree
+from taps_engine.tree import DraftTree, TreeSettings
 from taps_engine.slots import SlotCache
 from taps_engine.verifier import TargetVerifier, step_batch
 
 from .batching import StepBatcher, skipping_dropped
+from .colocated import ColocatedDrafters
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
-from .codec import NAMES, to_proto, tree_from_proto
+from .codec import NAMES, settings_from_proto, to_proto, tree_from_proto, tree_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class VerifierSession:
     verifier: TargetVerifier
     ids: list[int]  # the tokens whose keys and values the cache holds
     dropped: bool = False  # evicted or released: its slot may belong to another session now
+    drafters: dict[str, Drafter] = field(default_factory=dict)   # co-located drafters' state (services/colocated.py)
+    prefill_features: torch.Tensor | None = None  # features of `ids` while no step has followed the prefill
 
 
 @dataclass
@@ -50,6 +54,15 @@ class _Step:
     tree: DraftTree
     params: SamplingParams
     generator: torch.Generator
+    asks: list[tuple[str, TreeSettings]]   # co-located drafters' trees wanted for the next step
+
+
+def _asks(messages) -> list[tuple[str, TreeSettings]]:
+    return [(ask.drafter, settings_from_proto(ask.tree)) for ask in messages]
+
+
+def _named(names: list[str], trees: list[DraftTree]) -> list[pb.NamedTree]:
+    return [pb.NamedTree(drafter=name, tree=tree_to_proto(tree)) for name, tree in zip(names, trees)]
 
 
 def _chain(tokens: list[int]) -> DraftTree:
@@ -62,9 +75,11 @@ def _chain(tokens: list[int]) -> DraftTree:
 
 class VerifierServer:
     def __init__(self, target_spec: str, dtype: str = "auto", cache_size: int = 32, max_batch_size: int = 8,
-                 batch_wait_s: float = 0.002) -> None:
+                 batch_wait_s: float = 0.002, drafters: dict[str, str | None] | None = None) -> None:
+        """`drafters`: the co-located drafters' head directories by name (None: a random head)."""
         self.target = load_target(target_spec, dtype=dtype)
         self.kv = SlotCache.for_model(self.target.config, max_slots=cache_size)
+        self.colocated = ColocatedDrafters(self.target, drafters or {}, cache_size)
         self.forward_lock = threading.Lock()   # held by every forward on `kv`, and while sessions come and go
         self.sessions: SessionCache[VerifierSession] = SessionCache(cache_size, on_drop=self._drop)
         self.batcher = StepBatcher(self._steps, max_batch_size, batch_wait_s, self.forward_lock,
@@ -74,13 +89,14 @@ class VerifierServer:
                                     max_position_embeddings=shape.context_length or 0,
                                     eos_token_ids=sorted(shape.eos_token_ids),
                                     dtype=NAMES[self.target.dtype])
-        log.info("verifier ready: %s, %s on %s, up to %d sessions, batches of up to %d steps", target_spec,
-                 self.info.dtype, self.target.device, cache_size, max_batch_size)
+        log.info("verifier ready: %s, %s on %s, up to %d sessions, batches of up to %d steps, co-located drafters: "
+                 "%s", target_spec, self.info.dtype, self.target.device, cache_size, max_batch_size,
+                 ", ".join(self.colocated.heads) or "none")
 
-    @staticmethod
-    def _drop(session: VerifierSession) -> None:
+    def _drop(self, session: VerifierSession) -> None:
         session.dropped = True
         session.verifier.release()
+        self.colocated.release(session)
 
     def Info(self, request: pb.InfoRequest) -> pb.VerifierInfo:
         info = pb.VerifierInfo()
@@ -101,7 +117,7 @@ class VerifierServer:
         self.sessions.make_room()
         verifier = TargetVerifier(self.target, self.kv)
         features, logits = verifier.prefill(ids)
-        return VerifierSession(verifier, list(ids)), features, logits
+        return VerifierSession(verifier, list(ids), prefill_features=features), features, logits
 
     def Prefill(self, request: pb.PrefillRequest) -> pb.PrefillResponse:
         ids = list(request.prompt_ids)
@@ -129,7 +145,8 @@ class VerifierServer:
             session = self._prefilled(suffix)[0]
             self.sessions.put(session_id, session)
             return session, True
-        if suffix:
+        if suffix:   # co-located drafters do not see this catch-up: they start over from the history when next used
+            self.colocated.release(session)
             session.verifier.verify(suffix[0], _chain(suffix[1:]))
             session.verifier.commit(range(len(suffix)))
             session.ids += suffix
@@ -141,6 +158,8 @@ class VerifierServer:
         if request.offset < 0 or (request.offset == 0 and len(tokens) < 2):
             raise ValueError("a verify request from offset 0 must hold the prompt and the root")
         tree = tree_from_proto(request.tree)
+        asks = _asks(request.draft_next)
+        self.colocated.check([name for name, _ in asks])
         sampling = request.accept.sampling
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p or 1.0,
                                 top_k=sampling.top_k)
@@ -152,24 +171,67 @@ class VerifierServer:
         generator = torch.Generator()
         if request.accept.rng_state:
             generator.set_state(torch.frombuffer(bytearray(request.accept.rng_state), dtype=torch.uint8))
-        outcome = self.batcher.submit(_Step(session, tokens[-1], tree, params, generator))
+        outcome = self.batcher.submit(_Step(session, tokens[-1], tree, params, generator, asks))
         if outcome is None:
             return pb.VerifyResponse(miss=pb.StateMiss(resend_from=0, reason="session evicted"))
-        path, bonus, features = outcome
+        path, bonus, features, next_trees = outcome
         return pb.VerifyResponse(verified=pb.Verified(
             features=to_proto(features), path=path, bonus_token=bonus,
-            rng_state=generator.get_state().numpy().tobytes(), caught_up=caught_up))
+            rng_state=generator.get_state().numpy().tobytes(), caught_up=caught_up,
+            next_trees=_named([name for name, _ in asks], next_trees)))
 
-    def _steps(self, steps: list[_Step]) -> list[tuple[list[int], int, torch.Tensor] | None]:
-        """The batcher's work (under `forward_lock`): one forward for the steps of sessions still held; None for
-        a session dropped while its step waited."""
+    def _steps(self, steps: list[_Step]) -> list[tuple[list[int], int, torch.Tensor, list[DraftTree]] | None]:
+        """The batcher's work (under `forward_lock`): one forward for the steps of sessions still held, then the
+        co-located drafters' next trees; None for a session dropped while its step waited."""
         results = skipping_dropped(steps, lambda step: step.session.dropped, lambda held: step_batch(
             [s.session.verifier for s in held], [s.root for s in held], [s.tree for s in held],
             [s.params for s in held], [s.generator for s in held]))
+        held = [(step, result) for step, result in zip(steps, results) if result is not None]
+        for step, (path, bonus, features) in held:
+            accepted = step.tree.tokens[path].tolist()
+            step.session.ids += [step.root] + accepted
+            self.colocated.extend(step.session, accepted + [bonus], features)
+        trees = self._draft_next([(step.session, result[1], name, settings)
+                                  for step, result in held for name, settings in step.asks])
+        out, taken = [], 0
         for step, result in zip(steps, results):
-            if result is not None:
-                step.session.ids += [step.root] + step.tree.tokens[result[0]].tolist()
-        return results
+            n = len(step.asks) if trees else 0
+            out.append(None if result is None else (*result, trees[taken:taken + n]))
+            taken += n if result is not None else 0
+        return out
+
+    def _draft_next(self, asks: list) -> list[DraftTree]:
+        """The asked trees, or none when drafting fails: the verified steps stand, and the callers ask again with
+        Draft, which reports the failure as a drafter's."""
+        if not asks:
+            return []
+        try:
+            return self.colocated.draft(asks)
+        except Exception:
+            log.exception("co-located drafting after a verify batch failed")
+            return []
+
+    def Draft(self, request: pb.DraftRequest) -> pb.DraftResponse:
+        tokens = list(request.tokens)
+        self._check_ids(tokens, "tokens")
+        if request.offset < 0 or (request.offset == 0 and len(tokens) < 2):
+            raise ValueError("a draft request from offset 0 must hold the prompt and the root")
+        asks = _asks(request.asks)
+        self.colocated.check([name for name, _ in asks] + list(request.agreement))
+        with self.forward_lock:
+            found = self._session_for(request.session_id, request.offset, tokens)
+            if isinstance(found, pb.StateMiss):
+                return pb.DraftResponse(miss=found)
+            session, root = found[0], tokens[-1]
+            try:
+                trees = self.colocated.draft([(session, root, name, settings) for name, settings in asks])
+                agreement = {name: self.colocated.drafter(session, name, root).prompt_agreement()
+                             for name in request.agreement}
+            except Exception as e:
+                log.exception("co-located drafting failed")
+                return pb.DraftResponse(drafted=pb.Drafted(error=f"{type(e).__name__}: {e}"))
+        return pb.DraftResponse(drafted=pb.Drafted(trees=_named([name for name, _ in asks], trees),
+                                                   agreement=agreement))
 
     def Features(self, request: pb.FeaturesRequest) -> pb.FeaturesResponse:
         ids = list(request.token_ids)

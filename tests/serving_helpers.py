@@ -55,7 +55,8 @@ class _Response:
 
 _REQUESTS = {"Info": pb.InfoRequest, "Propose": pb.ProposeRequest, "PromptAgreement": pb.PromptAgreementRequest,
              "Features": pb.FeaturesRequest,
-             "Release": pb.ReleaseRequest, "Prefill": pb.PrefillRequest, "Verify": pb.VerifyRequest}
+             "Release": pb.ReleaseRequest, "Prefill": pb.PrefillRequest, "Verify": pb.VerifyRequest,
+             "Draft": pb.DraftRequest}
 
 
 class InProcessHandle:

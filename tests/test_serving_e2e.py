@@ -1,6 +1,6 @@
 """The serving system end to end: a real local Ray Serve (two drafter applications, one with 2 replicas, the
-verifier, the router), a real redis-server, real gRPC. Answers must equal the in-process engine's greedy output
-token for token.
+verifier with a co-located drafter, the routers), a real redis-server, real gRPC. Answers must equal the
+in-process engine's greedy output token for token.
 
 One Ray cluster serves the whole module (starting one takes most of the module's time); the tests that break it
 (deleting the drafter-b and verifier applications) come last, in file order.
@@ -68,7 +68,8 @@ def cluster(models, redis_process, tmp_path_factory):
     config = ServeConfig.model_validate({
         "target": models["target"], "dtype": "fp32", "tree": TREE,
         "drafters": {"a": {"path": models["heads"]["a"], "deployment": replica()},
-                     "b": {"path": models["heads"]["b"], "deployment": replica(2)}},
+                     "b": {"path": models["heads"]["b"], "deployment": replica(2)},
+                     "c": {"path": models["heads"]["a"], "colocated": True}},   # in the verifier's replica
         # tiny models verify in milliseconds: give concurrent streams time to meet in a batch
         "verifier": {"deployment": replica(), "batch_wait_s": 0.05},
         "router": {"grpc_port": free_port(), "redis_url": redis_process.url, "default_max_new_tokens": 24,
@@ -76,22 +77,28 @@ def cluster(models, redis_process, tmp_path_factory):
                    "verifier_timeout_s": 60, "breaker_cooldown_s": 0.5, "api_keys": {"env": KEYS_ENV},
                    "expose_services": True, "max_message_bytes": MESSAGE_LIMIT, "deployment": replica()}})
     address = run_local(config, num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
-    routers = {}
-    # two more routers on the same Serve instance: every service over gRPC through the proxy, and the handle
-    # transport with drafter b reached over gRPC as if it ran elsewhere (a mixed deployment)
-    for name, changes in {"router-grpc": {"transport": "grpc"},
-                          "router-mixed": {"drafters": {"b": {"address": address, "application": "drafter-b"}}}
-                          }.items():
-        variant = config.model_copy(update={"router": config.router.model_copy(update=changes)}) \
-            if "transport" in changes else config.model_copy(update={"drafters": {
-                "a": config.drafters["a"], "b": DrafterConfig.model_validate(changes["drafters"]["b"])}})
-        spec = next(s for s in app_specs(variant) if s.name == "router")
-        serve.run(build_router(spec.args, spec.options()), name=name, route_prefix=f"/{name}")
-        routers[name] = TapsClient(address, timeout_s=120, api_key=API_KEY, application=name)
-    client = TapsClient(address, timeout_s=120, api_key=API_KEY)
-    yield SimpleNamespace(config=config, client=client, address=address, routers=routers)
-    for c in [client, *routers.values()]:
-        c.close()
+    a, b, c = (config.drafters[name] for name in "abc")
+
+    def variant(drafters: dict, **router) -> ServeConfig:
+        return config.model_copy(update={"drafters": drafters, "router": config.router.model_copy(update=router)})
+
+    # the default route serves drafters a and b; more routers on the same Serve instance: every service over gRPC
+    # through the proxy, the handle transport with drafter b reached over gRPC as if it ran elsewhere (a mixed
+    # deployment), and a router with drafter a beside the co-located c
+    variants = {"router": variant({"a": a, "b": b}),
+                "router-grpc": variant({"a": a, "b": b}, transport="grpc"),
+                "router-mixed": variant({"a": a, "b": DrafterConfig(address=address, application="drafter-b")}),
+                "router-colocated": variant({"a": a, "c": c})}
+    clients = {}
+    for name, changed in variants.items():
+        spec = next(s for s in app_specs(changed) if s.name == "router")
+        serve.run(build_router(spec.args, spec.options()), name=name,
+                  route_prefix=spec.route_prefix if name == "router" else f"/{name}")
+        clients[name] = TapsClient(address, timeout_s=120, api_key=API_KEY, application=name)
+    client, colocated = clients.pop("router"), clients.pop("router-colocated")
+    yield SimpleNamespace(client=client, address=address, routers=clients, colocated=colocated)
+    for open_client in [client, colocated, *clients.values()]:
+        open_client.close()
     shutdown_local()
 
 
@@ -204,6 +211,25 @@ def test_concurrent_streams_are_verified_together_and_answer_as_alone(cluster, e
     assert together == alone
     forwards, steps = after.verify_forwards - before.verify_forwards, after.verified_steps - before.verified_steps
     assert steps > 1.3 * forwards, f"{steps} steps in {forwards} forwards: the streams were not batched"
+
+
+def drafter_info(application: str) -> pb.DrafterInfo:
+    handle = serve.get_deployment_handle("Drafter", application).options(method_name="Info")
+    return pb.DrafterInfo.FromString(handle.remote(pb.InfoRequest().SerializeToString()).result())
+
+
+def test_a_colocated_drafter_drafts_in_the_verifier_replica_as_the_engine_does(cluster, engine):
+    """Drafter c (head a) runs in the verifier's replica: its answers are the engine's with head a, and drafter
+    a's own replica does no work for them; beside the remote a, confidence routing answers as the engine does."""
+    expected = engine.generate("single", max_new_tokens=24, drafter="a")
+    before = drafter_info("drafter-a").drafted_steps
+    response = cluster.colocated.generate(PROMPT, policy="single", drafter="c")
+    assert list(response.token_ids) == expected.token_ids and response.decision.drafter == "c"
+    assert response.stats.mean_acceptance_length == pytest.approx(expected.tau)
+    assert drafter_info("drafter-a").drafted_steps == before
+    routed = cluster.colocated.generate(PROMPT, policy="confidence")
+    assert list(routed.token_ids) == expected.token_ids and not routed.decision.unavailable
+    assert set(routed.stats.drafter_selections) <= {"a", "c"} and routed.stats.mean_acceptance_length > 1.0
 
 
 def test_session_affinity_keeps_a_session_on_the_replica_holding_it(cluster):

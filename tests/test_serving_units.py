@@ -362,6 +362,76 @@ def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):
     assert tokens == expected.token_ids
 
 
+@pytest.fixture(scope="module")
+def colocated(models):
+    """A router core whose drafters live in the verifier's replica, and that replica."""
+    verifier = VerifierServer(models["target"], "fp32", drafters=models["heads"])
+    config = make_config(models)
+    for drafter in config.drafters.values():
+        drafter.colocated = True
+    handle = InProcessHandle(verifier)
+    core = RouterCore(config, load_prompt_format(models["target"]), {name: handle for name in config.drafters},
+                      handle, LocalAssignmentCache(60.0), RouterMetrics())
+    return core, verifier, handle
+
+
+@pytest.mark.parametrize("policy,temperature", [("single", 0.0), ("confidence", 0.0), ("merged-trie", 0.0),
+                                                ("sticky", 0.0), ("merged", 0.9)])
+def test_colocated_drafters_match_the_engine_in_one_round_trip_per_step(colocated, engine, policy, temperature):
+    """Trees come back with each Verify: per request, Draft calls only for the first step (and sticky's scoring),
+    whatever the number of steps; tokens as in process."""
+    core, verifier, handle = colocated
+    target, heads = engine
+    sampling = dict(max_new_tokens=24, temperature=temperature, seed=5)
+    expected = Decoder(target, heads, policy, SETTINGS).generate([{"role": "user", "content": PROMPT}], **sampling)
+    handle.calls.clear()
+    tokens, text, final = run(core, prompt=PROMPT, policy=policy, **sampling)
+    assert tokens == expected.token_ids and text == expected.text
+    assert final.stats.n_steps == len(expected.steps) > 4, "the drafters drafted what they draft in process"
+    assert final.stats.mean_acceptance_length == pytest.approx(expected.tau)
+    calls = {method: handle.calls.count(method) for method in set(handle.calls)}
+    assert calls.pop("Verify") == final.stats.n_steps, "one round trip per step"
+    assert calls.pop("Draft") == {"single": 1, "sticky": 3}.get(policy, 2)
+    assert calls == {"Prefill": 1, "Release": 1}
+    assert len(verifier.sessions) == 0 and all(c.lengths == [0] * c.slots for c in verifier.colocated.caches.values())
+
+
+def test_colocated_drafters_rebuild_after_a_lost_session_and_a_failing_one_is_dropped(colocated, engine,
+                                                                                     monkeypatch):
+    """A replica that loses the session mid-request rebuilds the drafters from the history (output unchanged);
+    a drafter whose drafting fails is dropped for the request, which completes with the target's own tokens."""
+    core, verifier, handle = colocated
+    target, heads = engine
+    expected = Decoder(target, heads, "confidence", SETTINGS).generate([{"role": "user", "content": PROMPT}],
+                                                                       max_new_tokens=24)
+    verify = verifier.Verify
+
+    def forgetful(request):
+        if request.offset > 0 and len(verifier.sessions) and handle.calls.count("Verify") == 3:
+            verifier.sessions.pop(request.session_id)   # a restart between two steps
+        return verify(request)
+
+    monkeypatch.setattr(verifier, "Verify", forgetful)
+    handle.calls.clear()
+    tokens, _, final = run(core, prompt=PROMPT, policy="confidence", max_new_tokens=24)
+    assert tokens == expected.token_ids and final.stats.mean_acceptance_length == pytest.approx(expected.tau)
+    assert handle.calls.count("Verify") == final.stats.n_steps + 1, "one step was resent to the rebuilt session"
+    monkeypatch.undo()
+    draft = verifier.colocated.draft
+
+    def failing(asks):
+        if any(name == "b" for _, _, name, _ in asks):
+            raise RuntimeError("head b broke")
+        return draft(asks)
+
+    monkeypatch.setattr(verifier.colocated, "draft", failing)
+    plain = Decoder(target, {"a": heads["a"]}, "single", SETTINGS).generate([{"role": "user", "content": PROMPT}],
+                                                                            max_new_tokens=24)
+    tokens, _, final = run(core, prompt=PROMPT, policy="confidence", max_new_tokens=24)
+    assert tokens == plain.token_ids and list(final.decision.unavailable) == ["b"]
+    assert len(verifier.sessions) == 0
+
+
 def test_step_batcher_runs_waiting_jobs_together_and_hands_errors_to_their_callers():
     import threading
 
@@ -696,16 +766,19 @@ def test_exposed_services_and_drafters_served_elsewhere_shape_the_applications(m
 
     base = {"target": models["target"], "dtype": "fp32",
             "drafters": {"a": {"path": models["heads"]["a"]},
-                         "far": {"address": "drafters.example:9000", "application": "drafter-math"}}}
+                         "far": {"address": "drafters.example:9000", "application": "drafter-math"},
+                         "near": {"path": models["heads"]["b"], "colocated": True}}}
     config = ServeConfig.model_validate({**base, "router": {"transport": "grpc"}})
     specs = {s.name: s for s in app_specs(config)}
-    assert set(specs) == {"drafter-a", "verifier", "router"}, "a drafter with an address is not deployed here"
+    assert set(specs) == {"drafter-a", "verifier", "router"}, "drafters with an address or co-located: no app"
+    assert specs["verifier"].args["drafters"] == {"near": models["heads"]["b"]}
     assert specs["drafter-a"].route_prefix == "/drafter-a" and specs["verifier"].route_prefix == "/verifier"
     assert any("DrafterServicer" in f for f in grpc_options(config)["grpc_servicer_functions"])
     hidden = ServeConfig.model_validate(base)
     assert {s.name: s.route_prefix for s in app_specs(hidden)} == {"drafter-a": None, "verifier": None, "router": "/"}
     assert not any("DrafterServicer" in f for f in grpc_options(hidden)["grpc_servicer_functions"])
     for bad, message in [({"address": "no-port"}, "HOST:PORT"), ({"application": "x"}, "set address too"),
-                         ({"address": "h:1", "path": "/x"}, "drop path")]:
+                         ({"address": "h:1", "path": "/x"}, "drop path"),
+                         ({"address": "h:1", "colocated": True}, "cannot be co-located")]:
         with pytest.raises(ValueError, match=message):
             ServeConfig.model_validate({**base, "drafters": {"z": bad}})

@@ -363,32 +363,91 @@ class PrefillResponse(_message.Message):
     def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("session_id", "offset", "tokens", "tree", "accept")
+    __slots__ = ("session_id", "offset", "tokens", "tree", "accept", "draft_next")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     TREE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_NEXT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     offset: int
     tokens: _containers.RepeatedScalarFieldContainer[int]
     tree: DraftTree
     accept: Acceptance
-    def __init__(self, session_id: _Optional[str] = ..., offset: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[DraftTree, _Mapping]] = ..., accept: _Optional[_Union[Acceptance, _Mapping]] = ...) -> None: ...
+    draft_next: _containers.RepeatedCompositeFieldContainer[DraftAsk]
+    def __init__(self, session_id: _Optional[str] = ..., offset: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[DraftTree, _Mapping]] = ..., accept: _Optional[_Union[Acceptance, _Mapping]] = ..., draft_next: _Optional[_Iterable[_Union[DraftAsk, _Mapping]]] = ...) -> None: ...
+
+class DraftAsk(_message.Message):
+    __slots__ = ("drafter", "tree")
+    DRAFTER_FIELD_NUMBER: _ClassVar[int]
+    TREE_FIELD_NUMBER: _ClassVar[int]
+    drafter: str
+    tree: TreeSettings
+    def __init__(self, drafter: _Optional[str] = ..., tree: _Optional[_Union[TreeSettings, _Mapping]] = ...) -> None: ...
+
+class NamedTree(_message.Message):
+    __slots__ = ("drafter", "tree")
+    DRAFTER_FIELD_NUMBER: _ClassVar[int]
+    TREE_FIELD_NUMBER: _ClassVar[int]
+    drafter: str
+    tree: DraftTree
+    def __init__(self, drafter: _Optional[str] = ..., tree: _Optional[_Union[DraftTree, _Mapping]] = ...) -> None: ...
 
 class Verified(_message.Message):
-    __slots__ = ("features", "path", "bonus_token", "rng_state", "caught_up")
+    __slots__ = ("features", "path", "bonus_token", "rng_state", "caught_up", "next_trees")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     BONUS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RNG_STATE_FIELD_NUMBER: _ClassVar[int]
     CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TREES_FIELD_NUMBER: _ClassVar[int]
     features: Tensor
     path: _containers.RepeatedScalarFieldContainer[int]
     bonus_token: int
     rng_state: bytes
     caught_up: bool
-    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., path: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., rng_state: _Optional[bytes] = ..., caught_up: _Optional[bool] = ...) -> None: ...
+    next_trees: _containers.RepeatedCompositeFieldContainer[NamedTree]
+    def __init__(self, features: _Optional[_Union[Tensor, _Mapping]] = ..., path: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., rng_state: _Optional[bytes] = ..., caught_up: _Optional[bool] = ..., next_trees: _Optional[_Iterable[_Union[NamedTree, _Mapping]]] = ...) -> None: ...
+
+class DraftRequest(_message.Message):
+    __slots__ = ("session_id", "offset", "tokens", "asks", "agreement")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    offset: int
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    asks: _containers.RepeatedCompositeFieldContainer[DraftAsk]
+    agreement: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., offset: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., asks: _Optional[_Iterable[_Union[DraftAsk, _Mapping]]] = ..., agreement: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Drafted(_message.Message):
+    __slots__ = ("trees", "agreement", "error")
+    class AgreementEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TREES_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    trees: _containers.RepeatedCompositeFieldContainer[NamedTree]
+    agreement: _containers.ScalarMap[str, float]
+    error: str
+    def __init__(self, trees: _Optional[_Iterable[_Union[NamedTree, _Mapping]]] = ..., agreement: _Optional[_Mapping[str, float]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DraftResponse(_message.Message):
+    __slots__ = ("drafted", "miss")
+    DRAFTED_FIELD_NUMBER: _ClassVar[int]
+    MISS_FIELD_NUMBER: _ClassVar[int]
+    drafted: Drafted
+    miss: StateMiss
+    def __init__(self, drafted: _Optional[_Union[Drafted, _Mapping]] = ..., miss: _Optional[_Union[StateMiss, _Mapping]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("verified", "miss")

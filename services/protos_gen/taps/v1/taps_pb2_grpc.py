@@ -437,6 +437,11 @@ class VerifierStub:
 
     Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
     round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
+
+    Co-located drafters (a drafter configured `colocated: true`) run in the verifier's replica, on the features it
+    has just computed: a Verify that asks for them (`draft_next`) answers with their trees for the next step, so a
+    step is one round trip and no features travel to a drafter. Draft drafts on its own, for the first step and
+    whenever a tree did not come with the previous Verify; it follows the session protocol above.
     """
 
     def __init__(self, channel):
@@ -459,6 +464,11 @@ class VerifierStub:
                 '/taps.v1.Verifier/Verify',
                 request_serializer=taps_dot_v1_dot_taps__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=taps_dot_v1_dot_taps__pb2.VerifyResponse.FromString,
+                _registered_method=True)
+        self.Draft = channel.unary_unary(
+                '/taps.v1.Verifier/Draft',
+                request_serializer=taps_dot_v1_dot_taps__pb2.DraftRequest.SerializeToString,
+                response_deserializer=taps_dot_v1_dot_taps__pb2.DraftResponse.FromString,
                 _registered_method=True)
         self.Features = channel.unary_unary(
                 '/taps.v1.Verifier/Features',
@@ -485,6 +495,11 @@ class VerifierServicer:
 
     Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
     round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
+
+    Co-located drafters (a drafter configured `colocated: true`) run in the verifier's replica, on the features it
+    has just computed: a Verify that asks for them (`draft_next`) answers with their trees for the next step, so a
+    step is one round trip and no features travel to a drafter. Draft drafts on its own, for the first step and
+    whenever a tree did not come with the previous Verify; it follows the session protocol above.
     """
 
     def Info(self, request, context):
@@ -500,6 +515,12 @@ class VerifierServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Verify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Draft(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -537,6 +558,11 @@ def add_VerifierServicer_to_server(servicer, server):
                     request_deserializer=taps_dot_v1_dot_taps__pb2.VerifyRequest.FromString,
                     response_serializer=taps_dot_v1_dot_taps__pb2.VerifyResponse.SerializeToString,
             ),
+            'Draft': grpc.unary_unary_rpc_method_handler(
+                    servicer.Draft,
+                    request_deserializer=taps_dot_v1_dot_taps__pb2.DraftRequest.FromString,
+                    response_serializer=taps_dot_v1_dot_taps__pb2.DraftResponse.SerializeToString,
+            ),
             'Features': grpc.unary_unary_rpc_method_handler(
                     servicer.Features,
                     request_deserializer=taps_dot_v1_dot_taps__pb2.FeaturesRequest.FromString,
@@ -568,6 +594,11 @@ class Verifier:
 
     Verify accepts on the verifier (taps_engine.acceptance) and keeps only the accepted rows in its cache: one
     round trip per step, and only the accepted rows' features travel back, never the (1 + N, vocab) logits.
+
+    Co-located drafters (a drafter configured `colocated: true`) run in the verifier's replica, on the features it
+    has just computed: a Verify that asks for them (`draft_next`) answers with their trees for the next step, so a
+    step is one round trip and no features travel to a drafter. Draft drafts on its own, for the first step and
+    whenever a tree did not come with the previous Verify; it follows the session protocol above.
     """
 
     @staticmethod
@@ -641,6 +672,33 @@ class Verifier:
             '/taps.v1.Verifier/Verify',
             taps_dot_v1_dot_taps__pb2.VerifyRequest.SerializeToString,
             taps_dot_v1_dot_taps__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Draft(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taps.v1.Verifier/Draft',
+            taps_dot_v1_dot_taps__pb2.DraftRequest.SerializeToString,
+            taps_dot_v1_dot_taps__pb2.DraftResponse.FromString,
             options,
             channel_credentials,
             insecure,
