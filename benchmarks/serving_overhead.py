@@ -1,7 +1,7 @@
 """What the serving system costs over the in-process engine, and how it scales with concurrent clients.
 
-Starts the whole system on a local Ray (services/app.py's `run_local`: one application per drafter, the
-verifier, the router) from a serving config built here, then on the same prompts (MT-Bench and GSM8K first turns,
+Starts the whole system on a local Ray (services/app.py's `run_local`: one application per drafter, or with
+`--colocated` the drafters inside the verifier's replica; the verifier; the router) from a serving config built here, then on the same prompts (MT-Bench and GSM8K first turns,
 greedy, fixed max_new_tokens):
 
 1. the in-process engine `Decoder` (same target, same heads, same tree) and the service's unary Generate with one
@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="composition policy")
     p.add_argument("--transport", default="handle", choices=("handle", "grpc"),
                    help="how the router reaches drafters and the verifier (router.transport)")
+    p.add_argument("--colocated", action="store_true",
+                   help="drafters in the verifier's replica (colocated: true): one round trip per step")
     p.add_argument("--prompts", type=int, default=8, help="number of prompts (MT-Bench / GSM8K alternating)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
@@ -77,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="max_batch_size of the verifier and drafters: concurrent sessions per forward (1 = off)")
     p.add_argument("--replica-threads", type=int, default=None,
                    help="torch threads of the verifier and drafter replicas (default: the in-process engine's)")
+    p.add_argument("--engine-threads", type=int, default=None,
+                   help="torch threads of the in-process engine (default: torch's, usually every core); equal to "
+                        "--replica-threads, the comparison leaves out how many cores each side may use")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="CPUs the local Ray may use (default: this machine's count)")
     p.add_argument("--timeout", type=float, default=600.0, help="deadline of one gRPC call, seconds")
@@ -94,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--concurrency needs positive integers")
     if args.replica_threads is not None and args.replica_threads < 1:
         p.error("--replica-threads must be at least 1")
+    if args.engine_threads is not None and args.engine_threads < 1:
+        p.error("--engine-threads must be at least 1")
     if args.max_batch_size < 1:
         p.error("--max-batch-size must be at least 1")
     if args.out.suffix != ".json":
@@ -116,7 +123,7 @@ def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], n
     from services.app import free_port
     from services.config import ServeConfig
 
-    n_replicas = len(drafters) + 2  # drafters, verifier, router: one replica each
+    n_replicas = (0 if args.colocated else len(drafters)) + 2  # drafters, verifier, router: one replica each
     # fractional CPUs: Ray only does bookkeeping with them; half the machine keeps room for the driver's threads
     per_replica = round(min(1.0, num_cpus / 2 / n_replicas), 3)
     # every replica takes all clients' calls at once (Ray Serve's default would queue beyond 5)
@@ -126,7 +133,8 @@ def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], n
         return ServeConfig.model_validate({
             "target": args.target, "dtype": args.dtype, "tree": TREE,
             "drafters": {name: {"path": str(path) if path is not None else None, "deployment": deployment,
-                                "max_batch_size": args.max_batch_size, "torch_threads": args.replica_threads}
+                                "max_batch_size": args.max_batch_size, "torch_threads": args.replica_threads,
+                                "colocated": args.colocated}
                          for name, path in drafters.items()},
             "verifier": {"deployment": deployment, "max_batch_size": args.max_batch_size,
                          "torch_threads": args.replica_threads, "session_cache_size": max(32, args.max_batch_size)},
@@ -162,6 +170,9 @@ def versions() -> dict[str, str]:
 def machine() -> dict:
     import torch
 
+    from taps_engine.costs import isa_limits
+    from taps_engine.settings import cpu_has_fast_bf16
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     cpu = platform.processor() or platform.machine()
     try:
@@ -176,6 +187,7 @@ def machine() -> dict:
     except OSError:
         load = None
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu,
+            "native_bf16": cpu_has_fast_bf16(), "isa_limits": isa_limits(),
             "torch_threads_in_process": torch.get_num_threads(), "load_average_at_end": load}
 
 
@@ -213,14 +225,15 @@ def interleaved(engine, client, prompts: list[str], args: argparse.Namespace, dr
             start = time.perf_counter()
             local = engine.generate(msg, max_new_tokens=args.max_new_tokens, drafter=drafter or None)
             local_s = time.perf_counter() - start
-        compute_before = replica_compute_s(drafter)
+        compute_before = replica_compute_s(drafter, args.colocated)
         start = time.perf_counter()
         try:
             remote = client.generate(prompt, **fields)
         except TapsError as e:
             fail(f"the service refused prompt {i}: {e}")
         remote_s = time.perf_counter() - start
-        compute = tuple(now - before for now, before in zip(replica_compute_s(drafter), compute_before))
+        compute = tuple(now - before for now, before in zip(replica_compute_s(drafter, args.colocated),
+                                                            compute_before))
         rows.append({"prompt": i, "in_process_tokens": len(local.token_ids), "in_process_s": round(local_s, 4),
                      "in_process_tau": round(local.tau, 3),
                      "service_tokens": len(remote.token_ids), "service_s": round(remote_s, 4),
@@ -276,9 +289,11 @@ def verifier_counters() -> tuple[int, int]:
     return info.verify_forwards, info.verified_steps
 
 
-def replica_compute_s(drafter: str) -> tuple[float, float]:
-    """(seconds drafter `drafter`'s replica has spent drafting, seconds the verifier's has spent verifying)."""
-    return replica_info(drafter).draft_seconds if drafter else 0.0, replica_info().verify_seconds
+def replica_compute_s(drafter: str, colocated: bool) -> tuple[float, float]:
+    """(seconds drafter `drafter`'s replica has spent drafting, seconds the verifier's has spent verifying; a
+    co-located drafter's drafting after each verification counts in the latter)."""
+    own = drafter and not colocated
+    return replica_info(drafter).draft_seconds if own else 0.0, replica_info().verify_seconds
 
 
 BREAKDOWN = (("drafting", "draft_s"), ("of which: drafter replica's compute", "replica_draft_s"),
@@ -356,9 +371,12 @@ def markdown(report: dict) -> str:
         "# Serving overhead: Ray Serve + gRPC vs the in-process engine", "",
         f"Command: `{report['command']}`", "",
         f"Machine: {m['cpu']} ({m['cpu_count']} CPUs{', ' + m['gpu'] if m['gpu'] else ''}), {m['platform']}; "
-        f"in-process torch threads {m['torch_threads_in_process']}; load average at end {m['load_average_at_end']}.",
+        f"native bf16 (AMX / AVX512-BF16): {m.get('native_bf16')}; instruction-set caps: "
+        f"{m.get('isa_limits') or 'none'}; in-process torch threads {m['torch_threads_in_process']}; load average "
+        f"at end {m['load_average_at_end']}.",
         "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".", "",
-        f"Target {s['target']} ({s['dtype']}), router transport `{s.get('transport', 'handle')}`, policy "
+        f"Target {s['target']} ({s['dtype']}), router transport `{s.get('transport', 'handle')}`"
+        f"{', drafters co-located in the verifier replica' if s.get('colocated') else ''}, policy "
         f"`{s['policy']}`"
         f"{' with drafter ' + s['drafter_used'] if s['drafter_used'] else ''}; drafters {drafters}; tree {s['tree']}; "
         f"{s['n_prompts']} prompts (MT-Bench / GSM8K first turns), greedy, max {s['max_new_tokens']} new tokens; "
@@ -378,7 +396,10 @@ def markdown(report: dict) -> str:
         f"**{o['per_token_time_ratio_service_over_in_process_without_ray']}x** that (a Ray cluster idling beside it "
         "slows the interleaved in-process runs too).", "",
         "Where a token's time goes (ms per new token; through the service, drafting and verification are the "
-        "router's round trips, and the replicas' compute is the time their batches ran):", "",
+        "router's round trips, and the replicas' compute is the time their batches ran"
+        + ("; co-located drafters draft inside the Verify round trip, so the verifier replica's compute includes "
+           "their drafting, and drafting through the service is the first step's Draft call" if s.get("colocated")
+           else "") + "):", "",
         "| part | in-process | service |", "|---|---|---|",
         *(f"| {label} | " + " | ".join(str(o["ms_per_token_parts"][side][key] or "—")
                                        for side in ("in_process", "service")) + " |" for label, key in BREAKDOWN), "",
@@ -412,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.speed import bench_prompts
 
     num_cpus = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
+    if args.engine_threads is not None:
+        torch.set_num_threads(args.engine_threads)
     if args.replica_threads is None:
         args.replica_threads = torch.get_num_threads()
     drafters = drafter_paths(args.drafter, args.target)
@@ -456,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "command": command, "machine": machine(), "versions": versions(),
-        "settings": {"target": args.target, "dtype": args.dtype, "transport": args.transport, "policy": args.policy,
+        "settings": {"target": args.target, "dtype": args.dtype, "transport": args.transport,
+                     "colocated": args.colocated, "policy": args.policy,
                      "drafter_used": drafter,
                      "drafters": {k: shareable(p) if p is not None else None
                                   for k, p in drafters.items()},

@@ -37,10 +37,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+ISA_LIMITS = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")   # caps on the instructions the math libraries use
+
+
+def isa_limits() -> dict[str, str]:
+    """The instruction-set caps in force (e.g. AVX2 on an AMX CPU: how a run stands in for an older CPU)."""
+    return {name: os.environ[name] for name in ISA_LIMITS if name in os.environ}
+
+
 def machine() -> dict:
     """What a speed figure depends on besides the code."""
-    return {"cpu": cpu_model(), "native_bf16": cpu_has_fast_bf16(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "native_bf16": cpu_has_fast_bf16(), "isa_limits": isa_limits(),
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
