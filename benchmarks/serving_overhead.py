@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPUs the local Ray may use (default: this machine's count)")
     p.add_argument("--timeout", type=float, default=600.0, help="deadline of one gRPC call, seconds")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output; the Markdown goes next to it (.md)")
+    p.add_argument("--markdown-from", type=Path, default=None, metavar="JSON",
+                   help="only write the Markdown of a report this script wrote before (next to it)")
     args = p.parse_args(argv)
     if args.prompts < 1:
         p.error("--prompts must be at least 1")
@@ -363,6 +365,17 @@ def concurrent(address: str, prompts: list[str], args: argparse.Namespace, draft
             "verify_forwards": forwards, "mean_verify_batch": round(steps / forwards, 2) if forwards else None}
 
 
+def ratio_ci(overhead: dict) -> str:
+    """The per-token ratio's 95% bootstrap interval over prompts, when both sides wrote the same tokens."""
+    from taps_engine.evaluation.intervals import ratio_interval
+
+    rows = overhead["per_prompt"]
+    if not all(r["identical"] for r in rows):
+        return ""
+    interval = ratio_interval([r["service_s"] for r in rows], [r["in_process_s"] for r in rows])
+    return f" (95% bootstrap interval over the {len(rows)} prompts: {interval[0]}-{interval[1]})" if interval else ""
+
+
 def markdown(report: dict) -> str:
     s, o = report["settings"], report["overhead"]
     m, v = report["machine"], report["versions"]
@@ -387,7 +400,8 @@ def markdown(report: dict) -> str:
         f"{o['in_process']['tokens_per_s']} | {o['in_process']['ms_per_token']} |",
         f"| service (unary Generate, client wall time) | {o['service']['new_tokens']} | {o['service']['seconds']} | "
         f"{o['service']['tokens_per_s']} | {o['service']['ms_per_token']} |", "",
-        f"Per-token time ratio service / in-process: **{o['per_token_time_ratio_service_over_in_process']}**. "
+        f"Per-token time ratio service / in-process: **{o['per_token_time_ratio_service_over_in_process']}**"
+        f"{ratio_ci(o)}. "
         f"Server-reported generation time (router): {o['service']['server_reported_seconds']} s of "
         f"{o['service']['seconds']} s client wall time. Token-identical outputs: "
         f"**{o['identical_outputs']}/{o['n_prompts']}**.", "",
@@ -418,8 +432,25 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rewrite_markdown(path: Path) -> int:
+    import json
+
+    from taps_engine.fileio import atomic_write
+
+    try:
+        report = json.loads(path.read_text())
+        text = markdown(report)
+    except (OSError, ValueError, KeyError) as e:
+        fail(f"{path} is not a report of this script: {e}")
+    atomic_write(path.with_suffix(".md"), lambda tmp: Path(tmp).write_text(text))
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.markdown_from is not None:
+        return rewrite_markdown(args.markdown_from)
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv]) if argv is None else \
         " ".join(shlex.quote(a) for a in ["python", "benchmarks/serving_overhead.py", *argv])
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -30,13 +30,17 @@ def _draws(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(REPLICATES, n))
 
 
+def ratio_interval(numerators: list[float], denominators: list[float], seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of sum(numerators) / sum(denominators), the units (prompts) resampled."""
+    if len(numerators) < 2:
+        return None
+    return _interval(_ratio(np.array(numerators, dtype=float), np.array(denominators, dtype=float),
+                            _draws(len(numerators), seed)))
+
+
 def tau_interval(recs: list[dict], seed: int = 0) -> tuple[float, float] | None:
     """95% bootstrap interval of τ over the prompts of `recs` (records with `committed` and `n_steps`)."""
-    if len(recs) < 2:
-        return None
-    committed = np.array([r["committed"] for r in recs], dtype=float)
-    steps = np.array([r["n_steps"] for r in recs], dtype=float)
-    return _interval(_ratio(committed, steps, _draws(len(recs), seed)))
+    return ratio_interval([r["committed"] for r in recs], [r["n_steps"] for r in recs], seed)
 
 
 def paired_difference(a: list[dict], b: list[dict], seed: int = 0) -> dict | None:
