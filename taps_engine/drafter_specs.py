@@ -7,6 +7,7 @@ trained heads.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -14,7 +15,8 @@ from .target import DEFAULT_TARGET, is_default_target
 
 RANDOM = "random"   # a PATH that asks for an untrained head (smoke runs, benchmarks of the overhead floor)
 SHIPPED = Path(__file__).parent / "drafters"
-DEFAULTS = {"math": "eagle2-math", "chat": "eagle2-chat"}   # the drafters used when none is named
+# the drafters used when none is named: the best measured per domain (results/training/README.md)
+DEFAULTS = {"math": "hass-math", "chat": "eagle2-chat"}
 
 
 def parse_drafter_specs(specs: Iterable[str], allow_random: bool = False) -> dict[str, Path | None]:
@@ -48,3 +50,12 @@ def default_drafters(target: str) -> dict[str, Path]:
     """The math and chat drafters shipped for `target`; empty for targets without shipped drafters."""
     shipped = shipped_drafters(target)
     return {name: shipped[directory] for name, directory in DEFAULTS.items() if directory in shipped}
+
+
+def training_method(directory: Path) -> str:
+    """How a drafter directory's head was trained (`eagle2` or `hass`), from its train_log.json; eagle2 when the
+    log does not say (heads trained elsewhere)."""
+    try:
+        return json.loads((directory / "train_log.json").read_text())["config"]["method"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "eagle2"
