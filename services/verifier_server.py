@@ -113,6 +113,14 @@ class VerifierServer:
         if min(ids) < 0 or max(ids) >= vocab:
             raise ValueError(f"{what} holds token ids outside [0, {vocab})")
 
+    def _sequence(self, request: pb.VerifyRequest | pb.DraftRequest, what: str) -> list[int]:
+        """The committed tokens a session-protocol request carries (the root last), checked."""
+        tokens = list(request.tokens)
+        self._check_ids(tokens, "tokens")
+        if request.offset < 0 or (request.offset == 0 and len(tokens) < 2):
+            raise ValueError(f"a {what} request from offset 0 must hold the prompt and the root")
+        return tokens
+
     def _prefilled(self, ids: list[int]) -> tuple[VerifierSession, torch.Tensor, torch.Tensor]:
         self.sessions.make_room()
         verifier = TargetVerifier(self.target, self.kv)
@@ -153,10 +161,7 @@ class VerifierServer:
         return session, bool(suffix)
 
     def Verify(self, request: pb.VerifyRequest) -> pb.VerifyResponse:
-        tokens = list(request.tokens)
-        self._check_ids(tokens, "tokens")
-        if request.offset < 0 or (request.offset == 0 and len(tokens) < 2):
-            raise ValueError("a verify request from offset 0 must hold the prompt and the root")
+        tokens = self._sequence(request, "verify")
         tree = tree_from_proto(request.tree)
         asks = _asks(request.draft_next)
         self.colocated.check([name for name, _ in asks])
@@ -212,10 +217,7 @@ class VerifierServer:
             return []
 
     def Draft(self, request: pb.DraftRequest) -> pb.DraftResponse:
-        tokens = list(request.tokens)
-        self._check_ids(tokens, "tokens")
-        if request.offset < 0 or (request.offset == 0 and len(tokens) < 2):
-            raise ValueError("a draft request from offset 0 must hold the prompt and the root")
+        tokens = self._sequence(request, "draft")
         asks = _asks(request.asks)
         self.colocated.check([name for name, _ in asks] + list(request.agreement))
         with self.forward_lock:
