@@ -175,6 +175,29 @@ def test_resume_skips_finished_records(tmp_path, bench_dir, target):
     assert calls[-1] == 2 * 2          # only the run whose drafter changed is generated again
 
 
+def test_shards_fill_one_records_file_together_with_each_record_once(tmp_path, bench_dir, target):
+    """Shards 0/2 and 1/2 into one directory: every prompt's records once, the same as one process writes."""
+    from taps_engine.evaluation.cli import parse_shard
+
+    config = {**CONFIG, "benchmarks": ["gsm8k", "svamp"], "temperatures": [0.0], "baselines": [],
+              "runs": [{"policy": "plain"}, {"policy": "single", "drafters": ["a"]}]}
+    cfg = load_eval_config(write_config(tmp_path, config), "wide")
+    whole = run_experiment(cfg, tmp_path / "whole", target)
+    for k, expected in ((0, 2 * 2 * 2), (1, 2 * 2 * 3)):   # prompts 0 and 2 of each benchmark, then prompt 1
+        assert len(run_experiment(cfg, tmp_path / "shards", target, shard=(k, 2)).records) == expected
+    lines = (tmp_path / "shards" / "records.jsonl").read_text().splitlines()
+    keys = [(r["run"], r["benchmark"], r["item"]) for r in map(json.loads, lines)]
+    assert len(keys) == len(set(keys)) == len(whole.records) == 2 * 2 * 3
+    shards = RecordStore(tmp_path / "shards" / "records.jsonl").records
+    assert {k: v["committed"] for k, v in shards.items()} == {k: v["committed"] for k, v in whole.records.items()}
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError, match="K/N"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="shard index"):
+        run_experiment(cfg, tmp_path / "bad", target, shard=(2, 2))
+
+
 def test_replaced_weights_at_the_same_path_are_evaluated_again(tmp_path, bench_dir, target):
     from taps_engine.head import DraftHead, save_head
 

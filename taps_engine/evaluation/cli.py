@@ -95,20 +95,35 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict,
             out_dir / "categories.json", out_dir / "separation.json", report, *plots]
 
 
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`K/N` -> (k, n); ValueError with the expected form otherwise."""
+    if text is None:
+        return 0, 1
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit()) or int(n) < 1 or int(k) >= int(n):
+        raise ValueError(f"--shard must be K/N with 0 <= K < N, e.g. 0/2; got {text!r}")
+    return int(k), int(n)
+
+
 def eval_command(
     config: Path = typer.Option(..., "--config", help="Experiment YAML (see configs/eval/)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config, e.g. small or paper."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: results/<name>)."),
     report_only: bool = typer.Option(False, "--report-only", help="Rebuild tables and plots from stored records."),
     runs: Optional[str] = typer.Option(None, "--runs", help="Only the runs whose id matches this regex."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only every N-th prompt from the K-th (0-based); "
+                                        "N processes with shards 0/N .. N-1/N fill one records file together."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads, over the profile's (e.g. 1 "
+                                          "per shard process)."),
 ) -> None:
     """Run an evaluation matrix (resumable) and write records.json, τ tables (Markdown + JSON) and plots."""
     command = "taps " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         cfg = load_eval_config(config, profile)
         out_dir = out or Path("results") / cfg.name
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        share = parse_shard(shard)
+        if threads or cfg.threads:
+            torch.set_num_threads(threads or cfg.threads)
         target = load_target(cfg.target, dtype=numerics_dtype(cfg.dtype, cfg.numerics))
         env = environment(str(target.device), str(target.dtype).replace("torch.", ""))
         stored_env = out_dir / "environment.json"
@@ -121,7 +136,8 @@ def eval_command(
                 task = bar.add_task("evaluating", total=None)
                 run_experiment(cfg, out_dir, target,
                                progress=lambda done, total, what: bar.update(task, completed=done, total=total,
-                                                                             description=what), only=runs)
+                                                                             description=what), only=runs,
+                               shard=share)
             write_json(stored_env, env)
         written = write_report(cfg, out_dir, command, env, target)
     except ValueError as e:

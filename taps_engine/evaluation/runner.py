@@ -149,10 +149,14 @@ class RecordStore:
         return {k: v for k, v in self.records.items() if setups.get(v["run"]) == v.get("setup")}
 
     def append(self, rec: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """One write of the whole line to a file opened for appending: processes sharing the file (shards) never
+        interleave their lines."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(rec) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.records[record_key(rec["run"], rec["temperature"], rec["benchmark"], rec["item"])] = rec
 
 
@@ -276,11 +280,16 @@ def config_items(cfg: EvalConfig) -> dict[str, list[BenchmarkItem]]:
     return out
 
 
-def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[BenchmarkItem]],
-                 store: RecordStore) -> Iterator[tuple[float, BenchmarkItem, int, int, Run]]:
+def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[BenchmarkItem]], store: RecordStore,
+                 shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[float, BenchmarkItem, int, int, Run]]:
+    """The records still missing; with `shard` (k, n), those of every n-th prompt from the k-th (a prompt's runs
+    stay together, so its replay reference is computed once)."""
+    k, n = shard
     for temperature in cfg.temperatures:
         for benchmark in cfg.benchmarks:
             for index, item in enumerate(items[benchmark]):
+                if index % n != k:
+                    continue
                 for sample, sample_id in enumerate(sample_ids(item.id, temperature, cfg.seeds)):
                     for run in runs:
                         if temperature in run.temperatures and \
@@ -290,9 +299,13 @@ def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[Benchma
 
 def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
                    progress: Callable[[int, int, str], None] = lambda done, total, what: None,
-                   only: str | None = None) -> RecordStore:
+                   only: str | None = None, shard: tuple[int, int] = (0, 1)) -> RecordStore:
     """Generate every missing record of the matrix into `out_dir/records.jsonl` (`only`: a regex selecting
-    run ids, e.g. to start before every drafter is trained; only the drafters those runs use are loaded)."""
+    run ids, e.g. to start before every drafter is trained; only the drafters those runs use are loaded;
+    `shard` (k, n): this process's share of the prompts, beside n - 1 others appending to the same file)."""
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: the shard index must lie in [0, {n})")
     runs = expand_runs(cfg)   # selection checked before anything is written
     if only is not None:
         try:
@@ -314,7 +327,7 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
     atomic_write(manifest, lambda tmp: Path(tmp).write_text(text.replace(str(Path.home()), "~")))  # shareable
     items = config_items(cfg)
     store = RecordStore(out_dir / "records.jsonl")
-    work = list(pending_work(cfg, runs, items, store))
+    work = list(pending_work(cfg, runs, items, store, shard))
     if not work:
         return store
     heads = load_heads(cfg, target, {d for r in runs if r.spec for d in r.spec.drafters})
