@@ -522,10 +522,10 @@ def main(argv: list[str] | None = None) -> int:
                      "cuda": torch.cuda.is_available()},
         "overhead": overhead, "concurrency": results}
     write_json(args.out, report)
-    md = args.out.with_suffix(".md")
-    atomic_write(md, lambda tmp: Path(tmp).write_text(markdown(report)))
+    md, text = args.out.with_suffix(".md"), markdown(report)
+    atomic_write(md, lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {args.out} and {md}", file=sys.stderr)
-    print(markdown(report))
+    print(text)
     return 0 if overhead["identical_outputs"] == overhead["n_prompts"] else 1
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, fields
+from typing import Iterable
 
 import torch
 
@@ -120,3 +121,12 @@ def settings_to_proto(settings: TreeSettings) -> pb.TreeSettings:
 def settings_from_proto(msg: pb.TreeSettings) -> TreeSettings:
     """ValueError (from TreeSettings) for out-of-range values, including an unset (zero) message."""
     return TreeSettings(**{f.name: getattr(msg, f.name) for f in fields(TreeSettings)})
+
+
+def asks_to_proto(asks: Iterable[tuple[str, TreeSettings]]) -> list[pb.DraftAsk]:
+    """(co-located drafter, tree settings) pairs as the Verify / Draft requests carry them."""
+    return [pb.DraftAsk(drafter=name, tree=settings_to_proto(settings)) for name, settings in asks]
+
+
+def asks_from_proto(messages: Iterable[pb.DraftAsk]) -> list[tuple[str, TreeSettings]]:
+    return [(ask.drafter, settings_from_proto(ask.tree)) for ask in messages]

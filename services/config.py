@@ -17,7 +17,8 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from taps_engine.configfile import Strict, load_yaml_config
-from taps_engine.drafter_specs import default_drafters, training_method
+from taps_engine.drafter_specs import default_drafters
+from taps_engine.head import head_method
 from taps_engine.policies import policy_names, policy_spec
 from taps_engine.settings import DTYPES, numerics_dtype
 from taps_engine.target import DEFAULT_TARGET
@@ -307,5 +308,5 @@ def embedded_defaults() -> ServeConfig:
     config = ServeConfig()
     for name, path in default_drafters(config.target).items():
         config.drafters[name].path = path
-        config.drafters[name].method = training_method(path)
+        config.drafters[name].method = head_method(path)
     return config

@@ -27,7 +27,7 @@ from taps_engine.tree import DraftTree, TreeSettings
 
 from .breaker import Breaker
 from .protos_gen.taps.v1 import taps_pb2 as pb
-from .codec import from_proto, settings_to_proto, to_proto, tree_from_proto, tree_to_proto
+from .codec import asks_to_proto, from_proto, settings_to_proto, to_proto, tree_from_proto, tree_to_proto
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
@@ -241,7 +241,7 @@ class RemoteVerifier:
                                rng_state=b"" if params.greedy else generator.get_state().numpy().tobytes())
         encoded = tree_to_proto(tree)
         asking = [p for p in self.colocated.values() if p.wanted is not None]
-        draft_next = [pb.DraftAsk(drafter=p.name, tree=settings_to_proto(p.wanted)) for p in asking]
+        draft_next = asks_to_proto((p.name, p.wanted) for p in asking)
         verified = self._sessioned("Verify", lambda offset: pb.VerifyRequest(
             session_id=self.session_id, offset=offset, tokens=self.ids[offset:] + [int(root)], tree=encoded,
             accept=accept, draft_next=draft_next), pb.VerifyResponse).verified
@@ -252,7 +252,7 @@ class RemoteVerifier:
             generator.set_state(torch.frombuffer(bytearray(verified.rng_state), dtype=torch.uint8))
         self.ids += [int(root)] + tree.tokens[path].tolist()
         self.acked = len(self.ids)
-        trees = {named.drafter: named.tree for named in verified.next_trees}
+        trees = by_drafter(verified.next_trees)
         for proposer in asking:
             proposer.prefetched(trees.get(proposer.name))
         return path, int(verified.bonus_token), from_proto(verified.features)
@@ -262,7 +262,7 @@ class RemoteVerifier:
         """Co-located drafters' trees (and prompt agreements) for the committed tokens and `root`, in one call."""
         return self._sessioned("Draft", lambda offset: pb.DraftRequest(
             session_id=self.session_id, offset=offset, tokens=self.ids[offset:] + [int(root)],
-            asks=[pb.DraftAsk(drafter=name, tree=settings_to_proto(s)) for name, s in asks],
+            asks=asks_to_proto(asks),
             agreement=list(agreement)), pb.DraftResponse).drafted
 
     def features(self, start: int, end: int) -> torch.Tensor:
@@ -270,6 +270,10 @@ class RemoteVerifier:
         response = self._call("Features", pb.FeaturesRequest(token_ids=self.ids[:end], start=start),
                               pb.FeaturesResponse)
         return from_proto(response.features)
+
+
+def by_drafter(trees: Sequence[pb.NamedTree]) -> dict[str, pb.DraftTree]:
+    return {named.drafter: named.tree for named in trees}
 
 
 class ColocatedProposer:
@@ -312,8 +316,7 @@ class ColocatedProposer:
         if self._next is not None and self._next[0] == settings:
             encoded = self._next[1]
         else:
-            encoded = {named.drafter: named.tree for named in self._drafted([(self.name, settings)]).trees}.get(
-                self.name, pb.DraftTree())
+            encoded = by_drafter(self._drafted([(self.name, settings)]).trees).get(self.name, pb.DraftTree())
         self._next, self.wanted = None, settings
         try:
             return tree_from_proto(encoded)

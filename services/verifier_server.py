@@ -33,7 +33,7 @@ from .batching import StepBatcher, skipping_dropped
 from .colocated import ColocatedDrafters
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .sessions import SessionCache
-from .codec import NAMES, settings_from_proto, to_proto, tree_from_proto, tree_to_proto
+from .codec import NAMES, asks_from_proto, to_proto, tree_from_proto, tree_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ class _Step:
     params: SamplingParams
     generator: torch.Generator
     asks: list[tuple[str, TreeSettings]]   # co-located drafters' trees wanted for the next step
-
-
-def _asks(messages) -> list[tuple[str, TreeSettings]]:
-    return [(ask.drafter, settings_from_proto(ask.tree)) for ask in messages]
 
 
 def _named(names: list[str], trees: list[DraftTree]) -> list[pb.NamedTree]:
@@ -163,7 +159,7 @@ class VerifierServer:
     def Verify(self, request: pb.VerifyRequest) -> pb.VerifyResponse:
         tokens = self._sequence(request, "verify")
         tree = tree_from_proto(request.tree)
-        asks = _asks(request.draft_next)
+        asks = asks_from_proto(request.draft_next)
         self.colocated.check([name for name, _ in asks])
         sampling = request.accept.sampling
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p or 1.0,
@@ -218,7 +214,7 @@ class VerifierServer:
 
     def Draft(self, request: pb.DraftRequest) -> pb.DraftResponse:
         tokens = self._sequence(request, "draft")
-        asks = _asks(request.asks)
+        asks = asks_from_proto(request.asks)
         self.colocated.check([name for name, _ in asks] + list(request.agreement))
         with self.forward_lock:
             found = self._session_for(request.session_id, request.offset, tokens)

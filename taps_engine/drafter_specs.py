@@ -7,7 +7,6 @@ trained heads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -50,12 +49,3 @@ def default_drafters(target: str) -> dict[str, Path]:
     """The math and chat drafters shipped for `target`; empty for targets without shipped drafters."""
     shipped = shipped_drafters(target)
     return {name: shipped[directory] for name, directory in DEFAULTS.items() if directory in shipped}
-
-
-def training_method(directory: Path) -> str:
-    """How a drafter directory's head was trained (`eagle2` or `hass`), from its train_log.json; eagle2 when the
-    log does not say (heads trained elsewhere)."""
-    try:
-        return json.loads((directory / "train_log.json").read_text())["config"]["method"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "eagle2"

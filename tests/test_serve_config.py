@@ -8,7 +8,8 @@ import yaml
 
 from services.config import (SERVE_POLICIES, DeploymentConfig, ServeConfig, embedded_defaults,
                              load_serve_config)
-from taps_engine.drafter_specs import DEFAULTS, SHIPPED, default_drafters, training_method
+from taps_engine.drafter_specs import DEFAULTS, SHIPPED, default_drafters
+from taps_engine.head import head_method
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import CPU_TREE, PAPER_TREE
 from taps_engine.policies import make_policy
@@ -50,7 +51,7 @@ def test_example_config_points_at_the_shipped_drafters():
     defaults = default_drafters(DEFAULT_TARGET)
     for name, drafter in config.drafters.items():
         assert drafter.path.resolve() == defaults[name].resolve(), "the example serves the default drafters"
-        assert drafter.method == training_method(defaults[name])
+        assert drafter.method == head_method(defaults[name])
     raw = yaml.safe_load(EXAMPLE.read_text())
     assert all(not Path(d["path"]).is_absolute() for d in raw["drafters"].values())  # no machine paths
     chat = config.drafters["chat"].deployment.serve_options()
@@ -128,7 +129,7 @@ def test_embedded_defaults_use_the_shipped_drafters(monkeypatch, tmp_path, caplo
     for name in ("math", "chat"):
         shipped = SHIPPED / DEFAULT_TARGET / DEFAULTS[name]
         assert config.drafters[name].path == (shipped if (shipped / "config.json").exists() else None)
-        assert config.drafters[name].method == training_method(shipped)
+        assert config.drafters[name].method == head_method(shipped)
     assert config.drafters["math"].method == "hass", "a HASS head is listed as one"
     monkeypatch.setattr("taps_engine.drafter_specs.SHIPPED", tmp_path)   # a target without shipped drafters
     with caplog.at_level(logging.WARNING, logger="services.config"):
