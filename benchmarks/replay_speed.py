@@ -1,9 +1,12 @@
 """How much faster replay (taps_engine/replay.py) gets a T=0 τ table than live decoding, and that it is the same table.
 
-On the same prompts, policies and tree: live decoding (every step verified by the target) and replay (one plain
-greedy decoding and one feature forward per prompt, shared by every policy, then each policy's drafting against
-the known continuation). Replay's references are computed in a fresh directory, so their cost is counted. Per
-prompt and policy, the accepted counts of every step are compared (in fp32 they must be equal).
+On the same prompts, policies and tree: live decoding (every step verified by the target), replay one prompt at a
+time (one plain greedy decoding and one feature forward per prompt, shared by every policy, then each policy's
+drafting against the known continuation), and replay in lock step, as `taps eval` runs it (the references of all
+prompts decoded together, then each policy's prompts replayed together, one head forward per tree level for
+all). Each replay mode computes its references in a fresh directory, so their cost is counted. Per prompt and
+policy, the accepted counts of every step are compared with live decoding's (or, with --no-live, between the
+two replay modes); in fp32 they must be equal.
 
 Writes JSON and Markdown (command, machine) atomically.
 
@@ -30,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=8, help="prompts per benchmark (GSM8K and MT-Bench first turns)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--policy", action="append", default=[], help=f"repeatable; default {', '.join(POLICIES)}")
+    p.add_argument("--no-live", dest="live", action="store_false",
+                   help="time the two replay modes only (live decoding costs the most)")
     p.add_argument("--out", type=Path, default=Path("results/engine/replay_speed.json"))
     args = p.parse_args(argv)
     if args.n < 1 or args.max_new_tokens < 1:
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.drafter_specs import shipped_drafters
     from taps_engine.fileio import atomic_write, write_json
     from taps_engine.head import load_head
-    from taps_engine.replay import References, replay
+    from taps_engine.replay import References, replay, replay_batch
     from taps_engine.speed import bench_prompts
     from taps_engine.target import DEFAULT_TARGET, load_target
 
@@ -64,54 +69,70 @@ def main(argv: list[str] | None = None) -> int:
     def accepted(result) -> list[int]:
         return [s.accepted for s in result.steps]
 
-    live, live_s = {}, {}
-    for policy, decoder in decoders.items():
-        start = time.perf_counter()
-        live[policy] = [decoder.generate(p, params) for p in prompts]
-        live_s[policy] = time.perf_counter() - start
-        print(f"live {policy}: {live_s[policy]:.1f} s", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as cold:
-        references = References(target, args.max_new_tokens, tree.depth + 2, size=len(prompts))
-        references.directory = Path(cold)
-        start = time.perf_counter()
-        for p in prompts:
-            references(p)
-        reference_s = time.perf_counter() - start
-        replayed, replay_s = {}, {}
+    def timed(decode) -> tuple[dict, dict]:
+        results, seconds = {}, {}
         for policy, decoder in decoders.items():
             start = time.perf_counter()
-            replayed[policy] = [replay(decoder, references(p), params) for p in prompts]
-            replay_s[policy] = time.perf_counter() - start
-            print(f"replay {policy}: {replay_s[policy]:.1f} s", file=sys.stderr)
+            results[policy] = decode(decoder)
+            seconds[policy] = time.perf_counter() - start
+        return results, seconds
 
-    rows = [{"policy": policy,
-             "tau_live": round(sum(r.tau for r in live[policy]) / len(prompts), 4),
-             "tau_replay": round(sum(r.tau for r in replayed[policy]) / len(prompts), 4),
-             "prompts_with_equal_steps": sum(accepted(a) == accepted(b) for a, b in zip(live[policy], replayed[policy])),
-             "live_s": round(live_s[policy], 2), "replay_s": round(replay_s[policy], 2)} for policy in args.policy]
-    total_live, total_replay = sum(live_s.values()), reference_s + sum(replay_s.values())
+    def one_at_a_time(references):
+        return lambda decoder: [replay(decoder, references(p), params) for p in prompts]
+
+    def lock_step(references):
+        return lambda decoder: replay_batch(decoder, references.many(prompts), params)
+
+    modes = {}   # mode -> (results per policy, seconds per policy, seconds of references)
+    if args.live:
+        modes["live"] = (*timed(lambda decoder: [decoder.generate(p, params) for p in prompts]), 0.0)
+    for mode, fill, decode in (("replay", lambda refs: [refs(p) for p in prompts], one_at_a_time),
+                               ("lock-step replay", lambda refs: refs.many(prompts), lock_step)):
+        with tempfile.TemporaryDirectory() as cold:
+            references = References(target, args.max_new_tokens, tree.depth + 2, size=len(prompts))
+            references.directory = Path(cold)
+            start = time.perf_counter()
+            fill(references)
+            reference_s = time.perf_counter() - start
+            modes[mode] = (*timed(decode(references)), reference_s)
+        print(f"{mode}: references {reference_s:.1f} s, policies {modes[mode][1]}", file=sys.stderr)
+
+    baseline = next(iter(modes))
+    rows = [{"policy": policy, **{f"tau {mode}": round(sum(r.tau for r in results[policy]) / len(prompts), 4)
+                                  for mode, (results, _, _) in modes.items()},
+             **{f"equal steps {mode}": sum(accepted(a) == accepted(b) for a, b in zip(modes[baseline][0][policy],
+                                                                                    results[policy]))
+                for mode, (results, _, _) in modes.items() if mode != baseline},
+             **{f"{mode} s": round(seconds[policy], 2) for mode, (_, seconds, _) in modes.items()}}
+            for policy in args.policy]
+    totals = {mode: round(reference_s + sum(seconds.values()), 2) for mode, (_, seconds, reference_s) in modes.items()}
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/replay_speed.py", *(argv or sys.argv[1:])])
     report = {"command": command, "machine": machine(), "drafters": DRAFTERS, "n_prompts": len(prompts),
-              "tree": "60/5/10",
-              "dtype": "fp32", "max_new_tokens": args.max_new_tokens, "policies": rows,
-              "reference_s": round(reference_s, 2), "live_total_s": round(total_live, 2),
-              "replay_total_s": round(total_replay, 2), "speedup": round(total_live / total_replay, 2)}
+              "tree": "60/5/10", "dtype": "fp32", "max_new_tokens": args.max_new_tokens, "policies": rows,
+              "reference_s": {mode: round(r, 2) for mode, (_, _, r) in modes.items() if mode != "live"},
+              "total_s": totals, "speedup": {mode: round(totals[baseline] / t, 2) for mode, t in totals.items()
+                                             if mode != baseline}}
     write_json(args.out, report)
+    others = [m for m in modes if m != baseline]
     lines = ["# Replay vs live decoding for a T=0 τ table", "", f"Command: `{command}`", "",
              f"Machine: {report['machine']}. SmolLM2 in fp32, the shipped drafters {DRAFTERS}, tree 60/5/10, "
              f"{len(prompts)} prompts ({args.n} GSM8K + {args.n} MT-Bench first turns), {args.max_new_tokens} new "
              "tokens, greedy.", "",
-             "| policy | τ live | τ replay | prompts with equal steps | live s | replay s |", "|---|---|---|---|---|---|",
-             *(f"| {r['policy']} | {r['tau_live']} | {r['tau_replay']} | {r['prompts_with_equal_steps']}/"
-               f"{len(prompts)} | {r['live_s']} | {r['replay_s']} |" for r in rows), "",
-             f"Replay's references (one plain greedy decoding and one feature forward per prompt, shared by every "
-             f"policy): {report['reference_s']} s. Whole table: live {report['live_total_s']} s, replay "
-             f"{report['replay_total_s']} s: **{report['speedup']}x** faster."]
+             "| policy | " + " | ".join(f"τ {m}" for m in modes) + " | " +
+             " | ".join(f"prompts with the steps of {baseline}: {m}" for m in others) + " | " +
+             " | ".join(f"{m} s" for m in modes) + " |",
+             "|---|" + "---|" * (2 * len(modes) + len(others)),
+             *("| " + " | ".join([r["policy"], *(str(r[f"tau {m}"]) for m in modes),
+                                  *(f"{r[f'equal steps {m}']}/{len(prompts)}" for m in others),
+                                  *(str(r[f"{m} s"]) for m in modes)]) + " |" for r in rows), "",
+             "References (one plain greedy decoding and one feature forward per prompt, shared by every policy): " +
+             ", ".join(f"{m} {s} s" for m, s in report["reference_s"].items()) + ". Whole table: " +
+             ", ".join(f"{m} {t} s" for m, t in totals.items()) + "; against " + baseline + ": " +
+             ", ".join(f"**{x}x** faster ({m})" for m, x in report["speedup"].items()) + "."]
     atomic_write(args.out.with_suffix(".md"), lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
-    equal = all(r["prompts_with_equal_steps"] == len(prompts) for r in rows)
+    equal = all(r[f"equal steps {m}"] == len(prompts) for r in rows for m in others)
     return 0 if equal else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -176,14 +176,22 @@ def catch_up(drafters: Sequence[Drafter]) -> list[torch.Tensor]:
     return [fresh.get(id(d), d.root_hidden[None] if d.root_hidden is not None else None) for d in drafters]
 
 
+def _log_probs(drafter: Drafter, hidden: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Draft log-probs of several drafters' rows (of one head) in one LM-head pass: that pass, not the decoder
+    layer, is most of a drafting step's cost, and a CPU runs it over many rows for little more than over a few."""
+    logp = torch.log_softmax(drafter._logits(torch.cat(list(hidden))), -1)
+    return list(logp.split([h.shape[0] for h in hidden]))
+
+
 class _Expansion:
     """One drafter's EAGLE-2 tree growing level by level: the root's top-k, then `depth` expansions of the global
     top-k frontier (so the deepest draft sits at depth + 1, as in EAGLE-2's code); the best nodes overall kept."""
 
-    def __init__(self, drafter: Drafter, settings: TreeSettings, root_hidden: torch.Tensor) -> None:
+    def __init__(self, drafter: Drafter, settings: TreeSettings, root_hidden: torch.Tensor,
+                 logp: torch.Tensor) -> None:
+        """`logp`: the root's draft log-probs (1, V)."""
         self.drafter, self.settings = drafter, settings
         self.base = drafter.processed  # cached pairs; the root pair sits at position base - 1
-        logp = torch.log_softmax(drafter._logits(root_hidden[None]), -1)
         k = self.k = min(settings.top_k, logp.shape[-1])
         top_lp, top_tok = logp.topk(k, dim=-1)
         self.tokens, self.parents = [drafter._target_ids(top_tok)[0]], [torch.full((k,), -1)]
@@ -219,12 +227,11 @@ class _Expansion:
         positions = torch.full((k,), self.base + self.depth - 1)
         return torch.cat(self.tokens)[self.frontier], self.frontier_hidden, positions, visible
 
-    def absorb(self, hidden: torch.Tensor) -> None:
-        """The head's predicted features for the frontier: its children become candidates, the best k the next
-        frontier."""
+    def absorb(self, hidden: torch.Tensor, child_logp: torch.Tensor) -> None:
+        """The head's predicted features for the frontier and their draft log-probs: its children become
+        candidates, the best k the next frontier."""
         k, drafter = self.k, self.drafter
         self.depth += 1
-        child_logp = torch.log_softmax(drafter._logits(hidden), -1)
         lp, tok = child_logp.topk(k, dim=-1)                                    # (k, k)
         cand_scores = (torch.cat(self.scores)[self.frontier][:, None] + lp.cpu()).flatten()
         self.tokens.append(drafter._target_ids(tok).flatten())
@@ -249,13 +256,16 @@ class _Expansion:
 def propose_batch(drafters: Sequence[Drafter], settings: Sequence[TreeSettings]) -> list[DraftTree]:
     """Each drafter's EAGLE-2 dynamic tree, drafted together: one head forward for the pending pairs of all,
     then one per tree level for those still expanding. The drafted levels' cache entries are dropped after."""
-    expansions = [_Expansion(d, s, h[-1]) for d, s, h in zip(drafters, settings, catch_up(drafters))]
+    roots = [h[-1:] for h in catch_up(drafters)]
+    expansions = [_Expansion(d, s, h[0], logp) for d, s, h, logp in zip(drafters, settings, roots,
+                                                                         _log_probs(drafters[0], roots))]
     active = [e for e in expansions if e.wants_pass()]
     while active:
         tokens, features, positions, visible = zip(*(e.inputs() for e in active))
-        for e, hidden in zip(active, _head_pass([e.drafter for e in active], list(tokens), list(features),
-                                                list(positions), list(visible))):
-            e.absorb(hidden)
+        hidden = _head_pass([e.drafter for e in active], list(tokens), list(features), list(positions),
+                            list(visible))
+        for e, h, logp in zip(active, hidden, _log_probs(drafters[0], hidden)):
+            e.absorb(h, logp)
         active = [e for e in active if e.wants_pass()]
     for e in expansions:
         e.drafter.cache.truncate(e.drafter.slot, e.base)

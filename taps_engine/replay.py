@@ -11,6 +11,10 @@ target's probabilities at every tree node.
 
 In fp32 replay equals live decoding step for step (tests/test_replay.py). In bf16 the features of one long forward
 round differently from those of live decoding's tree forwards, so replay is then an estimate of the live τ.
+
+`replay_batch` replays several prompts in lock step so that, at every step, each head drafts the next trees of all
+of them together (one head forward per tree level), as a drafter replica drafts its sessions' trees: on a CPU a
+head's forward over ten rows costs nearly what one over a hundred does, so this is where replay's time goes.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .acceptance import SamplingParams, follow_tokens
-from .decoding import Decoder, GenerationResult, PlainDecoder
+from .decoding import Decoder, GenerationResult
+from .drafter import Drafter, propose_batch
 from .fileio import atomic_write
 from .prompt import Prompt
 from .settings import taps_home
+from .slots import SlotCache
 from .target import Target
-from .tree import DraftTree
+from .tree import DraftTree, TreeSettings
+from .verifier import TargetVerifier, step_batch
 
 
 @dataclass
@@ -43,12 +50,31 @@ class Reference:
 
 
 @torch.no_grad()
+def references_batch(target: Target, prompts: Sequence[Prompt], max_new_tokens: int, margin: int) -> list[Reference]:
+    """Plain greedy decoding of each prompt to `max_new_tokens + margin` tokens (EOS does not stop it), every
+    prompt's next token in one target forward: one-token forwards read all the weights for one row, so lanes
+    come almost free. Each step is the plain loop's own (`step_batch` over an empty tree)."""
+    n = max_new_tokens + margin
+    ids = [target.format.encode(p) for p in prompts]
+    for prompt_ids in ids:
+        target.format.check_length(len(prompt_ids), n, 0)
+    cache = SlotCache.for_model(target.model.config)
+    verifiers = [TargetVerifier(target, cache) for _ in ids]
+    out = [[int(v.prefill(prompt_ids)[1].argmax())] for v, prompt_ids in zip(verifiers, ids)]
+    greedy, unused = SamplingParams(max_new_tokens=n), torch.Generator()
+    for _ in range(n - 1):
+        steps = step_batch(verifiers, [o[-1] for o in out], [DraftTree.empty()] * len(out), [greedy] * len(out),
+                           [unused] * len(out))
+        for o, (_, bonus, _) in zip(out, steps):
+            o.append(bonus)
+    decoder = target.model.get_decoder()
+    return [Reference(prompt_ids, o, decoder(input_ids=torch.tensor([prompt_ids + o], device=target.device))
+                      .last_hidden_state[0]) for prompt_ids, o in zip(ids, out)]
+
+
 def reference(target: Target, prompt: Prompt, max_new_tokens: int, margin: int) -> Reference:
-    """Plain greedy decoding of `prompt` to `max_new_tokens + margin` tokens (EOS does not stop it)."""
-    result = PlainDecoder(target).generate(prompt, max_new_tokens=max_new_tokens + margin, stop_on_eos=False)
-    ids = torch.tensor([result.prompt_ids + result.token_ids], device=target.device)
-    features = target.model.get_decoder()(input_ids=ids).last_hidden_state[0]
-    return Reference(result.prompt_ids, result.token_ids, features)
+    """`references_batch` of one prompt: exactly what the engine's plain loop decodes."""
+    return references_batch(target, [prompt], max_new_tokens, margin)[0]
 
 
 class ReplayVerifier:
@@ -92,21 +118,89 @@ class ReplayVerifier:
         return path, bonus, self.ref.features[rows]
 
 
-def replay(decoder: Decoder, ref: Reference, params: SamplingParams, drafter: str | None = None) -> GenerationResult:
-    """`decoder`'s policy and drafters on `ref`'s prompt, its verifier replaced by the known continuation."""
+def _replaying(decoder: Decoder, drafters: dict, ref: Reference, params: SamplingParams) -> Decoder:
+    """`decoder`'s policy over `drafters`, its verifier replaced by `ref`'s known continuation."""
     needed = params.max_new_tokens + decoder.tree.depth + 2   # the deepest draft of the last step, and its bonus
     if len(ref.continuation) < needed:
         raise ValueError(f"replay: the reference holds {len(ref.continuation)} tokens; this tree and "
                          f"max_new_tokens need {needed} (reference margin >= tree depth + 2)")
-    replaying = Decoder(decoder.format, decoder.drafters, decoder.policy, decoder.tree,
-                        verifier=ReplayVerifier(ref, decoder.format.vocab_size))
-    return replaying.generate(ref.prompt_ids, params, drafter)
+    return Decoder(decoder.format, drafters, decoder.policy, decoder.tree,
+                   verifier=ReplayVerifier(ref, decoder.format.vocab_size))
+
+
+def replay(decoder: Decoder, ref: Reference, params: SamplingParams, drafter: str | None = None) -> GenerationResult:
+    """`decoder`'s policy and drafters on `ref`'s prompt, its verifier replaced by the known continuation."""
+    return _replaying(decoder, decoder.drafters, ref, params).generate(ref.prompt_ids, params, drafter)
+
+
+class _DraftedAhead:
+    """One lane's drafter whose next tree the lock step may have drafted already, beside the other lanes' trees.
+
+    The decoding loop hands it the step's pairs (`extend`) and later asks for a tree (`propose`); in between,
+    `replay_batch` drafts the trees of every lane whose drafter was asked at the last step. A tree drafted ahead
+    is exactly the one `propose` would draft: the same pairs, the same settings (else it drafts anew)."""
+
+    def __init__(self, drafter: Drafter) -> None:
+        self.drafter, self.name = drafter, drafter.name
+        self.ahead: tuple[TreeSettings, DraftTree] | None = None
+        self.asked = True          # consulted at the last step (or not yet started): draft its next tree ahead
+
+    def reset(self) -> None:
+        self.ahead, self.asked = None, True
+        self.drafter.reset()
+
+    def extend(self, tokens: Sequence[int], features: torch.Tensor) -> None:
+        self.ahead = None
+        self.drafter.extend(tokens, features)
+
+    def prompt_agreement(self) -> float:
+        return self.drafter.prompt_agreement()
+
+    def propose(self, settings: TreeSettings) -> DraftTree:
+        self.asked = True
+        ahead, self.ahead = self.ahead, None
+        return ahead[1] if ahead is not None and ahead[0] == settings else self.drafter.propose(settings)
+
+
+def _draft_ahead(lanes: Sequence[dict[str, _DraftedAhead]], settings: TreeSettings) -> None:
+    """The next trees of every lane's drafters that were asked at the last step, each head's drafted together."""
+    for name in lanes[0]:
+        wanted = [lane[name] for lane in lanes if lane[name].asked]
+        if wanted:
+            for proposer, tree in zip(wanted, propose_batch([p.drafter for p in wanted], [settings] * len(wanted))):
+                proposer.ahead, proposer.asked = (settings, tree), False
+
+
+def replay_batch(decoder: Decoder, refs: Sequence[Reference], params: SamplingParams,
+                 drafters: Sequence[str | None] | None = None) -> list[GenerationResult]:
+    """`replay` of each reference (with `drafters[i]` as its requested drafter), in lock step: a step of every
+    lane at a time, each head drafting all lanes' next trees in one forward per tree level."""
+    heads = {name: d.head for name, d in decoder.drafters.items()}
+    if decoder.target is None or len(heads) != len(decoder.drafters) or \
+            any(not isinstance(d, Drafter) for d in decoder.drafters.values()):
+        raise ValueError("replay_batch needs a decoder with its heads in process")
+    caches = {name: SlotCache(num_layers=1) for name in heads}
+    lanes = [{name: _DraftedAhead(Drafter(name, head, decoder.target, caches[name])) for name, head in heads.items()}
+             for _ in refs]
+    streams = [_replaying(decoder, lane, ref, params).stream(ref.prompt_ids, params, requested)
+               for lane, ref, requested in zip(lanes, refs, drafters or [None] * len(refs))]
+    for stream in streams:   # the prefill and its token: the lanes' drafters now hold their prompts
+        next(stream)
+    results: list[GenerationResult | None] = [None] * len(refs)
+    running = list(range(len(refs)))
+    while running:
+        if heads:
+            _draft_ahead([lanes[i] for i in running], decoder.tree)
+        for i in running:
+            results[i] = next(streams[i]).result
+        running = [i for i in running if results[i] is None]
+    return results
 
 
 class References:
     """`reference` for prompts, computed once and kept under `$TAPS_HOME/references/`, so that every drafter and
     policy replayed on a prompt, now or in a later run, shares one plain decoding; a few recent ones stay in
-    memory (the runs of a prompt follow each other)."""
+    memory (the runs of a prompt follow each other). `many` decodes the missing ones of several prompts together."""
 
     def __init__(self, target: Target, max_new_tokens: int, margin: int, size: int = 8) -> None:
         self.target, self.max_new_tokens, self.margin, self.size = target, max_new_tokens, margin, size
@@ -120,20 +214,37 @@ class References:
         return hashlib.sha256(json.dumps([*self.identity, prompt], sort_keys=True).encode()).hexdigest()[:24]
 
     def __call__(self, prompt: Prompt) -> Reference:
-        key = self._key(prompt)
-        if key not in self.cache:
+        return self.many([prompt])[0]
+
+    def many(self, prompts: Sequence[Prompt]) -> list[Reference]:
+        """The references of `prompts`: from memory or disk, the missing ones decoded together."""
+        keys = [self._key(prompt) for prompt in prompts]
+        missing = {}
+        for key, prompt in zip(keys, prompts):
             path = self.directory / f"{key}.safetensors"
+            if key in self.cache:
+                self.cache.move_to_end(key)
+                continue
+            if key in missing:
+                continue
             if path.exists():
                 stored = load_file(str(path))
-                ref = Reference(stored["prompt_ids"].tolist(), stored["continuation"].tolist(),
-                                stored["features"].to(self.target.device, self.target.dtype))
+                self._keep(key, Reference(stored["prompt_ids"].tolist(), stored["continuation"].tolist(),
+                                          stored["features"].to(self.target.device, self.target.dtype)))
             else:
-                ref = reference(self.target, prompt, self.max_new_tokens, self.margin)
-                self.directory.mkdir(parents=True, exist_ok=True)
-                tensors = {"prompt_ids": torch.tensor(ref.prompt_ids), "continuation": torch.tensor(ref.continuation),
-                           "features": ref.features.detach().cpu().contiguous()}
-                atomic_write(path, lambda tmp: save_file(tensors, tmp))
-            self.cache[key] = ref
-            while len(self.cache) > self.size:
-                self.cache.popitem(last=False)
-        return self.cache[key]
+                missing[key] = prompt
+        for key, ref in zip(missing, references_batch(self.target, list(missing.values()), self.max_new_tokens,
+                                                      self.margin) if missing else []):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tensors = {"prompt_ids": torch.tensor(ref.prompt_ids), "continuation": torch.tensor(ref.continuation),
+                       "features": ref.features.detach().cpu().contiguous()}
+            atomic_write(self.directory / f"{key}.safetensors", lambda tmp: save_file(tensors, tmp))
+            self._keep(key, ref)
+        found = [self.cache[key] for key in keys]
+        while len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return found
+
+    def _keep(self, key: str, ref: Reference) -> None:
+        self.cache[key] = ref
+        self.cache.move_to_end(key)

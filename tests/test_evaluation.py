@@ -261,12 +261,13 @@ def test_run_filter_generates_only_matching_runs(tmp_path, bench_dir, target):
 
 
 def test_replayed_t0_records_equal_live_ones(tmp_path, bench_dir, target):
-    """`replay: true`: T=0 engine records hold the live run's steps and tokens (no time); T>0 stays live."""
+    """`replay: true`: T=0 engine records hold the live run's steps and tokens (no time); T>0 stays live. Prompts
+    replay two at a time in lock step (lanes), so a benchmark's three make a full and a partial group."""
     config = {**CONFIG, "benchmarks": ["mt_bench", "gsm8k"], "baselines": [],
               "runs": [{"policy": "single", "drafters": ["a"]}, {"policy": "confidence", "drafters": ["a", "b"]},
                        {"policy": "sticky", "drafters": ["a", "b"]}]}
-    live = run_experiment(load_eval_config(write_config(tmp_path, config), "small"), tmp_path / "live", target)
-    cfg = load_eval_config(write_config(tmp_path, {**config, "replay": True}), "small")
+    live = run_experiment(load_eval_config(write_config(tmp_path, config), "wide"), tmp_path / "live", target)
+    cfg = load_eval_config(write_config(tmp_path, {**config, "replay": True, "replay_lanes": 2}), "wide")
     replayed = run_experiment(cfg, tmp_path / "replayed", target)
     assert set(live.records) == set(replayed.records)
     for key, rec in replayed.records.items():
@@ -393,7 +394,14 @@ def test_replay_references_are_kept_and_reused(tmp_path, bench_dir, target, monk
     messages = [{"role": "user", "content": "Hello there"}]
     first = refs(messages)
     assert len(list((tmp_path / "home" / "references").glob("*.safetensors"))) == 1
-    monkeypatch.setattr(replay, "reference", lambda *a: pytest.fail("recomputed instead of read back"))
+    decoded = []
+    real = replay.references_batch
+    monkeypatch.setattr(replay, "references_batch", lambda t, prompts, *a: decoded.append(len(prompts)) or
+                        real(t, prompts, *a))
     again = replay.References(target, 6, 4)(messages)
+    assert decoded == [], "recomputed instead of read back"
     assert again.prompt_ids == first.prompt_ids and again.continuation == first.continuation
     assert torch.equal(again.features, first.features)
+    others = [[{"role": "user", "content": f"Question {i}"}] for i in range(3)]
+    many = replay.References(target, 6, 4).many([messages, *others, others[0]])   # the missing ones, once, together
+    assert decoded == [3] and many[1] is many[4] and many[0].continuation == first.continuation

@@ -79,6 +79,8 @@ class EvalConfig(Strict):
     # T=0 engine runs replayed against the plain greedy answer (taps_engine/replay.py): exact τ at a fraction of
     # the cost, no speed figures; exact step for step with numerics exact (fp32)
     replay: bool = False
+    # prompts replayed in lock step, each head drafting all of their trees in one forward per tree level
+    replay_lanes: int = Field(16, ge=1)
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
     tree: TreeSettings = CPU_TREE

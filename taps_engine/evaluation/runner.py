@@ -26,7 +26,7 @@ from ..fileio import atomic_write
 from ..head import DraftHead, average_heads, load_head, weights_digest
 from ..metrics import depth_counts, drafter_step_counts, node_values
 from ..policies import Decision, policy_spec
-from ..replay import References, replay
+from ..replay import References, replay_batch
 from ..speed import hf_generate
 from ..settings import numerics_dtype
 from ..target import Target
@@ -192,25 +192,32 @@ def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: li
     }
 
 
-Generate = Callable[[list[dict], float, int, str | None], GenerationResult]
+Generate = Callable[[list[list[dict]], float, list[int], list[str | None]], list[GenerationResult]]
+"""Answers one turn of several conversations: (messages of each, temperature, sampling seed of each, drafter
+assigned to each) -> a result per conversation."""
 
 
-def conversation(generate: Generate, item: BenchmarkItem, temperature: float, seed: int,
-                 keep_drafter: bool) -> list[GenerationResult]:
-    """Answer each user turn after the model's own previous answers (MT-Bench turn 2 follows turn 1).
+def conversations(generate: Generate, items: list[BenchmarkItem], temperature: float, seeds: list[int],
+                  keep_drafter: bool) -> list[list[GenerationResult]]:
+    """Answer each user turn of every item after the model's own previous answers (MT-Bench turn 2 follows turn
+    1), the items' turns of one index together.
 
     With `keep_drafter`, later turns reuse the drafter chosen on the first, as the serving assignment cache does.
     """
-    messages: list[dict] = []
-    results: list[GenerationResult] = []
-    assigned = None
-    for turn in item.turns:
-        messages.append({"role": "user", "content": turn})
-        result = generate(messages, temperature, seed, assigned)
-        if keep_drafter:
-            assigned = result.decision.drafter
-        messages.append({"role": "assistant", "content": result.text})
-        results.append(result)
+    messages: list[list[dict]] = [[] for _ in items]
+    results: list[list[GenerationResult]] = [[] for _ in items]
+    assigned: list[str | None] = [None] * len(items)
+    for turn in range(max(len(item.turns) for item in items)):
+        lanes = [i for i, item in enumerate(items) if turn < len(item.turns)]
+        for i in lanes:
+            messages[i].append({"role": "user", "content": items[i].turns[turn]})
+        answers = generate([messages[i] for i in lanes], temperature, [seeds[i] for i in lanes],
+                           [assigned[i] for i in lanes])
+        for i, result in zip(lanes, answers):
+            if keep_drafter:
+                assigned[i] = result.decision.drafter
+            messages[i].append({"role": "assistant", "content": result.text})
+            results[i].append(result)
     return results
 
 
@@ -239,7 +246,7 @@ def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, D
     if run.is_baseline:
         lookup = run.policy == "prompt-lookup"
 
-        def baseline(messages: list[dict], temperature: float, seed: int, _: str | None) -> GenerationResult:
+        def baseline(messages: list[dict], temperature: float, seed: int) -> GenerationResult:
             ids = target.format.encode(messages)
             start = time.perf_counter()
             out = hf_generate(target, ids, cfg.max_new_tokens, temperature, seed, prompt_lookup=lookup)
@@ -247,7 +254,7 @@ def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, D
             text = target.format.decode(out)
             finish = "eos" if out and out[-1] in target.format.eos_token_ids else "length"
             return GenerationResult(ids, out, text, finish, [], run.policy, Decision(), seconds)
-        return baseline
+        return lambda messages, temperature, seeds, _: [baseline(m, temperature, s) for m, s in zip(messages, seeds)]
 
     spec = run.spec
     tree = spec.tree or cfg.tree
@@ -257,11 +264,13 @@ def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, D
     else:
         decoder = Decoder(target, {d: heads[d] for d in spec.drafters}, run.policy, tree)
 
-    def engine(messages: list[dict], temperature: float, seed: int, assigned: str | None) -> GenerationResult:
-        params = SamplingParams(cfg.max_new_tokens, temperature, seed=seed)
-        if replays(run, cfg, temperature):
-            return replay(decoder, references(messages), params, assigned)
-        return decoder.generate(messages, params, assigned)
+    def engine(messages: list[list[dict]], temperature: float, seeds: list[int],
+               assigned: list[str | None]) -> list[GenerationResult]:
+        if replays(run, cfg, temperature):   # greedy: the sampling seed plays no part
+            return replay_batch(decoder, references.many(messages),
+                                SamplingParams(cfg.max_new_tokens, temperature), assigned)
+        return [decoder.generate(m, SamplingParams(cfg.max_new_tokens, temperature, seed=s), a)
+                for m, s, a in zip(messages, seeds, assigned)]
     return engine
 
 
@@ -280,21 +289,29 @@ def config_items(cfg: EvalConfig) -> dict[str, list[BenchmarkItem]]:
     return out
 
 
+Prompt = tuple[BenchmarkItem, int, int]   # an item, its index in the benchmark's prompts, its sample number
+
+
 def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[BenchmarkItem]], store: RecordStore,
-                 shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[float, BenchmarkItem, int, int, Run]]:
-    """The records still missing; with `shard` (k, n), those of every n-th prompt from the k-th (a prompt's runs
-    stay together, so its replay reference is computed once)."""
+                 shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[float, Run, list[Prompt]]]:
+    """The records still missing, as (temperature, run, prompts): prompts are taken `replay_lanes` at a time
+    where they are replayed (one at a time when live), and each such group's runs follow each other. With `shard`
+    (k, n), only every n-th prompt from the k-th (a prompt's runs stay together, so its replay reference is
+    computed once)."""
     k, n = shard
     for temperature in cfg.temperatures:
         for benchmark in cfg.benchmarks:
-            for index, item in enumerate(items[benchmark]):
-                if index % n != k:
-                    continue
-                for sample, sample_id in enumerate(sample_ids(item.id, temperature, cfg.seeds)):
-                    for run in runs:
-                        if temperature in run.temperatures and \
-                                not store.done(record_key(run.id, temperature, benchmark, sample_id), run.setup):
-                            yield temperature, item, index, sample, run
+            prompts = [(item, index, sample) for index, item in enumerate(items[benchmark]) if index % n == k
+                       for sample in range(len(sample_ids(item.id, temperature, cfg.seeds)))]
+            width = cfg.replay_lanes if cfg.replay and temperature == 0 else 1
+            for start in range(0, len(prompts), width):
+                for run in runs:
+                    todo = [(item, index, sample) for item, index, sample in prompts[start:start + width]
+                            if temperature in run.temperatures and not store.done(
+                                record_key(run.id, temperature, benchmark,
+                                           sample_ids(item.id, temperature, cfg.seeds)[sample]), run.setup)]
+                    if todo:
+                        yield temperature, run, todo
 
 
 def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
@@ -332,20 +349,27 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
         return store
     heads = load_heads(cfg, target, {d for r in runs if r.spec for d in r.spec.drafters})
     depth = max([(r.spec.tree or cfg.tree).depth for r in runs if r.spec] + [0])
-    references = References(target, cfg.max_new_tokens, depth + 2) if cfg.replay else None
+    # every reference of a group of lanes (all of a conversation's turns) stays in memory while its runs replay
+    references = References(target, cfg.max_new_tokens, depth + 2, size=2 * cfg.replay_lanes) if cfg.replay else None
     generators = {run.id: make_generator(run, cfg, target, heads, references) for run in runs}
     warm_up = [{"role": "user", "content": "Hello!"}]
     for run_id, generate in generators.items():   # first calls pay one-time costs: keep them out of tokens/s
         progress(0, len(work), f"warming up {run_id}")
         with torch.inference_mode():
-            generate(warm_up, 0.0, 0, None)
-    for done, (temperature, item, index, sample, run) in enumerate(work):
-        progress(done, len(work), f"T={temperature:g} {item.benchmark} #{index + 1} {run.label}")
+            generate([warm_up], 0.0, [0], [None])
+    total, done = sum(len(prompts) for _, _, prompts in work), 0
+    for temperature, run, prompts in work:
+        first = prompts[0][0]
+        what = f"#{prompts[0][1] + 1}" + (f"-{prompts[-1][1] + 1}" if len(prompts) > 1 else "")
+        progress(done, total, f"T={temperature:g} {first.benchmark} {what} {run.label}")
         with torch.inference_mode():
-            results = conversation(generators[run.id], item, temperature, sampling_seed(cfg.seed, index, sample),
-                                   keep_drafter=run.spec is not None and run.policy != AVERAGE
-                                   and policy_spec(run.policy).assignable)
-        store.append(prompt_record(run, item, temperature, results, replays(run, cfg, temperature),
-                                   sample_ids(item.id, temperature, cfg.seeds)[sample]))
-    progress(len(work), len(work), "done")
+            answers = conversations(generators[run.id], [item for item, _, _ in prompts], temperature,
+                                    [sampling_seed(cfg.seed, index, sample) for _, index, sample in prompts],
+                                    keep_drafter=run.spec is not None and run.policy != AVERAGE
+                                    and policy_spec(run.policy).assignable)
+        for (item, _, sample), results in zip(prompts, answers):
+            store.append(prompt_record(run, item, temperature, results, replays(run, cfg, temperature),
+                                       sample_ids(item.id, temperature, cfg.seeds)[sample]))
+        done += len(prompts)
+    progress(total, total, "done")
     return store
