@@ -175,10 +175,9 @@ def replay_batch(decoder: Decoder, refs: Sequence[Reference], params: SamplingPa
                  drafters: Sequence[str | None] | None = None) -> list[GenerationResult]:
     """`replay` of each reference (with `drafters[i]` as its requested drafter), in lock step: a step of every
     lane at a time, each head drafting all lanes' next trees in one forward per tree level."""
+    if decoder.target is None or any(not isinstance(d, Drafter) for d in decoder.drafters.values()):
+        raise ValueError("replay_batch needs a decoder with its target and heads in process")
     heads = {name: d.head for name, d in decoder.drafters.items()}
-    if decoder.target is None or len(heads) != len(decoder.drafters) or \
-            any(not isinstance(d, Drafter) for d in decoder.drafters.values()):
-        raise ValueError("replay_batch needs a decoder with its heads in process")
     caches = {name: SlotCache(num_layers=1) for name in heads}
     lanes = [{name: _DraftedAhead(Drafter(name, head, decoder.target, caches[name])) for name, head in heads.items()}
              for _ in refs]
