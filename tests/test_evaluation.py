@@ -280,6 +280,19 @@ def test_replayed_t0_records_equal_live_ones(tmp_path, bench_dir, target):
         run_experiment(cfg, tmp_path / "live", target)
 
 
+def test_a_report_of_some_benchmarks_leaves_the_others_out(tmp_path, bench_dir, target):
+    """`taps eval --benchmark B --report-only`: the tables of benchmarks whose records are complete, while the others
+    are still running."""
+    config = {**CONFIG, "baselines": [], "temperatures": [0.0], "runs": [{"policy": "single", "drafters": ["a"]}]}
+    cfg, out = evaluated(tmp_path, config, target)
+    assert len({r["benchmark"] for r in json.loads((out / "records.json").read_text())}) == 4
+    write_report(cfg.only(["gsm8k"]), out, "taps eval --benchmark gsm8k --report-only", ENV)
+    assert {r["benchmark"] for r in json.loads((out / "records.json").read_text())} == {"gsm8k"}
+    assert "svamp" not in (out / "README.md").read_text().lower()
+    with pytest.raises(ValueError, match="not in this experiment"):
+        cfg.only(["gsm8k"]).only(["svamp"])
+
+
 def test_intervals_cover_tau_and_paired_differences_resample_prompts_jointly():
     from taps_engine.evaluation.intervals import paired_difference, tau_interval
 

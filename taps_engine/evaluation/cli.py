@@ -111,6 +111,8 @@ def eval_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: results/<name>)."),
     report_only: bool = typer.Option(False, "--report-only", help="Rebuild tables and plots from stored records."),
     runs: Optional[str] = typer.Option(None, "--runs", help="Only the runs whose id matches this regex."),
+    benchmark: Optional[list[str]] = typer.Option(None, "--benchmark", help="Only this benchmark of the config "
+                                                  "(repeatable): run it, or report it alone."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only every N-th prompt from the K-th (0-based); "
                                         "N processes with shards 0/N .. N-1/N fill one records file together."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads, over the profile's (e.g. 1 "
@@ -121,6 +123,8 @@ def eval_command(
     try:
         cfg = load_eval_config(config, profile)
         out_dir = out or Path("results") / cfg.name
+        if benchmark:
+            cfg = cfg.only(benchmark)
         share = parse_shard(shard)
         if threads or cfg.threads:
             torch.set_num_threads(threads or cfg.threads)

@@ -105,6 +105,14 @@ class EvalConfig(Strict):
             raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
         return v
 
+    def only(self, benchmarks: list[str]) -> "EvalConfig":
+        """This experiment on some of its benchmarks: a report of those whose records are complete while the others
+        are still running, or a run of one benchmark first."""
+        unknown = [b for b in benchmarks if b not in self.benchmarks]
+        if unknown:
+            raise ValueError(f"benchmark(s) {unknown} are not in this experiment ({', '.join(self.benchmarks)})")
+        return self.model_copy(update={"benchmarks": [b for b in self.benchmarks if b in benchmarks]})
+
     def prompts_for(self, benchmark: str) -> int | None:
         n = self.n_prompts
         return n.get(benchmark) if isinstance(n, dict) else n
