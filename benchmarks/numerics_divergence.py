@@ -17,7 +17,7 @@ import typer
 
 from taps_engine import Decoder, PlainDecoder, load_head, load_target
 from taps_engine.target import DEFAULT_TARGET
-from taps_engine.costs import machine
+from taps_engine.costs import machine_line
 from taps_engine.drafter_specs import default_drafters
 from taps_engine.fileio import atomic_write
 from taps_engine.speed import bench_prompts
@@ -34,7 +34,7 @@ def main(prompts: int = 8, max_new_tokens: int = 64, threads: int = 2, out: Path
     torch.set_num_threads(threads)
     items = bench_prompts(prompts)
     lines = [f"Command: `python benchmarks/numerics_divergence.py --prompts {prompts} --max-new-tokens "
-             f"{max_new_tokens} --threads {threads} --out {out}`", "", f"Machine: {machine()}.", "",
+             f"{max_new_tokens} --threads {threads} --out {out}`", "", f"Machine: {machine_line()}.", "",
              f"{len(items)} prompts ({prompts} GSM8K + {prompts} MT-Bench), greedy, {max_new_tokens} new tokens, "
              "shipped drafters, the CPU tree; a prompt diverges when the policy's tokens differ from plain greedy "
              "decoding in the same dtype.", "",

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from taps_engine import Decoder
     from taps_engine.acceptance import SamplingParams
-    from taps_engine.costs import machine
+    from taps_engine.costs import machine, machine_line
     from taps_engine.drafter_specs import shipped_drafters
     from taps_engine.fileio import atomic_write, write_json
     from taps_engine.head import load_head
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, report)
     others = [m for m in modes if m != baseline]
     lines = ["# Replay vs live decoding for a T=0 τ table", "", f"Command: `{command}`", "",
-             f"Machine: {report['machine']}. SmolLM2 in fp32, the shipped drafters {DRAFTERS}, tree 60/5/10, "
+             f"Machine: {machine_line(report['machine'])}. SmolLM2 in fp32, the shipped drafters {DRAFTERS}, tree 60/5/10, "
              f"{len(prompts)} prompts ({args.n} GSM8K + {args.n} MT-Bench first turns), {args.max_new_tokens} new "
              "tokens, greedy.", "",
              "| policy | " + " | ".join(f"τ {m}" for m in modes) + " | " +

@@ -46,10 +46,10 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, 
         feature_rate = read_manifest(run.features_dir)["last_run"]["tokens_per_s"]
         log = train(run, target, progress=False)["epochs"]
         rows.append((dtype, feature_rate, log[-1]["tokens_per_s"]))
-    from taps_engine.costs import machine
+    from taps_engine.costs import machine_line
 
     lines = [f"Command: `python benchmarks/train_throughput.py --config {config} --examples {examples} "
-             f"--epochs {epochs}" + (f" --threads {threads}" if threads else "") + "`", "", f"Machine: {machine()}.", "",
+             f"--epochs {epochs}" + (f" --threads {threads}" if threads else "") + "`", "", f"Machine: {machine_line()}.", "",
              f"{len(data)} examples of {cfg.name}'s data (max length {d.max_length}), torch threads "
              f"{cfg.train.threads or 'default'}, ce_fraction {cfg.train.ce_fraction}.", "",
              "| dtype | feature caching tok/s | training tok/s | training x fp32 |", "|---|---|---|---|"]

@@ -52,6 +52,14 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def machine_line(m: dict | None = None) -> str:
+    """`machine()` as a report's sentence: the CPU, whether it has native bf16, caps, cores and threads, GPU."""
+    m = m or machine()
+    caps = ", ".join(f"{k}={v}" for k, v in m["isa_limits"].items())
+    return (f"{m['cpu']}, {'native' if m['native_bf16'] else 'no native'} bf16" + (f", capped at {caps}" if caps else "")
+            + f", {m['cores']} cores, {m['torch_threads']} torch threads" + (f", GPU {m['gpu']}" if m["gpu"] else ""))
+
+
 def _chain(n: int, vocab: int, generator: torch.Generator) -> DraftTree:
     tokens = torch.randint(0, vocab, (n,), generator=generator)
     return DraftTree(tokens=tokens, parents=torch.arange(n) - 1, depths=torch.arange(1, n + 1),

@@ -99,3 +99,14 @@ def test_cost_aware_trees_stay_lossless(policy, tmp_path, monkeypatch):
         assert all(1 <= s.tree_size <= 39 for s in result.steps)
     assert list((tmp_path / "costs").glob("*.json"))
     assert decoder.costs.calibration.total.sum() > 0
+
+
+def test_reports_name_the_machine_in_words():
+    from taps_engine.costs import machine, machine_line
+
+    capped = {"cpu": "Xeon", "native_bf16": True, "isa_limits": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "cores": 2,
+              "torch_threads": 1, "gpu": None}
+    assert machine_line(capped) == "Xeon, native bf16, capped at ONEDNN_MAX_CPU_ISA=AVX2, 2 cores, 1 torch threads"
+    assert machine_line({**capped, "native_bf16": False, "isa_limits": {}, "gpu": "H200"}) == \
+        "Xeon, no native bf16, 2 cores, 1 torch threads, GPU H200"
+    assert machine_line().startswith(machine()["cpu"])
