@@ -52,8 +52,9 @@ class Reference:
 @torch.no_grad()
 def references_batch(target: Target, prompts: Sequence[Prompt], max_new_tokens: int, margin: int) -> list[Reference]:
     """Plain greedy decoding of each prompt to `max_new_tokens + margin` tokens (EOS does not stop it), every
-    prompt's next token in one target forward: one-token forwards read all the weights for one row, so lanes
-    come almost free. Each step is the plain loop's own (`step_batch` over an empty tree)."""
+    prompt's next token in one target forward: a one-token forward reads all the weights for one row, so a
+    row more costs far less than a forward more (16 prompts: 4.7x faster, results/engine/replay_lanes.md). Each
+    step is the plain loop's own (`step_batch` over an empty tree)."""
     n = max_new_tokens + margin
     ids = [target.format.encode(p) for p in prompts]
     for prompt_ids in ids:
