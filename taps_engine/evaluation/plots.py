@@ -86,9 +86,11 @@ def selection_share(rows: list[dict], runs: list[Run], benchmarks: list[str], pa
 
 
 def average_sweep(rows: list[dict], runs: list[Run], benchmarks: list[str], path: Path) -> None:
-    """τ along the weight interpolation; alpha 0 and 1 are the parent drafters' own rows."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for pair in sorted({r.drafter for r in runs if r.policy == AVERAGE}):
+    """τ along the weight interpolation, one panel per pair of parents; alpha 0 and 1 are the parents' own rows."""
+    pairs = sorted({r.drafter for r in runs if r.policy == AVERAGE})
+    panels = max(1, len(pairs))   # an empty panel when the experiment averages nothing
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), sharey=True, squeeze=False)
+    for ax, pair in zip(axes[0], pairs):
         a, b = pair.split("+")
         points = {0.0: a, 1.0: b, **{r.alpha: r.id for r in runs if r.policy == AVERAGE and r.drafter == pair}}
         for bench in benchmarks + ["average"]:
@@ -100,9 +102,9 @@ def average_sweep(rows: list[dict], runs: list[Run], benchmarks: list[str], path
                     ys.append(sum(r["tau"] for r in mine) / len(mine))
             ax.plot(xs, ys, marker="o", linewidth=2.5 if bench == "average" else 1,
                     label=f"{'Average' if bench == 'average' else COLUMN_NAMES[bench]}")
-        ax.set_xlabel(f"alpha  ({a} = 0, {b} = 1)")
-    ax.set_ylabel("τ")
-    ax.legend(fontsize=7)
+        ax.set_xlabel(f"alpha  ({a} = 0, {b} = 1)", fontsize=8)
+    axes[0][0].set_ylabel("τ")
+    axes[0][0].legend(fontsize=7)
     _save(fig, path)
 
 
