@@ -323,6 +323,23 @@ def test_auc_and_oracle_summary_from_counts():
     assert oracle_summary([{"oracle": None}]) is None
 
 
+def test_node_totals_sum_the_depths_and_read_records_that_carry_the_total():
+    from taps_engine.evaluation.routing import node_totals
+
+    def hist(i: int) -> list[int]:
+        return [1 if j == i else 0 for j in range(20)]
+
+    by_depth = {str(d): {"accepted": {"confidence": hist(19 - d), "entropy": hist(d)},
+                         "rejected": {"confidence": hist(0), "entropy": hist(9)}} for d in (1, 2)}
+    total = {"accepted": {"confidence": [a + b for a, b in zip(hist(18), hist(17))],
+                          "entropy": [a + b for a, b in zip(hist(1), hist(2))]},
+             "rejected": {"confidence": [2 * x for x in hist(0)], "entropy": [2 * x for x in hist(9)]}}
+    assert node_totals([{"nodes_by_depth": by_depth}]) == total
+    older = {"nodes": total, "nodes_by_depth": by_depth}   # written before records kept depths only: counted once
+    doubled = {kind: {stat: [2 * x for x in h] for stat, h in stats.items()} for kind, stats in total.items()}
+    assert node_totals([older, {"nodes_by_depth": by_depth}, {"nodes_by_depth": {}}]) == doubled
+
+
 def test_replayed_report_has_the_oracle_the_separation_and_mt_bench_categories(tmp_path, bench_dir, target):
     config = {**CONFIG, "benchmarks": ["mt_bench", "gsm8k"], "temperatures": [0.0], "baselines": [],
               "replay": True, "runs": [{"policy": "single", "drafters": ["a"]},
@@ -334,6 +351,11 @@ def test_replayed_report_has_the_oracle_the_separation_and_mt_bench_categories(t
     assert all(r["oracle"]["tau_oracle"] >= max(r["oracle"]["tau_drafters"].values()) for r in routed)
     assert all(r["oracle"]["tau_chosen"] == r["tau"] for r in routed)
     assert all(r["oracle"] is None for r in rows if r["policy"] == "single")
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert records and all("nodes" not in r for r in records)   # kept per depth only; the report sums them
+    for row in rows:   # every verified draft node lands in one histogram bin, accepted or rejected
+        counted = sum(sum(row["nodes"][kind]["confidence"]) for kind in ("accepted", "rejected"))
+        assert counted == round(row["mean_verified_nodes"] * row["n_steps"]) > 0
     separation = json.loads((out / "separation.json").read_text())
     assert {r["depth"] for r in separation} == {1, 2}
     assert all(r["accepted"] + r["rejected"] > 0 for r in separation)

@@ -6,7 +6,7 @@ from collections import Counter
 
 from ..eval_sets import BenchmarkItem
 from .intervals import paired_difference, tau_interval
-from .routing import oracle_summary, separation
+from .routing import node_totals, oracle_summary, separation
 from .runner import Run, record_key, sample_ids
 
 COLUMN_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
@@ -41,8 +41,7 @@ def _row(run: Run, temperature: float, benchmark: str, recs: list[dict]) -> dict
         "mean_verified_nodes": _rate(sum(r["verified_nodes"] for r in recs), steps),
         "acceptance_rate_by_depth": {d: _rate(accepted[d], reached[d]) for d in sorted(reached, key=int)},
         "selection_share": {k: _rate(v, steps) for k, v in sorted(selections.items())},
-        "nodes": {kind: {stat: [sum(x) for x in zip(*(r["nodes"][kind][stat] for r in recs))]
-                         for stat in ("confidence", "entropy")} for kind in ("accepted", "rejected")},
+        "nodes": node_totals(recs),
         "oracle": oracle_summary(recs),
     }
 

@@ -58,6 +58,27 @@ def nodes_by_depth(results: list[GenerationResult]) -> dict[str, dict]:
             for d, by_kind in sorted(values.items())}
 
 
+def _zero_histograms() -> dict[str, dict[str, list[int]]]:
+    return {kind: {"confidence": [0] * (len(CONFIDENCE_BINS) - 1), "entropy": [0] * (len(ENTROPY_BINS) - 1)}
+            for kind in ("accepted", "rejected")}
+
+
+def _add_histograms(total: dict, by_kind: dict) -> None:
+    for kind, stats in by_kind.items():
+        for stat, h in stats.items():
+            total[kind][stat] = [a + b for a, b in zip(total[kind][stat], h)]
+
+
+def node_totals(recs: list[dict]) -> dict[str, dict[str, list[int]]]:
+    """Accepted vs rejected node histograms over every depth and record. Records carry them per depth only
+    (their sum over depths is the total); records written before that carry the total as `nodes`."""
+    total = _zero_histograms()
+    for r in recs:
+        for by_kind in ([r["nodes"]] if "nodes" in r else r.get("nodes_by_depth", {}).values()):
+            _add_histograms(total, by_kind)
+    return total
+
+
 def auc(positive: list[int], negative: list[int]) -> float | None:
     """P(a positive's bin is above a negative's) + half P(same bin), from two histograms over the same bins."""
     pos, neg = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
@@ -71,11 +92,7 @@ def _summed_histograms(recs: list[dict]) -> dict[str, dict]:
     total: dict[str, dict] = {}
     for r in recs:
         for depth, by_kind in r.get("nodes_by_depth", {}).items():
-            slot = total.setdefault(depth, {kind: {stat: [0] * len(h) for stat, h in stats.items()}
-                                            for kind, stats in by_kind.items()})
-            for kind, stats in by_kind.items():
-                for stat, h in stats.items():
-                    slot[kind][stat] = [a + b for a, b in zip(slot[kind][stat], h)]
+            _add_histograms(total.setdefault(depth, _zero_histograms()), by_kind)
     return total
 
 

@@ -24,14 +24,14 @@ from ..eval_sets import BenchmarkItem, load_benchmark
 from ..decoding import Decoder, GenerationResult
 from ..fileio import atomic_write
 from ..head import DraftHead, average_heads, load_head, weights_digest
-from ..metrics import depth_counts, drafter_step_counts, node_values
+from ..metrics import depth_counts, drafter_step_counts
 from ..policies import Decision, policy_spec
 from ..replay import References, replay_batch
 from ..speed import hf_generate
 from ..settings import numerics_dtype
 from ..target import Target
 from .config import AVERAGE, EvalConfig, RunSpec
-from .routing import CONFIDENCE_BINS, ENTROPY_BINS, histogram, nodes_by_depth, oracle_counts
+from .routing import nodes_by_depth, oracle_counts
 
 
 @dataclass
@@ -160,12 +160,6 @@ class RecordStore:
         self.records[record_key(rec["run"], rec["temperature"], rec["benchmark"], rec["item"])] = rec
 
 
-def node_histograms(results: list[GenerationResult]) -> dict:
-    """Draft confidence / entropy of accepted vs rejected nodes, binned so records stay small at any tree size."""
-    return {k: {"confidence": histogram(v["confidence"], CONFIDENCE_BINS),
-                "entropy": histogram(v["entropy"], ENTROPY_BINS)} for k, v in node_values(results).items()}
-
-
 def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult],
                   replayed: bool = False, sample: str | None = None) -> dict:
     """Everything the report needs from one prompt, as counts (aggregated by summing); a replayed record has no
@@ -183,8 +177,7 @@ def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: li
         "verified_nodes": sum(s.tree_size for s in steps),
         "depth_reached": {str(d): n for d, n in reached.items()},
         "depth_accepted": {str(d): n for d, n in accepted.items()},
-        "selections": dict(selections), "nodes": node_histograms(results),
-        "nodes_by_depth": nodes_by_depth(results), "oracle": oracle_counts(results),
+        "selections": dict(selections), "nodes_by_depth": nodes_by_depth(results), "oracle": oracle_counts(results),
         "turns": [{"token_ids": r.token_ids, "text": r.text, "finish": r.finish_reason, "decision": r.decision.to_dict()}
                   for r in results],
         "answer": answer, "gold": item.answer,
