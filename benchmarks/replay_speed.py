@@ -15,56 +15,27 @@ Usage: python benchmarks/replay_speed.py --n 8 --out results/engine/replay_speed
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from taps_engine.tree import TreeSettings
-
-POLICIES = ("single", "confidence", "merged-trie")
-DRAFTERS = {"math": "eagle2-math", "chat": "eagle2-chat"}   # shipped drafters, by directory
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=8, help="prompts per benchmark (GSM8K and MT-Bench first turns)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--policy", action="append", default=[], help=f"repeatable; default {', '.join(POLICIES)}")
-    p.add_argument("--no-live", dest="live", action="store_false",
-                   help="time the two replay modes only (live decoding costs the most)")
-    p.add_argument("--out", type=Path, default=Path("results/engine/replay_speed.json"))
-    args = p.parse_args(argv)
-    if args.n < 1 or args.max_new_tokens < 1:
-        p.error("--n and --max-new-tokens must be positive")
-    if args.out.suffix != ".json":
-        p.error("--out must end in .json (the Markdown goes next to it)")
-    args.policy = args.policy or list(POLICIES)
-    return args
+from policy_table import DRAFTERS, parse_args, setup
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from taps_engine import Decoder
+    args = parse_args(__doc__, "results/engine/replay_speed.json", argv, lambda p: p.add_argument(
+        "--no-live", dest="live", action="store_false",
+        help="time the two replay modes only (live decoding costs the most)"))
     from taps_engine.acceptance import SamplingParams
     from taps_engine.costs import machine, machine_line
-    from taps_engine.drafter_specs import shipped_drafters
     from taps_engine.fileio import atomic_write, write_json
-    from taps_engine.head import load_head
     from taps_engine.replay import References, replay, replay_batch
-    from taps_engine.speed import bench_prompts
-    from taps_engine.target import DEFAULT_TARGET, load_target
 
-    target = load_target(DEFAULT_TARGET, dtype="fp32")
-    shipped = shipped_drafters(DEFAULT_TARGET)
-    heads = {name: load_head(shipped[directory], target.model) for name, directory in DRAFTERS.items()}
-    tree = TreeSettings(total_tokens=60, depth=5, top_k=10)
-    prompts = [[{"role": "user", "content": p}] for _, p in bench_prompts(args.n)]
+    target, decoders, prompts = setup(args)
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
-    decoders = {policy: Decoder(target, heads, policy, tree) for policy in args.policy}
-    decoders[args.policy[0]].generate(prompts[0], max_new_tokens=8)   # warm-up
+    tree = next(iter(decoders.values())).tree
 
     def accepted(result) -> list[int]:
         return [s.accepted for s in result.steps]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generator
 
 import torch
 
@@ -106,16 +107,38 @@ def follow_tokens(best: list[int], tree: DraftTree) -> tuple[list[int], int]:
 
 def accept_sampling(logits: torch.Tensor, tree: DraftTree, params: SamplingParams,
                     generator: torch.Generator | None) -> tuple[list[int], int]:
-    """Multi-draft speculative sampling over deterministic (top-k) drafts.
+    """Multi-draft speculative sampling over deterministic (top-k) drafts, given the logits of every tree row."""
+    walk = acceptance_walk(tree, params, generator)
+    row = next(walk)
+    while True:
+        try:
+            row = walk.send(logits[row])
+        except StopIteration as done:
+            return done.value
 
-    Each child is a point-mass proposal q = δ(x): accept with probability min(1, p(x)/q(x)) = p(x); on rejection
-    p <- normalize(max(0, p - q)), i.e. x is removed. Whatever the tree, the committed token is distributed
-    exactly as p, so the output follows the target's own sampling distribution.
+
+def acceptance_walk(tree: DraftTree, params: SamplingParams, generator: torch.Generator | None
+                    ) -> Generator[int, torch.Tensor, tuple[list[int], int]]:
+    """Acceptance down `tree`, asking for the target's logits one row at a time: it yields the row it needs next
+    (0 = root, i + 1 = node i), is sent that row's logits (V,), and returns the accepted node indices and the
+    bonus token. Only the accepted path's rows are asked for, so a verifier may compute just those
+    (lockstep.py's path verification) and get what verifying the whole tree gets.
+
+    T=0 follows the target's argmax. T>0: each child is a point-mass proposal q = δ(x): accept with probability
+    min(1, p(x)/q(x)) = p(x); on rejection p <- normalize(max(0, p - q)), i.e. x is removed. Whatever the tree, the
+    committed token is distributed exactly as p, so the output follows the target's own sampling distribution.
     """
-    probs = target_probs(logits.cpu(), params)
     walk, path = _Walk(tree), []
     while True:
-        p = probs[walk.row].clone()
+        logits = yield walk.row
+        if params.greedy:
+            best = int(logits.argmax(-1))
+            accepted = dict(walk.candidates()).get(best)
+            if accepted is None:
+                return path, best
+            path.append(walk.descend(accepted))
+            continue
+        p = target_probs(logits.cpu(), params)
         accepted = None
         for x, copies in walk.candidates():
             if float(torch.rand((), generator=generator)) < float(p[x]):

@@ -17,7 +17,7 @@ from .policies import PLAIN, Decision, Plan, Policy, make_policy, policy_spec
 from .prompt import Prompt, PromptFormat
 from .target import Target
 from .tree import DraftTree, TreeSettings, default_tree
-from .verifier import TargetVerifier, Verifier
+from .verifier import PendingStep, TargetVerifier, Verifier
 
 
 @dataclass
@@ -138,14 +138,17 @@ class Decoder:
             pass
         return event.result
 
-    def stream(self, prompt: Prompt, params: SamplingParams, drafter: str | None = None) -> Iterator[StepEvent]:
-        """`generate` one step at a time: an event per committed chunk, the last one carrying the result."""
+    def stream(self, prompt: Prompt, params: SamplingParams, drafter: str | None = None
+               ) -> Iterator[StepEvent | PendingStep]:
+        """`generate` one step at a time: an event per committed chunk, the last one carrying the result (a lane
+        of lock-step decoding also yields each step's `PendingStep` before its event: lockstep.py)."""
         prompt_ids = self.format.encode(prompt)
         self.format.check_length(len(prompt_ids), params.max_new_tokens, self.tree.depth + 2)
         yield from self._decode(prompt_ids, params, drafter)
 
     @torch.inference_mode()   # torch re-enters the mode around each resumption of the generator
-    def _decode(self, prompt_ids: list[int], params: SamplingParams, drafter: str | None) -> Iterator[StepEvent]:
+    def _decode(self, prompt_ids: list[int], params: SamplingParams, drafter: str | None
+                ) -> Iterator[StepEvent | PendingStep]:
         eos = self.format.eos_token_ids if params.stop_on_eos else frozenset()
         generator = torch.Generator().manual_seed(params.seed)
         start = time.perf_counter()
@@ -183,7 +186,11 @@ class Decoder:
                 tree = costs.prune(tree, 1e3 * (time.perf_counter() - t0))
             judged = {name: judge(t) for name, t in (proposal.candidates or {}).items()} if judge else {}
             t1 = time.perf_counter()
-            path, bonus, features = self.verifier.step(out[-1], tree, params, generator)
+            verdict = self.verifier.step(out[-1], tree, params, generator)
+            if isinstance(verdict, PendingStep):   # a lock-step lane: verified with the other lanes' steps
+                yield verdict
+                verdict = verdict.result
+            path, bonus, features = verdict
             t2 = time.perf_counter()
             new = tree.tokens[path].tolist() + [bonus]
             for d in active.values():

@@ -30,13 +30,13 @@ from safetensors.torch import load_file, save_file
 
 from .acceptance import SamplingParams, follow_tokens
 from .decoding import Decoder, GenerationResult
-from .drafter import Drafter, propose_batch
 from .fileio import atomic_write
+from .lockstep import decode_lanes, lanes_drafters
 from .prompt import Prompt
 from .settings import taps_home
 from .slots import SlotCache
 from .target import Target
-from .tree import DraftTree, TreeSettings
+from .tree import DraftTree
 from .verifier import TargetVerifier, step_batch
 
 
@@ -119,82 +119,30 @@ class ReplayVerifier:
         return path, bonus, self.ref.features[rows]
 
 
-def _replaying(decoder: Decoder, drafters: dict, ref: Reference, params: SamplingParams) -> Decoder:
-    """`decoder`'s policy over `drafters`, its verifier replaced by `ref`'s known continuation."""
+def _replay_verifier(decoder: Decoder, ref: Reference, params: SamplingParams) -> ReplayVerifier:
+    """`ref`'s known continuation as the verifier of `decoder`'s steps, once it is checked to be long enough."""
     needed = params.max_new_tokens + decoder.tree.depth + 2   # the deepest draft of the last step, and its bonus
     if len(ref.continuation) < needed:
         raise ValueError(f"replay: the reference holds {len(ref.continuation)} tokens; this tree and "
                          f"max_new_tokens need {needed} (reference margin >= tree depth + 2)")
-    return Decoder(decoder.format, drafters, decoder.policy, decoder.tree,
-                   verifier=ReplayVerifier(ref, decoder.format.vocab_size))
+    return ReplayVerifier(ref, decoder.format.vocab_size)
 
 
 def replay(decoder: Decoder, ref: Reference, params: SamplingParams, drafter: str | None = None) -> GenerationResult:
     """`decoder`'s policy and drafters on `ref`'s prompt, its verifier replaced by the known continuation."""
-    return _replaying(decoder, decoder.drafters, ref, params).generate(ref.prompt_ids, params, drafter)
-
-
-class _DraftedAhead:
-    """One lane's drafter whose next tree the lock step may have drafted already, beside the other lanes' trees.
-
-    The decoding loop hands it the step's pairs (`extend`) and later asks for a tree (`propose`); in between,
-    `replay_batch` drafts the trees of every lane whose drafter was asked at the last step. A tree drafted ahead
-    is exactly the one `propose` would draft: the same pairs, the same settings (else it drafts anew)."""
-
-    def __init__(self, drafter: Drafter) -> None:
-        self.drafter, self.name = drafter, drafter.name
-        self.ahead: tuple[TreeSettings, DraftTree] | None = None
-        self.asked = True          # consulted at the last step (or not yet started): draft its next tree ahead
-
-    def reset(self) -> None:
-        self.ahead, self.asked = None, True
-        self.drafter.reset()
-
-    def extend(self, tokens: Sequence[int], features: torch.Tensor) -> None:
-        self.ahead = None
-        self.drafter.extend(tokens, features)
-
-    def prompt_agreement(self) -> float:
-        return self.drafter.prompt_agreement()
-
-    def propose(self, settings: TreeSettings) -> DraftTree:
-        self.asked = True
-        ahead, self.ahead = self.ahead, None
-        return ahead[1] if ahead is not None and ahead[0] == settings else self.drafter.propose(settings)
-
-
-def _draft_ahead(lanes: Sequence[dict[str, _DraftedAhead]], settings: TreeSettings) -> None:
-    """The next trees of every lane's drafters that were asked at the last step, each head's drafted together."""
-    for name in lanes[0]:
-        wanted = [lane[name] for lane in lanes if lane[name].asked]
-        if wanted:
-            for proposer, tree in zip(wanted, propose_batch([p.drafter for p in wanted], [settings] * len(wanted))):
-                proposer.ahead, proposer.asked = (settings, tree), False
+    replaying = Decoder(decoder.format, decoder.drafters, decoder.policy, decoder.tree,
+                        verifier=_replay_verifier(decoder, ref, params))
+    return replaying.generate(ref.prompt_ids, params, drafter)
 
 
 def replay_batch(decoder: Decoder, refs: Sequence[Reference], params: SamplingParams,
                  drafters: Sequence[str | None] | None = None) -> list[GenerationResult]:
     """`replay` of each reference (with `drafters[i]` as its requested drafter), in lock step: a step of every
-    lane at a time, each head drafting all lanes' next trees in one forward per tree level."""
-    if decoder.target is None or any(not isinstance(d, Drafter) for d in decoder.drafters.values()):
-        raise ValueError("replay_batch needs a decoder with its target and heads in process")
-    heads = {name: d.head for name, d in decoder.drafters.items()}
-    caches = {name: SlotCache(num_layers=1) for name in heads}
-    lanes = [{name: _DraftedAhead(Drafter(name, head, decoder.target, caches[name])) for name, head in heads.items()}
-             for _ in refs]
-    streams = [_replaying(decoder, lane, ref, params).stream(ref.prompt_ids, params, requested)
-               for lane, ref, requested in zip(lanes, refs, drafters or [None] * len(refs))]
-    for stream in streams:   # the prefill and its token: the lanes' drafters now hold their prompts
-        next(stream)
-    results: list[GenerationResult | None] = [None] * len(refs)
-    running = list(range(len(refs)))
-    while running:
-        if heads:
-            _draft_ahead([lanes[i] for i in running], decoder.tree)
-        for i in running:
-            results[i] = next(streams[i]).result
-        running = [i for i in running if results[i] is None]
-    return results
+    lane at a time, each head drafting all lanes' next trees in one forward per tree level (lockstep.py)."""
+    lanes = lanes_drafters(decoder, len(refs))
+    verifiers = [_replay_verifier(decoder, ref, params) for ref in refs]
+    return decode_lanes(decoder, lanes, verifiers, [ref.prompt_ids for ref in refs], [params] * len(refs),
+                        drafters or [None] * len(refs))
 
 
 class References:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
@@ -24,6 +25,23 @@ class Verifier(Protocol):
 
     def step(self, root: int, tree: DraftTree, params: SamplingParams,
              generator: torch.Generator) -> tuple[list[int], int, torch.Tensor]: ...
+
+
+@dataclass
+class PendingStep:
+    """A verification a lock-step verifier (lockstep.py) defers: the decoding loop yields it, and the driver
+    verifies the pending steps of all lanes in one forward and fills in `result` before resuming the loop."""
+
+    verifier: "TargetVerifier"
+    root: int
+    tree: DraftTree
+    params: SamplingParams
+    generator: torch.Generator
+    result: tuple[list[int], int, torch.Tensor] | None = None
+
+    def call(self) -> tuple:
+        """This step's arguments to `step_batch`."""
+        return self.verifier, self.root, self.tree, self.params, self.generator
 
 
 class TargetVerifier:

@@ -280,6 +280,34 @@ def test_replayed_t0_records_equal_live_ones(tmp_path, bench_dir, target):
         run_experiment(cfg, tmp_path / "live", target)
 
 
+def test_live_lanes_record_what_one_prompt_at_a_time_records(tmp_path, bench_dir, target):
+    """`live_lanes: 2`: live prompts decode in lock step (3 prompts x 2 seeds per benchmark, two at a time); each
+    record holds the tokens and steps of decoding its prompt alone with its sampling seed, and says it shared a
+    batch (its seconds are its share of the batch's). With `path_verification` too, the same steps again, and no
+    time (the target ran on the accepted paths only)."""
+    config = {**CONFIG, "benchmarks": ["mt_bench", "svamp"], "baselines": ["generate"], "temperatures": [1.0],
+              "seeds": 2, "runs": [{"policy": "confidence", "drafters": ["a", "b"]},
+                                   {"policy": "sticky", "drafters": ["a", "b"]}]}
+    alone = run_experiment(load_eval_config(write_config(tmp_path, config), "wide"), tmp_path / "alone", target)
+    cfg = load_eval_config(write_config(tmp_path, {**config, "live_lanes": 2}), "wide")
+    together = run_experiment(cfg, tmp_path / "together", target)
+    assert set(alone.records) == set(together.records) and len(together.records) == 3 * 2 * 2 * 3
+    for key, rec in together.records.items():
+        other = alone.records[key]
+        for field in ("n_steps", "committed", "verified_nodes", "selections"):
+            assert rec[field] == other[field], (key, field)
+        assert [t["token_ids"] for t in rec["turns"]] == [t["token_ids"] for t in other["turns"]]
+        assert rec["seconds"] > 0 and "lanes" not in other
+        assert rec.get("lanes") == (None if key[0] == "hf-generate" else 2)
+    cfg = load_eval_config(write_config(tmp_path, {**config, "live_lanes": 3, "path_verification": True}), "wide")
+    walked = run_experiment(cfg, tmp_path / "walked", target)   # the target on the accepted paths only
+    for key, rec in walked.records.items():
+        assert [t["token_ids"] for t in rec["turns"]] == [t["token_ids"] for t in alone.records[key]["turns"]]
+        assert rec["committed"] == alone.records[key]["committed"]
+        baseline = key[0] == "hf-generate"
+        assert rec["mode"] == ("live" if baseline else "path") and (rec["seconds"] > 0) == baseline
+
+
 def test_a_report_of_some_benchmarks_leaves_the_others_out(tmp_path, bench_dir, target):
     """`taps eval --benchmark B --report-only`: the tables of benchmarks whose records are complete, while the others
     are still running."""

@@ -81,6 +81,14 @@ class EvalConfig(Strict):
     replay: bool = False
     # prompts replayed in lock step, each head drafting all of their trees in one forward per tree level
     replay_lanes: int = Field(16, ge=1)
+    # live prompts decoded in lock step (taps_engine/lockstep.py): their drafting and verification batched. A
+    # record's seconds are then its share of the batch's time (throughput, not one request's latency), so speed
+    # comparisons with the one-at-a-time transformers baselines keep the default 1
+    live_lanes: int = Field(1, ge=1)
+    # live engine runs verify along the accepted paths only (lockstep.py's `walk_batch`): the steps tree
+    # verification takes (equal in fp32 up to rounding ties), for accepted + 1 target tokens per step instead of the
+    # whole tree; for acceptance studies at T>0 (records have no time)
+    path_verification: bool = False
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
     tree: TreeSettings = CPU_TREE

@@ -24,6 +24,7 @@ from ..eval_sets import BenchmarkItem, load_benchmark
 from ..decoding import Decoder, GenerationResult
 from ..fileio import atomic_write
 from ..head import DraftHead, average_heads, load_head, weights_digest
+from ..lockstep import generate_batch
 from ..metrics import depth_counts, drafter_step_counts
 from ..policies import Decision, policy_spec
 from ..replay import References, replay_batch
@@ -161,18 +162,19 @@ class RecordStore:
 
 
 def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: list[GenerationResult],
-                  replayed: bool = False, sample: str | None = None) -> dict:
-    """Everything the report needs from one prompt, as counts (aggregated by summing); a replayed record has no
-    time (seconds 0: no speed figure)."""
+                  mode: str = "live", sample: str | None = None, lanes: int = 1) -> dict:
+    """Everything the report needs from one prompt, as counts (aggregated by summing). `mode` (`decoding_mode`):
+    a replayed or path-verified record has no time (seconds 0: no speed figure); a live one decoded in lock step
+    with others says how many (`lanes`: its seconds are its share of their batch's)."""
     steps = [s for r in results for s in r.steps]
     reached, accepted = depth_counts(results)
     selections, _ = drafter_step_counts(results)
     answer = extract_answer(item.benchmark, results[-1].text) if item.answer is not None else None
-    return {
+    record = {
         "run": run.id, "setup": run.setup, "temperature": float(temperature), "benchmark": item.benchmark,
         "item": sample or item.id,
         "new_tokens": sum(len(r.token_ids) for r in results),
-        "seconds": 0.0 if replayed else sum(r.seconds for r in results), "mode": "replay" if replayed else "live",
+        "seconds": sum(r.seconds for r in results) if mode == "live" else 0.0, "mode": mode,
         "n_steps": len(steps), "committed": sum(s.acceptance_length for s in steps),
         "verified_nodes": sum(s.tree_size for s in steps),
         "depth_reached": {str(d): n for d, n in reached.items()},
@@ -183,6 +185,9 @@ def prompt_record(run: Run, item: BenchmarkItem, temperature: float, results: li
         "answer": answer, "gold": item.answer,
         "correct": is_correct(item.benchmark, answer, item.answer) if item.answer is not None else None,
     }
+    if lanes > 1 and mode == "live":
+        record["lanes"] = lanes
+    return record
 
 
 Generate = Callable[[list[list[dict]], float, list[int], list[str | None]], list[GenerationResult]]
@@ -228,8 +233,14 @@ def load_heads(cfg: EvalConfig, target: Target, names: set[str]) -> dict[str, Dr
     return heads
 
 
-def replays(run: Run, cfg: EvalConfig, temperature: float) -> bool:
-    return cfg.replay and temperature == 0 and not run.is_baseline
+def decoding_mode(run: Run, cfg: EvalConfig, temperature: float) -> str:
+    """How the run's records at `temperature` are made: `replay` (T=0 against the plain greedy answer), `path`
+    (verification along the accepted paths only, taps_engine/lockstep.py) or `live`; baselines are always live."""
+    if run.is_baseline:
+        return "live"
+    if cfg.replay and temperature == 0:
+        return "replay"
+    return "path" if cfg.path_verification else "live"
 
 
 def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, DraftHead],
@@ -259,11 +270,14 @@ def make_generator(run: Run, cfg: EvalConfig, target: Target, heads: dict[str, D
 
     def engine(messages: list[list[dict]], temperature: float, seeds: list[int],
                assigned: list[str | None]) -> list[GenerationResult]:
-        if replays(run, cfg, temperature):   # greedy: the sampling seed plays no part
+        mode = decoding_mode(run, cfg, temperature)
+        if mode == "replay":   # greedy: the sampling seed plays no part
             return replay_batch(decoder, references.many(messages),
                                 SamplingParams(cfg.max_new_tokens, temperature), assigned)
-        return [decoder.generate(m, SamplingParams(cfg.max_new_tokens, temperature, seed=s), a)
-                for m, s, a in zip(messages, seeds, assigned)]
+        params = [SamplingParams(cfg.max_new_tokens, temperature, seed=s) for s in seeds]
+        if len(messages) > 1 or mode == "path":
+            return generate_batch(decoder, messages, params, assigned, path_only=mode == "path")
+        return [decoder.generate(messages[0], params[0], assigned[0])]
     return engine
 
 
@@ -288,7 +302,7 @@ Prompt = tuple[BenchmarkItem, int, int]   # an item, its index in the benchmark'
 def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[BenchmarkItem]], store: RecordStore,
                  shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[float, Run, list[Prompt]]]:
     """The records still missing, as (temperature, run, prompts): prompts are taken `replay_lanes` at a time
-    where they are replayed (one at a time when live), and each such group's runs follow each other. With `shard`
+    where they are replayed (`live_lanes` at a time when live), and each such group's runs follow each other. With `shard`
     (k, n), only every n-th prompt from the k-th (a prompt's runs stay together, so its replay reference is
     computed once)."""
     k, n = shard
@@ -296,7 +310,7 @@ def pending_work(cfg: EvalConfig, runs: list[Run], items: dict[str, list[Benchma
         for benchmark in cfg.benchmarks:
             prompts = [(item, index, sample) for index, item in enumerate(items[benchmark]) if index % n == k
                        for sample in range(len(sample_ids(item.id, temperature, cfg.seeds)))]
-            width = cfg.replay_lanes if cfg.replay and temperature == 0 else 1
+            width = cfg.replay_lanes if cfg.replay and temperature == 0 else cfg.live_lanes
             for start in range(0, len(prompts), width):
                 for run in runs:
                     todo = [(item, index, sample) for item, index, sample in prompts[start:start + width]
@@ -360,9 +374,10 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
                                     [sampling_seed(cfg.seed, index, sample) for _, index, sample in prompts],
                                     keep_drafter=run.spec is not None and run.policy != AVERAGE
                                     and policy_spec(run.policy).assignable)
+        lanes = 1 if run.is_baseline else len(prompts)
         for (item, _, sample), results in zip(prompts, answers):
-            store.append(prompt_record(run, item, temperature, results, replays(run, cfg, temperature),
-                                       sample_ids(item.id, temperature, cfg.seeds)[sample]))
+            store.append(prompt_record(run, item, temperature, results, decoding_mode(run, cfg, temperature),
+                                       sample_ids(item.id, temperature, cfg.seeds)[sample], lanes))
         done += len(prompts)
     progress(total, total, "done")
     return store
