@@ -8,7 +8,10 @@ shared:
   trees of all lanes that consulted it at the last step, in one forward per tree level (`propose_batch`);
 - verification (live decoding): each lane's verifier answers `step` with a `PendingStep`, which the loop yields;
   the driver verifies every pending lane's tree in one target forward over a shared `SlotCache` (`step_batch`)
-  and resumes the lanes. A replay verifier answers at once, so replay lanes share only the drafting.
+  and resumes the lanes. A replay verifier answers at once, so replay lanes share only the drafting;
+- path verification (`path_only`, for acceptance studies at T>0): instead of the whole trees, the target runs on
+  each lane's root and then on each node as acceptance takes it (`walk_batch`), one token per lane and forward:
+  the same steps for accepted + 1 tokens of target compute per step instead of the tree's.
 
 A lane's result is the one it would get alone, up to rounding: a lane's rows do not see the others', but the padded
 batch shape changes how the sums round (`verify_batch`), so in fp32 outputs match decoding alone to a few 1e-6 of a
