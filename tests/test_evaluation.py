@@ -337,6 +337,21 @@ def test_intervals_cover_tau_and_paired_differences_resample_prompts_jointly():
     assert tau_interval(recs[:1]) is None and paired_difference(recs, recs[:1]) is None
 
 
+def test_samples_of_one_prompt_are_resampled_together():
+    """At T>0 a prompt's seeds are one unit: three identical samples per prompt give the interval of one sample
+    per prompt (treating them as independent would narrow it about sqrt(3)-fold), and a difference counts prompts."""
+    from taps_engine.evaluation.intervals import paired_difference, tau_interval
+
+    once = [{"benchmark": "gsm8k", "item": str(i), "committed": 20 + 3 * (i % 5), "n_steps": 10} for i in range(20)]
+    thrice = [{**r, "item": r["item"] + suffix} for r in once for suffix in ("", "~1", "~2")]
+    lo, hi = tau_interval(once)
+    assert tau_interval(thrice) == pytest.approx((lo, hi), abs=1e-9)
+    independent = tau_interval([{**r, "benchmark": f"{r['item']}"} for r in thrice])   # 60 distinct prompts
+    assert independent[1] - independent[0] < 0.75 * (hi - lo)
+    result = paired_difference(thrice, [{**r, "committed": r["committed"] + 1} for r in thrice])
+    assert (result["n_prompts"], result["n_samples"]) == (20, 60)
+
+
 def test_auc_and_oracle_summary_from_counts():
     from taps_engine.evaluation.routing import auc, oracle_summary
 

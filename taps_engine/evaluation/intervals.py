@@ -4,11 +4,13 @@
 each replicate draws as many prompts as the sample holds, with replacement, and recomputes the ratio. A
 difference between two runs resamples the same prompts for both (paired), which removes the prompt-to-prompt
 variation they share. Percentile intervals, 95%, a fixed seed so reports are reproducible. At T>0 with several
-sampling seeds per prompt, each (prompt, seed) sample is a unit, so the interval treats samples of one prompt as
-independent and is somewhat narrower than a prompt-level one.
+sampling seeds per prompt, a prompt's samples are drawn together (a cluster bootstrap): they share the prompt, so
+treating them as independent units would make the interval too narrow.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import numpy as np
 
@@ -38,25 +40,42 @@ def ratio_interval(numerators: list[float], denominators: list[float], seed: int
                             _draws(len(numerators), seed)))
 
 
+def prompt_key(rec: dict) -> tuple:
+    """The prompt a record samples: the T>0 samples of one prompt are items `id`, `id~1`, `id~2`, ... (the
+    runner's `sample_ids`)."""
+    return rec.get("benchmark"), rec["item"].split("~", 1)[0]
+
+
+def _per_prompt(recs: list[dict]) -> tuple[list[int], list[int]]:
+    """Committed tokens and steps summed over each prompt's samples, prompts in order of first appearance."""
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for r in recs:
+        total = sums[prompt_key(r)]
+        total[0] += r["committed"]
+        total[1] += r["n_steps"]
+    return [c for c, _ in sums.values()], [n for _, n in sums.values()]
+
+
 def tau_interval(recs: list[dict], seed: int = 0) -> tuple[float, float] | None:
     """95% bootstrap interval of τ over the prompts of `recs` (records with `committed` and `n_steps`)."""
-    return ratio_interval([r["committed"] for r in recs], [r["n_steps"] for r in recs], seed)
+    return ratio_interval(*_per_prompt(recs), seed)
 
 
 def paired_difference(a: list[dict], b: list[dict], seed: int = 0) -> dict | None:
-    """τ(b) − τ(a) on the prompts both hold (matched by benchmark and item), with its paired 95% interval."""
+    """τ(b) − τ(a) on the samples both hold (matched by benchmark and item), with its paired 95% interval over
+    their prompts."""
     key = lambda r: (r["benchmark"], r["item"])
     first = {key(r): r for r in a}
     shared = [(first[key(r)], r) for r in b if key(r) in first]
-    if len(shared) < 2:
+    sums = {side: _per_prompt([pair[i] for pair in shared]) for i, side in enumerate(("a", "b"))}
+    prompts = len(sums["a"][0])
+    if prompts < 2:
         return None
-    arrays = {side: (np.array([pair[i]["committed"] for pair in shared], dtype=float),
-                     np.array([pair[i]["n_steps"] for pair in shared], dtype=float))
-              for i, side in enumerate(("a", "b"))}
-    draws = _draws(len(shared), seed)
+    arrays = {side: tuple(np.array(v, dtype=float) for v in values) for side, values in sums.items()}
+    draws = _draws(prompts, seed)
     diffs = _ratio(*arrays["b"], draws) - _ratio(*arrays["a"], draws)
-    whole = np.arange(len(shared))[None]
+    whole = np.arange(prompts)[None]
     diff = float(_ratio(*arrays["b"], whole)[0] - _ratio(*arrays["a"], whole)[0])
     lo, hi = _interval(diffs)
-    return {"difference": round(diff, 4), "ci": [lo, hi], "n_prompts": len(shared),
+    return {"difference": round(diff, 4), "ci": [lo, hi], "n_prompts": prompts, "n_samples": len(shared),
             "excludes_zero": lo > 0 or hi < 0}
