@@ -462,7 +462,8 @@ def test_sampled_runs_get_one_record_per_seed_and_greedy_ones_one(tmp_path, benc
     assert len(set(texts)) > 1, "each sample has its own seed"
     rows = write_report(cfg, tmp_path / "out", "taps eval", ENV)
     records = json.loads((tmp_path / "out" / "records.json").read_text())
-    assert {(r["temperature"], r["n_prompts"]) for r in records} == {(0.0, 2), (1.0, 6)} and rows
+    assert {(r["temperature"], r["n_prompts"], r["n_samples"]) for r in records} == {(0.0, 2, 2), (1.0, 2, 6)}
+    assert rows
 
 
 def test_replay_references_are_kept_and_reused(tmp_path, bench_dir, target, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..eval_sets import BenchmarkItem
-from .intervals import paired_difference, tau_interval
+from .intervals import paired_difference, prompt_key, tau_interval
 from .routing import node_totals, oracle_summary, separation
 from .runner import Run, record_key, sample_ids
 
@@ -24,6 +24,11 @@ def _summed(recs: list[dict], field: str) -> Counter:
     return total
 
 
+def _prompts(recs: list[dict]) -> int:
+    """Distinct prompts among `recs` (a prompt's T>0 samples are one unit of the intervals)."""
+    return len({prompt_key(r) for r in recs})
+
+
 def _row(run: Run, temperature: float, benchmark: str, recs: list[dict]) -> dict:
     steps, committed = sum(r["n_steps"] for r in recs), sum(r["committed"] for r in recs)
     new_tokens, seconds = sum(r["new_tokens"] for r in recs), sum(r["seconds"] for r in recs)
@@ -35,7 +40,8 @@ def _row(run: Run, temperature: float, benchmark: str, recs: list[dict]) -> dict
         "alpha": run.alpha, "temperature": temperature, "benchmark": benchmark,
         "tau": _rate(committed, steps) if not run.is_baseline else None,
         "tau_ci": tau_interval(recs) if not run.is_baseline else None,
-        "n_prompts": len(recs), "n_steps": steps, "new_tokens": new_tokens, "seconds": round(seconds, 3),
+        "n_prompts": _prompts(recs), "n_samples": len(recs), "n_steps": steps, "new_tokens": new_tokens,
+        "seconds": round(seconds, 3),
         "tokens_per_s": _rate(new_tokens, seconds),
         "accuracy": _rate(sum(graded), len(graded)) if graded else None,
         "mean_verified_nodes": _rate(sum(r["verified_nodes"] for r in recs), steps),
@@ -77,7 +83,7 @@ def aggregate(runs: list[Run], records: dict[tuple, dict], items: dict[str, list
     for row in rows:
         for name, rid in BASELINE_IDS.items():
             base = by_key.get((rid, row["temperature"], row["benchmark"]))
-            ok = base and base["n_prompts"] == row["n_prompts"] and base["tokens_per_s"] and row["tokens_per_s"]
+            ok = base and base["n_samples"] == row["n_samples"] and base["tokens_per_s"] and row["tokens_per_s"]
             row[f"speedup_vs_{name.replace('-', '_')}"] = round(row["tokens_per_s"] / base["tokens_per_s"], 3) \
                 if ok else None
     return rows
@@ -221,7 +227,7 @@ def category_rows(runs: list[Run], records: dict[tuple, dict], items: dict[str, 
                 steps = sum(r["n_steps"] for r in recs)
                 if steps:
                     rows.append({"run": run.id, "label": run.label, "temperature": temperature,
-                                 "category": category, "n_prompts": len(recs),
+                                 "category": category, "n_prompts": _prompts(recs),
                                  "tau": _rate(sum(r["committed"] for r in recs), steps),
                                  "tau_ci": tau_interval(recs)})
     return rows
