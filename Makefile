@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench-speed protos serve k8s image clean
+.PHONY: install run test test-fast bench-speed study protos serve k8s image clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ test-fast: install
 
 bench-speed: install
 	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 128 --policy single --policy confidence --policy merged-trie --policy sticky --out results/engine/bench_speed.json
+
+# the TAPS study (results/smollm2-study/): T=0, T=1 and averaging, each resumable; many hours on 2 CPU cores
+study: install
+	PATH=$(abspath $(VENV))/bin:$$PATH bash results/smollm2-study/commands.sh
 
 # regenerate services/protos_gen/ after editing protos/taps/v1/taps.proto (tests fail while it is stale)
 protos: install
