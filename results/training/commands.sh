@@ -49,7 +49,7 @@ D=taps_engine/drafters/smollm2-135m-instruct
 cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-chat-long/* $D/eagle2-chat/
 cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-math-long/* $D/eagle2-math/
 mkdir -p $D/hass-chat && cp ${TAPS_HOME:-~/.cache/taps}/export/hass-chat-tuned/* $D/hass-chat/
-python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --threads 2 \
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --epochs 1 --threads 2 \
   --out results/training/throughput-amx.md
 # HASS math: two HASS epochs from the shipped math head; evaluated as exported, shipped as hass-math
 taps train --config configs/smollm2/hass-math-tuned.yaml
@@ -57,3 +57,25 @@ taps export --config configs/smollm2/hass-math-tuned.yaml --out ${TAPS_HOME:-~/.
 taps eval --config configs/eval/drafters.yaml --profile one-thread --out results/training/drafters --runs '^hass-math$'
 taps eval --config configs/eval/drafters.yaml --out results/training/drafters --report-only
 mkdir -p $D/hass-math && cp ${TAPS_HOME:-~/.cache/taps}/export/hass-math-tuned/* $D/hass-math/
+# the same on two other 2-core CPUs (AVX2 only; AVX512-BF16 without AMX)
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --epochs 1 --threads 2 \
+  --out results/training/throughput-epyc-avx2.md
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --epochs 1 --threads 2 \
+  --out results/training/throughput-epyc-avx512bf16.md
+
+# Round 3 (candidates/): a self-distilled mixed head fine-tuned from the shipped math head (shipped as
+# eagle2-mixed-self), the chat head on 2.5x the chat data alone and from the mixed head (the latter shipped as
+# eagle2-chat-from-mixed-self), the vocabulary-loss ablation; then all of them and routing on the four benchmarks
+taps train --config configs/smollm2/eagle2-mixed-self.yaml
+taps export --config configs/smollm2/eagle2-mixed-self.yaml --out ${TAPS_HOME:-~/.cache/taps}/export/eagle2-mixed-self
+mkdir -p $D/eagle2-mixed-self && cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-mixed-self/* $D/eagle2-mixed-self/
+taps train --config configs/smollm2/eagle2-chat-more.yaml &
+taps train --config configs/smollm2/ablate-ce-quarter.yaml &
+taps train --config configs/smollm2/ablate-full-ce.yaml &
+wait
+taps train --config configs/smollm2/eagle2-chat-from-mixed-self.yaml   # reuses eagle2-chat-more's cached features
+taps export --config configs/smollm2/eagle2-chat-from-mixed-self.yaml \
+  --out ${TAPS_HOME:-~/.cache/taps}/export/eagle2-chat-from-mixed-self
+mkdir -p $D/eagle2-chat-from-mixed-self
+cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-chat-from-mixed-self/* $D/eagle2-chat-from-mixed-self/
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates
