@@ -62,10 +62,14 @@ def bundled_gguf() -> Path:
 
 
 def gguf_cache_dir(gguf: Path) -> Path:
-    """One converted copy per GGUF file content identity (path, size, mtime)."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return taps_home() / "models" / f"{gguf.stem}-{key}"
+    """One converted copy per GGUF file content: a reinstalled package (new path, new mtime, same file) finds
+    the copy it made before instead of leaving another half-gigabyte one behind (hashing takes well under a
+    second, converting tens of seconds)."""
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return taps_home() / "models" / f"{gguf.stem}-{digest.hexdigest()[:12]}"
 
 
 def convert_gguf(gguf: Path) -> Path:

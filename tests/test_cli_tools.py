@@ -41,6 +41,8 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir, tokenizer
     output = invoke("features", "--config", config)
     assert '"complete": true' in output and '"n_examples": 6' in output
     assert "cli-eagle2" in invoke("train", "--config", config)
+    steps = json.loads((tmp_path / "head" / "train_log.json").read_text())["data_steps"]
+    assert steps["self_distillation"] is None and steps["features"]["tokens"] > 0   # data-set replies: no distilling
     said = invoke("draft-vocab", "--config", config, "--size", 50, "--out", tmp_path / "head-v50")
     assert "draft vocabulary of 50 tokens" in " ".join(said.split())
     from training.config import load_config

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ PROMPTS = [
 ]
 
 
-def test_default_target_is_converted_once_and_reloads_fast(smollm2):
+def test_default_target_is_converted_once_and_reloads_fast(smollm2, tmp_path):
     cache = gguf_cache_dir(bundled_gguf())
     config = json.loads((cache / "config.json").read_text())
     assert config["model_type"] == "llama" and "quantization_config" not in config
@@ -32,6 +33,9 @@ def test_default_target_is_converted_once_and_reloads_fast(smollm2):
     assert (cache / "model.safetensors").stat().st_mtime_ns == stamp, "converted again"
     assert again.model.name_or_path == str(cache)            # loaded from the safetensors cache, not the GGUF
     assert torch.equal(again.model.lm_head.weight, smollm2.model.lm_head.weight)
+    moved = tmp_path / bundled_gguf().name   # a reinstalled package: same file, another path and mtime
+    shutil.copyfile(bundled_gguf(), moved)
+    assert gguf_cache_dir(moved) == cache
 
 
 def test_local_directory_and_hub_id_paths(tmp_path, smollm2):

@@ -193,9 +193,10 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
         for p in target.model.parameters():
             p.mul_(8)
     examples, _ = build_dataset("mixed", 6, 3, seed=1, chat_path=FIXTURES / "sharegpt_truncated.json")
-    first, report = distill(target, examples, max_length=96, answer_tokens=16, cache_dir=tmp_path / "a",
-                            batch_size=4, progress=False)
+    first, report, timing = distill(target, examples, max_length=96, answer_tokens=16, cache_dir=tmp_path / "a",
+                                    batch_size=4, progress=False)
     assert report.loaded == len(first) > 0
+    assert timing["prompts"] >= len(first) and 0 < timing["new_tokens"] <= 16 * timing["prompts"]
     for original, distilled in zip(examples, first):
         assert distilled[-1]["role"] == "assistant" and distilled[:-1] == distill_module.prompt_of(original)
     # a fresh run in another cache, interrupted after its first batch, resumes to the same answers
@@ -213,8 +214,11 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
         distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
     assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".partial"]
     monkeypatch.setattr(distill_module, "_generate", real)
-    again, _ = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
+    again, _, resumed = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
     assert again == first
+    # the time of a resumed generation counts the batches of both runs; a cache hit reports it again
+    assert (resumed["prompts"], resumed["new_tokens"]) == (timing["prompts"], timing["new_tokens"])
+    assert distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[2] == resumed
     assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".jsonl"]
     # a random tiny model rarely stops within 16 tokens: cut replies train no end-of-turn token
     cut = next(m for m in first if m[-1].get(TRUNCATED))

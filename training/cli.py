@@ -54,19 +54,23 @@ def _load(config: Path, threads: Optional[int] = None):
     return cfg, load_target(cfg.target, dtype=cfg.dtype)
 
 
-def _features(cfg, target) -> Path:
+def _features(cfg, target) -> tuple[Path, dict]:
+    """The config's cached features, and what making its data cost (self-distillation, feature caching): a
+    recipe's time is more than its training epochs."""
     from .data import build_dataset
-    from .features import cache_features
+    from .features import cache_features, read_manifest
 
     d = cfg.data
     examples, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
+    timing = None
     if d.answers == "target":
         from .distill import distill
 
-        examples, report = distill(target, examples, d.max_length, d.answer_tokens, taps_home() / "distill",
-                                   text=d.text)
+        examples, report, timing = distill(target, examples, d.max_length, d.answer_tokens,
+                                           taps_home() / "distill", text=d.text)
         console.print(f"self-distilled {report.loaded} examples; left out: {report.skipped or 'none'}")
-    return cache_features(target, examples, cfg.features_dir, d.max_length, text=d.text)
+    directory = cache_features(target, examples, cfg.features_dir, d.max_length, text=d.text)
+    return directory, {"self_distillation": timing, "features": read_manifest(directory).get("last_run")}
 
 
 THREADS = typer.Option(None, "--threads", help="Torch threads, overriding the config (1 per run when runs share cores).")
@@ -77,7 +81,7 @@ def features(config: Path = typer.Option(..., "--config", help="Training config 
     """Cache the target features of a config's data set (resumes an interrupted run)."""
     try:
         cfg, target = _load(config, threads)
-        directory = _features(cfg, target)
+        directory, _ = _features(cfg, target)
     except ValueError as e:
         fail(str(e))
     console.print_json((directory / "manifest.json").read_text())
@@ -90,8 +94,8 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
 
     try:
         cfg, target = _load(config, threads)
-        _features(cfg, target)
-        result = run_training(cfg, target)
+        _, data_steps = _features(cfg, target)
+        result = run_training(cfg, target, data_steps=data_steps)
     except ValueError as e:
         fail(str(e))
     table = Table(title=f"{cfg.name} -> {result['drafter']}")

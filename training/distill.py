@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -40,22 +41,41 @@ def _fingerprint(target: Target, prompts: list[Messages], max_length: int, answe
     return digest.hexdigest()[:16]
 
 
-def _read_done(partial: Path) -> dict[int, list[dict]]:
+def _read_done(partial: Path) -> dict[int, dict]:
     """Finished batches of an interrupted run; a line cut off by the interruption is ignored."""
-    done: dict[int, list[dict]] = {}
+    done: dict[int, dict] = {}
     if partial.exists():
         for line in partial.read_text().splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 break
-            done[record["batch"]] = record["answers"]
+            done[record.pop("batch")] = record
     return done
 
 
+def _read_final(final: Path) -> dict[int, dict]:
+    """A complete cache's batches; caches written before batches kept their time hold the answers alone."""
+    return {int(k): v if isinstance(v, dict) else {"answers": v}
+            for k, v in json.loads(final.read_text())["batches"].items()}
+
+
+def generation_time(done: dict[int, dict]) -> dict | None:
+    """What the generation cost, summed over its batches (over every run of a resumed one): the figure a
+    recipe's time budget needs. None for caches written before batches kept their time."""
+    if not done or any("seconds" not in b for b in done.values()):
+        return None
+    seconds = sum(b["seconds"] for b in done.values())
+    tokens = sum(b["new_tokens"] for b in done.values())
+    return {"prompts": sum(len(b["answers"]) for b in done.values()), "new_tokens": tokens,
+            "seconds": round(seconds, 2), "new_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
+
+
 @torch.inference_mode()
-def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> list[dict]:
-    """Greedy replies to a batch of tokenized prompts: text and whether the budget cut it off."""
+def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> dict:
+    """Greedy replies to a batch of tokenized prompts (text and whether the budget cut it off), with the batch's
+    new tokens and seconds."""
+    start = time.perf_counter()
     fmt = target.format
     pad = fmt.tokenizer.pad_token_id if fmt.tokenizer.pad_token_id is not None else fmt.eos_token_ids[0]
     width = max(len(p) for p in prompts)
@@ -63,12 +83,13 @@ def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> 
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=target.device)
     out = target.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=pad, eos_token_id=list(fmt.eos_token_ids))[:, width:].tolist()
-    answers = []
+    answers, new_tokens = [], 0
     for row in out:
         end = next((i for i, t in enumerate(row) if t in fmt.eos_token_ids), None)
         text = fmt.decode(row[:end]).strip()
         answers.append({"text": text, TRUNCATED: end is None})
-    return answers
+        new_tokens += len(row) if end is None else end + 1
+    return {"answers": answers, "new_tokens": new_tokens, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _prompt_ids(target: Target, prompt: Messages, text: str) -> list[int]:
@@ -81,8 +102,10 @@ def _prompt_ids(target: Target, prompt: Messages, text: str) -> list[int]:
 
 
 def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
-            batch_size: int = 64, progress: bool = True, text: str = "chat") -> tuple[list[Messages], LoadReport]:
-    """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each).
+            batch_size: int = 64, progress: bool = True,
+            text: str = "chat") -> tuple[list[Messages], LoadReport, dict | None]:
+    """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each), the
+    load report and the generation's time (`generation_time`).
 
     Prompts that leave fewer than 16 tokens for a reply within `max_length`, and prompts answered with nothing,
     are counted in the report and left out. The answers are cached in `cache_dir` (one file per data set, target,
@@ -99,8 +122,7 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size, text)}.jsonl"
     partial = final.with_suffix(".partial")
-    done = {int(k): v for k, v in json.loads(final.read_text())["batches"].items()} if final.exists() \
-        else _read_done(partial)
+    done = _read_final(final) if final.exists() else _read_done(partial)
     columns = [TextColumn("self-distillation"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
                TimeElapsedColumn()]
     with Progress(*columns, disable=not progress or len(done) == len(batches)) as bar:
@@ -111,14 +133,14 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
                     continue
                 budget = min(answer_tokens, max_length - min(len(tokens[i]) for i in batch))
                 done[b] = _generate(target, [tokens[i] for i in batch], budget)
-                sink.write(json.dumps({"batch": b, "answers": done[b]}) + "\n")
+                sink.write(json.dumps({"batch": b, **done[b]}) + "\n")
                 sink.flush()
                 bar.advance(task, len(batch))
     if not final.exists():
         atomic_write(final, lambda tmp: Path(tmp).write_text(json.dumps({"batches": done})))
     partial.unlink(missing_ok=True)
 
-    answers = {i: a for b, batch in enumerate(batches) for i, a in zip(batch, done[b])}
+    answers = {i: a for b, batch in enumerate(batches) for i, a in zip(batch, done[b]["answers"])}
     out: list[Messages] = []
     for i in usable:
         if not answers[i]["text"]:
@@ -129,4 +151,4 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
             reply[TRUNCATED] = True
         out.append(prompts[i] + [reply])
     report.loaded = len(out)
-    return out, report
+    return out, report, generation_time(done)

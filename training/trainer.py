@@ -155,8 +155,9 @@ def initial_weights(path: Path, target_name: str, fresh: DraftHead, target: Targ
     return state
 
 
-def train(cfg: RunConfig, target: Target, progress: bool = True) -> dict:
-    """Train (or resume) the head of `cfg` on its cached features; saves the head after every epoch."""
+def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dict | None = None) -> dict:
+    """Train (or resume) the head of `cfg` on its cached features; saves the head after every epoch.
+    `data_steps` (what self-distillation and feature caching cost) goes into train_log.json beside the epochs."""
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -245,6 +246,7 @@ def train(cfg: RunConfig, target: Target, progress: bool = True) -> dict:
                      "scheduler": scheduler.state_dict(), "stage": stage_index, "log": log,
                      "epochs_done": epoch_index + 1, "generator": generator.get_state()}
             atomic_write(state_path, lambda tmp, state=state: torch.save(state, tmp))
-            write_json(out_dir / "train_log.json", {"config": json.loads(cfg.model_dump_json()), "epochs": log})
+            write_json(out_dir / "train_log.json", {"config": json.loads(cfg.model_dump_json()), "epochs": log,
+                                                    **({"data_steps": data_steps} if data_steps else {})})
     return {"drafter": str(out_dir), "epochs": log}
 
