@@ -79,3 +79,15 @@ taps export --config configs/smollm2/eagle2-chat-from-mixed-self.yaml \
 mkdir -p $D/eagle2-chat-from-mixed-self
 cp ${TAPS_HOME:-~/.cache/taps}/export/eagle2-chat-from-mixed-self/* $D/eagle2-chat-from-mixed-self/
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates
+
+# Round 4 (candidates/): the chat head from the mixed head trained longer, CE on a quarter of the positions (7 epochs,
+# shipped as eagle2-chat-from-mixed-self-long) against CE on every position (stopped after 3 of its 4 epochs: the
+# weights of epoch 3 evaluated); then that head on 6,000 conversations; the defaults' routing pair compared
+taps train --config configs/smollm2/eagle2-chat-plus-quarter-ce.yaml --threads 1 &
+taps train --config configs/smollm2/eagle2-chat-plus-full-ce.yaml --threads 1 &   # stopped after epoch 3
+wait
+cp -r ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-plus-full-ce \
+  ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-plus-full-ce-epoch3
+taps export --config configs/smollm2/eagle2-chat-plus-quarter-ce.yaml --out $D/eagle2-chat-from-mixed-self-long
+taps train --config configs/smollm2/eagle2-chat-6k.yaml
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates
