@@ -289,7 +289,8 @@ def demo(
     plain.generate("Hello!", SamplingParams(4))
     table = Table(title=f"{target}, policy {policy} over {', '.join(decoder.drafters)}, tree {decoder.tree.label}, "
                         f"greedy, {max_new_tokens} new tokens")
-    for col in ("prompt", "τ", "drafter shares", "tokens/s", "plain tokens/s", "speed-up", "same as plain"):
+    for col in ("prompt", "τ", "τ of drafted steps", "plain steps", "drafter shares", "tokens/s", "plain tokens/s",
+                "speed-up", "same as plain"):
         table.add_column(col)
     for kind, prompt in DEMO_PROMPTS.items():
         messages = loaded.format.user_prompt(prompt)
@@ -297,7 +298,8 @@ def demo(
         console.rule(f"{kind}: {prompt}")
         console.print(result.text, markup=False, highlight=False)
         shares = summarize([result])["drafter_selection_shares"]
-        table.add_row(kind, f"{result.tau:.2f}", ", ".join(f"{k} {v:.0%}" for k, v in shares.items()),
+        table.add_row(kind, f"{result.tau:.2f}", f"{result.drafted_tau:.2f}", f"{result.plain_steps}/{len(result.steps)}",
+                      ", ".join(f"{k} {v:.0%}" for k, v in shares.items()),
                       f"{result.tokens_per_s:.1f}", f"{base.tokens_per_s:.1f}",
                       f"{result.tokens_per_s / base.tokens_per_s:.2f}x", str(result.token_ids == base.token_ids))
     console.print(table)

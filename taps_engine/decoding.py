@@ -76,6 +76,13 @@ class GenerationResult:
         """Steps that verified no draft (speculation paused, or no drafter left)."""
         return sum(s.tree_size == 0 for s in self.steps)
 
+    @property
+    def drafted_tau(self) -> float:
+        """τ over the steps that verified a draft: what the drafters achieved, apart from the steps the fallback
+        took plainly while speculation did not pay (those commit one token each and say nothing of the drafts)."""
+        drafted = [s.acceptance_length for s in self.steps if s.tree_size > 0]
+        return sum(drafted) / len(drafted) if drafted else 0.0
+
 
 @dataclass
 class StepEvent:

@@ -100,6 +100,9 @@ def test_plain_steps_between_speculative_ones_stay_lossless(setup, policy, monke
         assert result.token_ids == hf_greedy(target, ids, 40, eos=False)
         assert 0 < result.plain_steps < len(result.steps)
         assert any(s.accepted >= 1 for s in result.steps)
+        drafted = len(result.steps) - result.plain_steps   # plain steps commit one token each
+        assert result.drafted_tau * drafted + result.plain_steps == pytest.approx(result.tau * len(result.steps))
+        assert result.drafted_tau > result.tau
 
 
 @pytest.mark.parametrize("policy", SPEC_POLICIES)
