@@ -14,10 +14,9 @@ from .target import DEFAULT_TARGET, is_default_target
 
 RANDOM = "random"   # a PATH that asks for an untrained head (smoke runs, benchmarks of the overhead floor)
 SHIPPED = Path(__file__).parent / "drafters"
-# the drafters used when none is named: the best measured on the math sets and on MT-Bench, two heads from one
-# shared start; routing between them beats routing between the separately trained hass-math and eagle2-chat
-# (results/training/README.md, rounds 3 and 4)
-DEFAULTS = {"math": "eagle2-mixed-self", "chat": "eagle2-chat-from-mixed-self-long"}
+# the drafters used when none is named: the best measured on the math sets and on MT-Bench; routing between them
+# beats routing between any earlier pair (results/training/README.md, round 5)
+DEFAULTS = {"math": "eagle2-mixed-one-sitting", "chat": "eagle2-chat-6k"}
 
 
 def parse_drafter_specs(specs: Iterable[str], allow_random: bool = False) -> dict[str, Path | None]:

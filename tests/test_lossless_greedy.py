@@ -12,7 +12,7 @@ SPEC_POLICIES = [p for p in POLICIES if p != "plain"]
 
 
 def hf_greedy(target, ids, max_new_tokens, eos=True):
-    inputs = torch.tensor([ids])
+    inputs = torch.tensor([ids], device=target.device)
     out = target.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
                                 do_sample=False, eos_token_id=EOS if eos else None, pad_token_id=0)
     return out[0, len(ids):].tolist()

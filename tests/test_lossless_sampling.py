@@ -25,13 +25,13 @@ def target():
 
 def exact_joint(target, params: SamplingParams) -> torch.Tensor:
     """P(x2, x3) after PROMPT, marginalised over x1, from the target's own warped distributions."""
-    model = target.model
-    with torch.no_grad():
-        p1 = target_probs(model(torch.tensor([PROMPT])).logits[0, -1], params)
-        seqs = torch.tensor([PROMPT + [a] for a in range(VOCAB)])
-        p2 = target_probs(model(seqs).logits[:, -1], params)                     # (x1, x2)
-        seqs = torch.tensor([PROMPT + [a, b] for a, b in itertools.product(range(VOCAB), repeat=2)])
-        p3 = target_probs(model(seqs).logits[:, -1], params).view(VOCAB, VOCAB, VOCAB)  # (x1, x2, x3)
+    def probs(seqs: list[list[int]]) -> torch.Tensor:
+        with torch.no_grad():
+            return target_probs(target.model(torch.tensor(seqs, device=target.device)).logits[:, -1], params).cpu()
+
+    p1 = probs([PROMPT])[0]
+    p2 = probs([PROMPT + [a] for a in range(VOCAB)])                                              # (x1, x2)
+    p3 = probs([PROMPT + [a, b] for a, b in itertools.product(range(VOCAB), repeat=2)]).view(VOCAB, VOCAB, VOCAB)
     joint = p1[:, None, None] * p2[:, :, None] * p3
     return joint.sum(0).flatten()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen3Config, Qwen3ForCausalLM
 
 from taps_engine.head import DraftHead
 from taps_engine.target import Target, from_model
@@ -13,6 +14,13 @@ from taps_engine.tree import DraftTree
 
 EOS = 1
 FIXTURES = Path(__file__).parent / "fixtures"
+# where tiny targets compute: TAPS_TEST_DEVICE=cuda runs the engine tests on a GPU (the engine must not assume a CPU)
+DEVICE = torch.device(os.environ.get("TAPS_TEST_DEVICE", "cpu"))
+
+
+def on_test_device(model: PreTrainedModel) -> PreTrainedModel:
+    """`model`, drawn on the CPU so that every device tests the same weights, moved to DEVICE."""
+    return model.to(DEVICE)
 
 
 def tiny_target(arch: str = "llama", vocab: int = 96, layers: int = 2, seed: int = 0,
@@ -33,7 +41,7 @@ def tiny_target(arch: str = "llama", vocab: int = 96, layers: int = 2, seed: int
         model.lm_head.weight.mul_(logit_scale)
         model.model.embed_tokens.weight.mul_(embed_scale)
     model.generation_config.eos_token_id = EOS
-    return from_model(model.float(), name=f"tiny-{arch}")
+    return from_model(on_test_device(model.float()), name=f"tiny-{arch}")
 
 
 def oracle_head(target: Target, noise: float = 0.0, seed: int = 0) -> DraftHead:
@@ -48,12 +56,12 @@ def oracle_head(target: Target, noise: float = 0.0, seed: int = 0) -> DraftHead:
     hidden = model.config.hidden_size
     with torch.no_grad():
         head.fc.weight.zero_()
-        head.fc.weight[:, :hidden] = torch.eye(hidden)
+        head.fc.weight[:, :hidden] = torch.eye(hidden, device=head.fc.weight.device)
         head.layers[0].load_state_dict(model.model.layers[0].state_dict())
         if noise:
             g = torch.Generator().manual_seed(seed)
             for p in head.parameters():
-                p.add_(noise * p.abs().mean() * torch.randn(p.shape, generator=g))
+                p.add_(noise * p.abs().mean() * torch.randn(p.shape, generator=g).to(p.device))
     return head.eval()
 
 
@@ -65,7 +73,7 @@ def tiny_chat_target(arch: str, tokenizer) -> Target:
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**common)) if arch == "llama" else \
         Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
-    return from_model(model.float(), tokenizer, name=f"tiny-{arch}")
+    return from_model(on_test_device(model.float()), tokenizer, name=f"tiny-{arch}")
 
 
 class ContinuationProposer:
