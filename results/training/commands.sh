@@ -101,7 +101,12 @@ taps export --config configs/smollm2/eagle2-mixed-one-sitting.yaml --out $D/eagl
 taps train --config configs/smollm2/eagle2-chat-from-one-sitting.yaml
 cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-from-one-sitting/train_log.json \
   results/training/candidates/train_logs/eagle2-chat-from-one-sitting.train_log.json
-# (this round ran it as --runs 'chat-6k|mixed-one-sitting', --runs 'chat-from-one-sitting' and --runs
-# mixed-one-sitting: the cache of the machine held only this round's candidates; the report covers every record)
+taps train --config configs/smollm2/eagle2-chat-one-sitting.yaml   # alone on the cores; features from the cache
+taps export --config configs/smollm2/eagle2-chat-one-sitting.yaml \
+  --out ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-one-sitting-bf16
+cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-one-sitting/train_log.json \
+  results/training/candidates/train_logs/eagle2-chat-one-sitting.train_log.json
+# (this round ran it as --runs 'chat-6k|mixed-one-sitting', --runs 'chat-from-one-sitting', --runs
+# mixed-one-sitting and --runs chat-one-sitting: the cache of the machine held only this round's candidates; the report covers every record)
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates
 COLUMNS=120 taps demo > results/training/make-run.txt   # what `make run` prints with the defaults
