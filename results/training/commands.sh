@@ -110,3 +110,4 @@ cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-one-sitting/train_lo
 # mixed-one-sitting and --runs chat-one-sitting: the cache of the machine held only this round's candidates; the report covers every record)
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates
 COLUMNS=120 taps demo > results/training/make-run.txt   # what `make run` prints with the defaults
+taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree
