@@ -3,8 +3,9 @@ and tokenizer with random weights, and real draft heads.
 
 What a speculative step costs (drafting a tree of fixed size, verifying it, the bookkeeping) does not depend on the
 target's weights; what it commits (τ) does, and random weights accept almost nothing. So this reports step times
-and per-token plain speed, side by side in one run (`taps_engine.speed.run_speed_bench`), and the speed ratio a
-τ measured elsewhere with the real weights implies: τ x (plain ms per token / speculative ms per step).
+and per-token plain speed, side by side in one run (`taps_engine.speed.run_speed_bench`); the speed ratio a τ
+measured elsewhere with the real weights implies is τ x (plain ms per token / speculative ms per step), left to the
+reader, since this run's own τ is not it.
 
 Usage: python benchmarks/gpu_speed.py --arch DIR --drafter math=PATH --drafter chat=PATH --out results/engine/gpu
 (DIR: a model directory's config.json and tokenizer files; its weights are not read)
@@ -28,14 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="report path without suffix (.json and .md written)")
     args = p.parse_args(argv)
     import torch
+    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from taps_engine import Decoder
     from taps_engine.drafter_specs import parse_drafter_specs
     from taps_engine.fileio import atomic_write, write_json
     from taps_engine.head import load_head
     from taps_engine.settings import default_device, resolve_dtype
-    from taps_engine.speed import bench_prompts, report_markdown, run_speed_bench
+    from taps_engine.policies import policy_spec
+    from taps_engine.speed import bench_prompts, report_markdown, run_speed_bench, speed_engines
     from taps_engine.target import from_model
     from taps_engine.tree import default_tree
 
@@ -47,13 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype("auto", device)).to(device)
     target = from_model(model, AutoTokenizer.from_pretrained(args.arch), name=f"{args.arch.name} (random weights)")
     heads = {name: load_head(path, target.model) for name, path in parse_drafter_specs(args.drafter).items()}
-    tree = default_tree(device)
-    engines = {f"single[{name}] {tree.label}": Decoder(target, {name: head}, "single", tree, fallback=False)
-               for name, head in heads.items()}
-    if len(heads) > 1:
-        engines[f"confidence {tree.label}"] = Decoder(target, heads, "confidence", tree, fallback=False)
+    policies = ["single", "confidence"] if len(heads) > 1 else ["single"]
+    engines = speed_engines(target, heads, [policy_spec(p) for p in policies], [default_tree(device)], fallback=False)
     report = run_speed_bench(target, engines, bench_prompts(args.prompts), args.max_new_tokens)
-    report.update(torch=torch.__version__, transformers=__import__("transformers").__version__,
+    report.update(torch=torch.__version__, transformers=transformers.__version__,
                   weights="random (seed 0): step times are meaningful, τ and token agreement are not")
     command = "python benchmarks/gpu_speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     write_json(args.out.with_suffix(".json"), report)

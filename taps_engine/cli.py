@@ -150,7 +150,7 @@ def bench_speed(
 ) -> None:
     """Tokens/s of transformers generate, prompt-lookup decoding, the engine's plain loop and engine policies on the
     same prompts, with the step time split and the machine's verify cost curve."""
-    from .speed import bench_prompts, plot_calibration, report_markdown, run_speed_bench
+    from .speed import bench_prompts, plot_calibration, report_markdown, run_speed_bench, speed_engines
 
     try:
         if prompts <= 0 or max_new_tokens <= 0:
@@ -158,16 +158,7 @@ def bench_speed(
         specs = [policy_spec(p) for p in policy]
         trees = [TreeSettings.parse(t) for t in tree or []]
         loaded, heads = load_models(target, drafter, random_drafters, 2, dtype, numerics)
-        engines = {}
-        for settings in trees or [default_tree(loaded.device)]:
-            label = settings.label
-            for spec in specs:
-                groups = [[name] for name in heads] if spec.max_drafters == 1 else [list(heads)]
-                for names in groups:
-                    name = f"{spec.name}[{','.join(names)}] {label}" if spec.max_drafters == 1 else \
-                        f"{spec.name} {label}"
-                    engines[name] = Decoder(loaded, {n: heads[n] for n in names}, spec.name, settings,
-                                            fallback=fallback)
+        engines = speed_engines(loaded, heads, specs, trees or [default_tree(loaded.device)], fallback)
         with console.status("benchmarking") as status:
             report = run_speed_bench(loaded, engines, bench_prompts(prompts, tuple(benchmark)), max_new_tokens,
                                      progress=lambda msg: status.update(msg))

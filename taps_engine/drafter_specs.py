@@ -15,7 +15,7 @@ from .target import DEFAULT_TARGET, is_default_target
 RANDOM = "random"   # a PATH that asks for an untrained head (smoke runs, benchmarks of the overhead floor)
 SHIPPED = Path(__file__).parent / "drafters"
 # the drafters used when none is named: the best measured on the math sets and on MT-Bench; routing between them
-# beats routing between any earlier pair (results/training/README.md, round 5)
+# beats routing between the earlier defaults (results/training/README.md, round 5)
 DEFAULTS = {"math": "eagle2-mixed-one-sitting", "chat": "eagle2-chat-6k"}
 
 

@@ -17,7 +17,10 @@ import torch
 from .costs import machine, measure_verify_costs
 from .decoding import Decoder, GenerationResult, PlainDecoder
 from .eval_sets import benchmark_prompts
+from .head import DraftHead
+from .policies import PolicySpec
 from .target import Target
+from .tree import TreeSettings
 
 FALLBACK_PROMPTS = {
     "mt_bench": ["Explain in a few sentences why the sky is blue.", "Write a short poem about the sea."],
@@ -41,6 +44,20 @@ def bench_prompts(n: int, benchmarks: tuple[str, ...] = ("gsm8k", "mt_bench")) -
             prompts = [FALLBACK_PROMPTS[name][i % len(FALLBACK_PROMPTS[name])] for i in range(n)]
         out += [(name, p) for p in prompts]
     return out
+
+
+def speed_engines(target: Target, heads: dict[str, DraftHead], specs: list[PolicySpec],
+                  trees: list[TreeSettings], fallback: bool) -> dict[str, Decoder]:
+    """One decoder per (tree, policy), and per drafter for single-drafter policies, named for the report."""
+    engines = {}
+    for settings in trees:
+        for spec in specs:
+            groups = [[name] for name in heads] if spec.max_drafters == 1 else [list(heads)]
+            for names in groups:
+                name = f"{spec.name}[{','.join(names)}] {settings.label}" if spec.max_drafters == 1 else \
+                    f"{spec.name} {settings.label}"
+                engines[name] = Decoder(target, {n: heads[n] for n in names}, spec.name, settings, fallback=fallback)
+    return engines
 
 
 def hf_generate(target: Target, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
