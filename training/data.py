@@ -244,14 +244,12 @@ def load_math(path: Path | None = None, data_dir: Path | None = None,
 DATASET_KINDS = ("math", "chat", "mixed")
 
 
-def build_dataset(kind: str, n_math: int, n_chat: int, seed: int, math_path: Path | None = None,
-                  chat_path: Path | None = None, data_dir: Path | None = None) -> tuple[list[Messages], dict]:
-    """A seeded, reproducible training set: `n_math` math and/or `n_chat` chat examples drawn without replacement.
-
-    kind "math" uses only `n_math`, "chat" only `n_chat`, "mixed" exactly both, shuffled together so batches mix
-    tasks. The same arguments always give the same examples in the same order. Returns the examples and an info
-    dict with the counts drawn, the counts available and each loader's report.
-    """
+def draw_sources(kind: str, n_math: int, n_chat: int, rng: random.Random, math_path: Path | None = None,
+                 chat_path: Path | None = None, data_dir: Path | None = None) -> tuple[dict[str, list[Messages]], dict]:
+    """The examples of each source a data set `kind` draws from (`n_math` math and/or `n_chat` chat, without
+    replacement, in that order from `rng`), before mixing: a recipe may treat the sources differently (e.g.
+    self-distil only the math replies). Returns them and an info dict with the counts drawn, the counts available and
+    each loader's report."""
     if kind not in DATASET_KINDS:
         raise ValueError(f"unknown data set kind {kind!r}; use one of {', '.join(DATASET_KINDS)}")
     want = {"math": n_math if kind in ("math", "mixed") else 0, "chat": n_chat if kind in ("chat", "mixed") else 0}
@@ -261,9 +259,8 @@ def build_dataset(kind: str, n_math: int, n_chat: int, seed: int, math_path: Pat
     if kind != "mixed" and want[kind] == 0:
         raise ValueError(f"kind {kind!r} needs n_{kind} >= 1")
 
-    rng = random.Random(seed)
-    info: dict[str, Any] = {"kind": kind, "seed": seed}
-    examples: list[Messages] = []
+    info: dict[str, Any] = {"kind": kind}
+    drawn: dict[str, list[Messages]] = {}
     for source in ("math", "chat"):
         n = want[source]
         info[f"n_{source}"] = n
@@ -277,9 +274,30 @@ def build_dataset(kind: str, n_math: int, n_chat: int, seed: int, math_path: Pat
         info[f"{source}_report"] = asdict(report)
         if len(pool) < n:
             raise ValueError(f"asked for {n} {source} examples but only {len(pool)} are available")
-        examples.extend(pool[i] for i in rng.sample(range(len(pool)), n))
-    if kind == "mixed":
+        drawn[source] = [pool[i] for i in rng.sample(range(len(pool)), n)]
+    return drawn, info
+
+
+def mix(drawn: dict[str, list[Messages]], rng: random.Random) -> list[Messages]:
+    """One list of every source's examples, shuffled together (when there is more than one source) so batches mix
+    tasks."""
+    examples = [ex for source in ("math", "chat") for ex in drawn.get(source, [])]
+    if len(drawn) > 1:
         rng.shuffle(examples)
+    return examples
+
+
+def build_dataset(kind: str, n_math: int, n_chat: int, seed: int, math_path: Path | None = None,
+                  chat_path: Path | None = None, data_dir: Path | None = None) -> tuple[list[Messages], dict]:
+    """A seeded, reproducible training set: `n_math` math and/or `n_chat` chat examples drawn without replacement.
+
+    kind "math" uses only `n_math`, "chat" only `n_chat`, "mixed" exactly both, shuffled together. The same
+    arguments always give the same examples in the same order. Returns the examples and `draw_sources`' info dict.
+    """
+    rng = random.Random(seed)
+    drawn, info = draw_sources(kind, n_math, n_chat, rng, math_path=math_path, chat_path=chat_path, data_dir=data_dir)
+    examples = mix(drawn, rng)
+    info["seed"] = seed
     info["total"] = len(examples)
     return examples, info
 
