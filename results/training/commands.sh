@@ -111,3 +111,24 @@ cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-one-sitting/train_lo
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates
 COLUMNS=120 taps demo > results/training/make-run.txt   # what `make run` prints with the defaults
 taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree
+
+# Round 6, one job at a time on 2 cores with AMX: a mixed head with the chat data in one sitting (6,000 conversations
+# with their data set replies + 1,200 math prompts with the target's own replies, answers: {math: target}; timed,
+# alone on the machine), then it alone and as the chat half of the routing pair, at the paper tree and the CPU tree
+time taps train --config configs/smollm2/eagle2-mixed-chat-one-sitting.yaml
+taps export --config configs/smollm2/eagle2-mixed-chat-one-sitting.yaml \
+  --out ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-mixed-chat-one-sitting-bf16
+mkdir -p $D/eagle2-mixed-chat-one-sitting   # shipped, and made the chat default
+cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-mixed-chat-one-sitting-bf16/* $D/eagle2-mixed-chat-one-sitting/
+cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-mixed-chat-one-sitting/train_log.json \
+  results/training/candidates/train_logs/eagle2-mixed-chat-one-sitting.train_log.json
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates --runs mixed-chat-one-sitting
+taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree \
+  --runs mixed-chat-one-sitting
+D=taps_engine/drafters/smollm2-135m-instruct   # demo-defaults.txt: the two default pairs and the new head alone
+for i in 1 2; do
+  COLUMNS=120 taps demo --drafter math=$D/eagle2-mixed-one-sitting --drafter chat=$D/eagle2-chat-6k
+  COLUMNS=120 taps demo --drafter math=$D/eagle2-mixed-one-sitting --drafter chat=$D/eagle2-mixed-chat-one-sitting
+  COLUMNS=120 taps demo --policy single --drafter mixed-chat=$D/eagle2-mixed-chat-one-sitting
+done
+COLUMNS=120 taps demo > results/training/make-run.txt   # what `make run` prints with the new defaults
