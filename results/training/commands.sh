@@ -125,6 +125,12 @@ cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-mixed-chat-one-sitting/tr
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates --runs mixed-chat-one-sitting
 taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree \
   --runs mixed-chat-one-sitting
+time taps train --config configs/smollm2/eagle2-mixed-chat-4ep.yaml   # data from the cache: training alone
+taps export --config configs/smollm2/eagle2-mixed-chat-4ep.yaml \
+  --out ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-mixed-chat-4ep-bf16
+cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-mixed-chat-4ep/train_log.json \
+  results/training/candidates/train_logs/eagle2-mixed-chat-4ep.train_log.json
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates --runs mixed-chat-4ep
 D=taps_engine/drafters/smollm2-135m-instruct   # demo-defaults.txt: the two default pairs and the new head alone
 for i in 1 2; do
   COLUMNS=120 taps demo --drafter math=$D/eagle2-mixed-one-sitting --drafter chat=$D/eagle2-chat-6k
