@@ -85,11 +85,11 @@ def _examples(cfg, target) -> tuple[list, dict | None]:
     rng = random.Random(d.seed)
     drawn, _ = draw_sources(d.kind, d.n_math, d.n_chat, rng, math_path=d.math_path, chat_path=d.chat_path)
     if len(d.distilled) in (0, len(drawn)):
-        examples = mix(drawn, rng)
+        examples = mix(d.kind, drawn, rng)
         return distilled(examples, "") if d.distilled else (examples, None)
     (source,) = d.distilled
     drawn[source], timing = distilled(drawn[source], f"{source} ")
-    return mix(drawn, rng), timing
+    return mix(d.kind, drawn, rng), timing
 
 
 THREADS = typer.Option(None, "--threads", help="Torch threads, overriding the config (1 per run when runs share cores).")

@@ -278,11 +278,10 @@ def draw_sources(kind: str, n_math: int, n_chat: int, rng: random.Random, math_p
     return drawn, info
 
 
-def mix(drawn: dict[str, list[Messages]], rng: random.Random) -> list[Messages]:
-    """One list of every source's examples, shuffled together (when there is more than one source) so batches mix
-    tasks."""
+def mix(kind: str, drawn: dict[str, list[Messages]], rng: random.Random) -> list[Messages]:
+    """One list of every source's examples; a "mixed" set shuffled together so batches mix tasks."""
     examples = [ex for source in ("math", "chat") for ex in drawn.get(source, [])]
-    if len(drawn) > 1:
+    if kind == "mixed":
         rng.shuffle(examples)
     return examples
 
@@ -296,7 +295,7 @@ def build_dataset(kind: str, n_math: int, n_chat: int, seed: int, math_path: Pat
     """
     rng = random.Random(seed)
     drawn, info = draw_sources(kind, n_math, n_chat, rng, math_path=math_path, chat_path=chat_path, data_dir=data_dir)
-    examples = mix(drawn, rng)
+    examples = mix(kind, drawn, rng)
     info["seed"] = seed
     info["total"] = len(examples)
     return examples, info
