@@ -144,6 +144,16 @@ def test_mixed_dataset_exact_sizes_sources_and_seeding(math_dir):
         build_dataset("code", 1, 1, seed=0, **kwargs)
 
 
+def test_answers_for_a_source_the_data_set_does_not_draw_is_a_config_error():
+    """{chat: target} on a math set would silently do nothing; the config says why it is refused."""
+    from training.config import DataConfig
+
+    assert DataConfig(kind="mixed", n_math=1, n_chat=1, answers={"chat": "target"}).distilled == ["chat"]
+    assert DataConfig(kind="math", n_math=1, answers="target").distilled == ["math"]
+    with pytest.raises(ValueError, match="answers names chat, which a 'math' data set does not draw from"):
+        DataConfig(kind="math", n_math=1, answers={"chat": "target"})
+
+
 # --------------------------------------------------------------------------------------------- loss masks
 
 QWEN25_TEMPLATE = """\

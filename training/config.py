@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.settings import taps_home
 from taps_engine.target import DEFAULT_TARGET
+from training.data import KIND_SOURCES
 
 
 Answers = Literal["dataset", "target"]
@@ -35,6 +36,11 @@ class DataConfig(Strict):
             raise ValueError(f"data kind {self.kind!r} needs "
                              + {"math": "n_math > 0", "chat": "n_chat > 0", "mixed": "n_math > 0 and n_chat > 0"}[
                                  self.kind])
+        if isinstance(self.answers, dict):
+            undrawn = sorted(set(self.answers) - set(KIND_SOURCES[self.kind]))
+            if undrawn:
+                raise ValueError(f"answers names {', '.join(undrawn)}, which a {self.kind!r} data set does not draw "
+                                 f"from (it draws {', '.join(KIND_SOURCES[self.kind])})")
         return self
 
     def answers_of(self, source: str) -> Answers:
@@ -44,8 +50,7 @@ class DataConfig(Strict):
     @property
     def distilled(self) -> list[str]:
         """The sources whose replies the target writes."""
-        sources = {"math": ["math"], "chat": ["chat"], "mixed": ["math", "chat"]}[self.kind]
-        return [s for s in sources if self.answers_of(s) == "target"]
+        return [s for s in KIND_SOURCES[self.kind] if self.answers_of(s) == "target"]
 
 
 class Stage(Strict):

@@ -241,7 +241,8 @@ def load_math(path: Path | None = None, data_dir: Path | None = None,
 
 # --------------------------------------------------------------------------------------------- mixing
 
-DATASET_KINDS = ("math", "chat", "mixed")
+KIND_SOURCES: dict[str, tuple[str, ...]] = {"math": ("math",), "chat": ("chat",), "mixed": ("math", "chat")}
+DATASET_KINDS = tuple(KIND_SOURCES)
 
 
 def draw_sources(kind: str, n_math: int, n_chat: int, rng: random.Random, math_path: Path | None = None,
@@ -252,7 +253,8 @@ def draw_sources(kind: str, n_math: int, n_chat: int, rng: random.Random, math_p
     each loader's report."""
     if kind not in DATASET_KINDS:
         raise ValueError(f"unknown data set kind {kind!r}; use one of {', '.join(DATASET_KINDS)}")
-    want = {"math": n_math if kind in ("math", "mixed") else 0, "chat": n_chat if kind in ("chat", "mixed") else 0}
+    asked = {"math": n_math, "chat": n_chat}
+    want = {source: asked[source] if source in KIND_SOURCES[kind] else 0 for source in asked}
     for source, n in want.items():
         if n < 0:
             raise ValueError(f"n_{source} must be >= 0, got {n}")
