@@ -1,6 +1,7 @@
 """The evaluation harness end to end on a tiny random target over the real tokenizer: tables, plots, resume."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -214,6 +215,12 @@ def test_replaced_weights_at_the_same_path_are_evaluated_again(tmp_path, bench_d
     save_head(DraftHead.random(target.model, seed=4), head_dir)   # a better drafter shipped in its place
     run_experiment(load_eval_config(path, "small"), out, target, lambda done, total, what: calls.append(total))
     assert calls[-1] == 2
+    calls.clear()
+    shutil.copytree(head_dir, tmp_path / "shipped")                 # the same weights moved to where they ship
+    moved = {**config, "drafters": {"a": {"path": str(tmp_path / "shipped")}}}
+    run_experiment(load_eval_config(write_config(tmp_path, moved), "small"), out, target,
+                   lambda done, total, what: calls.append(total))
+    assert calls == []
 
 
 def test_changed_settings_refuse_to_mix_records(tmp_path, bench_dir, target):

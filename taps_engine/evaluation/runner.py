@@ -62,13 +62,15 @@ class Run:
 def expand_runs(cfg: EvalConfig) -> list[Run]:
     """Rows in config order, `average` expanded per alpha, baselines last; ids are unique."""
     methods = {name: spec.resolved_method() for name, spec in cfg.drafters.items()}
-    # by content: records made with other weights at the same path (a retrained or replaced head) are not current
-    digests = {name: weights_digest(spec.path) for name, spec in cfg.drafters.items()}
+    # by content, not place: records made with other weights at the same path (a retrained or replaced head) are not
+    # current, and a head copied elsewhere (a cache candidate shipped in the repo) keeps its records
+    identity = {name: weights_digest(spec.path) or (str(spec.path) if spec.path else None)
+                for name, spec in cfg.drafters.items()}
 
     def setup(spec: RunSpec | None, alpha: float | None = None) -> str:
         key = {"run": spec.model_dump(mode="json", exclude={"label", "temperatures"}) if spec else None,
                "tree": asdict(spec.tree or cfg.tree) if spec else None, "alpha": alpha,
-               "drafters": [[str(cfg.drafters[d].path), methods[d], cfg.drafters[d].seed, digests[d]]
+               "drafters": [[identity[d], methods[d], cfg.drafters[d].seed]
                             for d in (spec.drafters if spec else [])]}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
