@@ -138,3 +138,13 @@ for i in 1 2; do
   COLUMNS=120 taps demo --policy single --drafter mixed-chat=$D/eagle2-mixed-chat-one-sitting
 done
 COLUMNS=120 taps demo > results/training/make-run.txt   # what `make run` prints with the new defaults
+
+# Round 7, alone on 2 cores with AMX: the 6-epoch mixed chat recipe cut to 4,000 conversations to fit an hour, timed
+# from an empty cache (TAPS_HOME of its own), then it alone and as the chat half of the routing pair
+TAPS_HOME=/tmp/taps-timing bash -c 'time taps train --config configs/smollm2/eagle2-mixed-chat-hour.yaml'
+TAPS_HOME=/tmp/taps-timing taps export --config configs/smollm2/eagle2-mixed-chat-hour.yaml \
+  --out ~/.cache/taps/drafters/smollm2-eagle2-mixed-chat-hour-bf16
+cp /tmp/taps-timing/drafters/smollm2-eagle2-mixed-chat-hour/train_log.json \
+  results/training/candidates/train_logs/eagle2-mixed-chat-hour.train_log.json
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates \
+  --runs '^mixed-chat-hour$|mixed-one-sitting\+mixed-chat-hour'
