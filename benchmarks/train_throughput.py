@@ -1,4 +1,6 @@
-"""Feature-caching and head-training throughput of one config, fp32 vs bf16 side by side in one process.
+"""Feature-caching and head-training throughput of one config, side by side in one process: fp32 vs bf16, or
+(--losses) the config's vocabulary losses vs the draft-vocabulary losses on every position (ce_vocab: draft,
+ce_fraction 1.0), alternated A B A B in the target's own dtype so that a machine's drift hits both alike.
 
 Usage: python benchmarks/train_throughput.py --config configs/smollm2/eagle2-math.yaml --examples 48 --threads 2
 Writes results/training/throughput.md. Uses a scratch TAPS_HOME so real caches are left alone.
@@ -17,6 +19,7 @@ from taps_engine.fileio import atomic_write
 
 
 def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, threads: int = 0,
+         losses: bool = typer.Option(False, help="Compare vocabulary losses instead of dtypes."),
          out: Path = Path("results/training/throughput.md")) -> None:
     from taps_engine import load_target
     from training.config import load_config
@@ -35,25 +38,38 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, 
     data, _ = build_dataset(d.kind, n_math, n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
     scratch = Path(tempfile.mkdtemp(prefix="taps-throughput-"))
     stage = cfg.train.stages[0].model_copy(update={"epochs": epochs})
-    rows = []
-    for dtype in ("fp32", "bf16"):
-        os.environ["TAPS_HOME"] = str(scratch / dtype)  # separate feature caches and heads per dtype
+    base = cfg.train.model_copy(update={"stages": [stage]})
+    draft = base.model_copy(update={"ce_vocab": "draft", "ce_fraction": 1.0, "draft_vocab": base.draft_vocab or 8192})
+    variants = ([(f"{base.ce_vocab} vocabulary, ce_fraction {base.ce_fraction}", "auto", base),
+                 ("draft vocabulary, every position", "auto", draft)] * 2 if losses
+                else [("fp32", "fp32", base), ("bf16", "bf16", base)])
+    rates: dict[str, list[tuple[float, float]]] = {}
+    for index, (label, dtype, train_config) in enumerate(variants):
+        os.environ["TAPS_HOME"] = str(scratch / dtype)  # a feature cache per dtype, shared by the loss variants
         run = cfg.model_copy(update={
-            "dtype": dtype, "data": d.model_copy(update={"n_math": n_math, "n_chat": n_chat}),
-            "train": cfg.train.model_copy(update={"stages": [stage]})})
+            "dtype": dtype, "data": d.model_copy(update={"n_math": n_math, "n_chat": n_chat}), "train": train_config,
+            "output_dir": scratch / f"head-{index}"})
         target = load_target(run.target, dtype=dtype)
         cache_features(target, data, run.features_dir, d.max_length, progress=False)
         feature_rate = read_manifest(run.features_dir)["last_run"]["tokens_per_s"]
         log = train(run, target, progress=False)["epochs"]
-        rows.append((dtype, feature_rate, log[-1]["tokens_per_s"]))
+        rates.setdefault(label, []).append((feature_rate, log[-1]["tokens_per_s"]))
     from taps_engine.costs import machine_line
 
+    first = sum(r[1] for r in next(iter(rates.values()))) / len(next(iter(rates.values())))
     lines = [f"Command: `python benchmarks/train_throughput.py --config {config} --examples {examples} "
-             f"--epochs {epochs}" + (f" --threads {threads}" if threads else "") + "`", "", f"Machine: {machine_line()}.", "",
+             f"--epochs {epochs}" + (f" --threads {threads}" if threads else "") + (" --losses" if losses else "")
+             + "`", "", f"Machine: {machine_line()}.", "",
              f"{len(data)} examples of {cfg.name}'s data (max length {d.max_length}), torch threads "
-             f"{cfg.train.threads or 'default'}, ce_fraction {cfg.train.ce_fraction}.", "",
-             "| dtype | feature caching tok/s | training tok/s | training x fp32 |", "|---|---|---|---|"]
-    lines += [f"| {dt} | {fr} | {tr} | {tr / rows[0][2]:.2f} |" for dt, fr, tr in rows]
+             f"{cfg.train.threads or 'default'}, ce_fraction {cfg.train.ce_fraction}"
+             + (", each variant trained twice from scratch, alternating (training tok/s: the mean, then each run)."
+                if losses else "."), "",
+             f"| {'losses' if losses else 'dtype'} | feature caching tok/s | training tok/s | training x first |",
+             "|---|---|---|---|"]
+    for label, runs in rates.items():
+        mean = sum(r[1] for r in runs) / len(runs)
+        each = f" ({', '.join(f'{r[1]:.0f}' for r in runs)})" if len(runs) > 1 else ""
+        lines.append(f"| {label} | {runs[0][0]} | {mean:.1f}{each} | {mean / first:.2f} |")
     text = "\n".join(lines) + "\n"
     atomic_write(out, lambda tmp: Path(tmp).write_text(text))
     print(text)

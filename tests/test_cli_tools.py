@@ -51,6 +51,18 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir, tokenizer
     counts = assistant_token_counts(load_config(config).features_dir, len(tokenizer))
     vocab = load_head(tmp_path / "head-v50", load_target(str(model_dir), dtype="fp32").model).draft_vocab
     assert vocab.numel() == 50 and counts[vocab].min() >= counts.sort(descending=True).values[49]
+    exported = tmp_path / "shipped"
+    invoke("export", "--config", config, "--out", exported, "--draft-vocab", 50)
+    provenance = json.loads((exported / "train_log.json").read_text())["provenance"]
+    assert provenance["draft_vocab"] == 50 and provenance["epochs"] == 1 and provenance["config_file"] == str(config)
+    assert load_head(exported, load_target(str(model_dir), dtype="fp32").model).draft_vocab.equal(vocab)
+    draft_losses = tmp_path / "draft-ce.yaml"
+    settings = yaml.safe_load(config.read_text())
+    settings["train"].update(ce_vocab="draft", draft_vocab=50)
+    draft_losses.write_text(yaml.safe_dump(settings))
+    refused = CliRunner().invoke(app, ["export", "--config", str(draft_losses), "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "export it with --draft-vocab 50" in " ".join(refused.output.split())
+    assert not (tmp_path / "x").exists()
     other = tmp_path / "other"
     save_head(DraftHead.random(load_target(str(model_dir), dtype="fp32").model, seed=3), other)
     invoke("average", tmp_path / "head", other, "--out", tmp_path / "avg", "--sweep", "0,0.5,1",

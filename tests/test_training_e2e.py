@@ -12,7 +12,7 @@ from training import features as features_module
 from training.config import RunConfig, load_config
 from training.data import build_dataset
 from training.features import cache_features, load_examples, read_manifest
-from training.trainer import alignment_mask, example_losses, train
+from training.trainer import _vocab_losses, alignment_mask, example_losses, loss_vocabulary, train
 from tiny import FIXTURES, tiny_chat_target
 
 def run_config(method: str, epochs: int, **train) -> RunConfig:
@@ -31,19 +31,20 @@ def build(cfg: RunConfig, target):
     return cache_features(target, examples, cfg.features_dir, d.max_length, shard_size=4, progress=False)
 
 
-@pytest.mark.parametrize("method,arch", [("eagle2", "llama"), ("hass", "qwen3")])
-def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch):
+@pytest.mark.parametrize("method,arch,losses", [("eagle2", "llama", {}),
+                                                ("hass", "qwen3", {"draft_vocab": 512, "ce_vocab": "draft"})])
+def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch, losses):
     target = tiny_chat_target(arch, tokenizer)
-    cfg = run_config(method, epochs=2)
+    cfg = run_config(method, epochs=2, **losses)
     build(cfg, target)
     first = train(cfg, target, progress=False)["epochs"]
     assert len(first) == 2
-    longer = run_config(method, epochs=4)
+    longer = run_config(method, epochs=4, **losses)
     build(longer, target)  # complete cache: nothing recomputed
     log = train(longer, target, progress=False)["epochs"]
     assert log[:2] == first, "resume continues from the checkpoint instead of retraining"
     assert len(log) == 4
-    assert log[-1]["feature"] < log[0]["feature"] and log[-1]["loss"] < log[0]["loss"]
+    assert log[-1]["feature"] < log[0]["feature"] and log[-1]["ce"] < log[0]["ce"]  # HASS adds a top-K term later
     if method == "hass":
         assert log[-1]["topk"] > 0 and log[0]["topk"] == 0
     head = load_head(longer.drafter_dir, target.model)
@@ -112,6 +113,30 @@ def test_hass_pass_count_and_shapes(data_dir, tokenizer, passes):
     assert seen[0][1] and all(not s[1] for s in seen[1:])
     terms.total.backward()
     assert head.fc.weight.grad is not None and terms.parts["topk"] > 0
+
+
+def test_draft_vocabulary_losses_are_the_renormalized_soft_cross_entropy_over_its_tokens():
+    """ce_vocab 'draft': the target's distribution over the draft tokens, renormalized, against the head's."""
+    g = torch.Generator().manual_seed(0)
+    lm_head = torch.nn.Linear(16, 50, bias=False)
+    torch.nn.init.normal_(lm_head.weight, generator=g)
+    head_out, target_feat = torch.randn(7, 16, generator=g), torch.randn(7, 16, generator=g)
+    ids = torch.tensor([41, 3, 17, 8, 29, 0, 33, 12, 47, 5, 20, 38])
+    cfg = run_config("hass", epochs=2, ce_chunk=3).train
+    total, ce, topk = _vocab_losses(head_out, target_feat, loss_vocabulary(lm_head, ids), cfg, topk_weight=0.5)
+    with torch.no_grad():
+        full_p, full_logq = torch.softmax(lm_head(target_feat), -1), torch.log_softmax(lm_head(head_out), -1)
+        p = full_p[:, ids] / full_p[:, ids].sum(-1, keepdim=True)
+        logq = full_logq[:, ids] - torch.logsumexp(full_logq[:, ids], -1, keepdim=True)
+        expected_ce = -(p * logq).sum(-1).mean()
+        top_p, top_i = p.topk(cfg.topk, -1)
+        expected_topk = -(top_p * logq.gather(-1, top_i)).sum(-1).mean()
+    assert ce == pytest.approx(float(expected_ce), rel=1e-5)
+    assert topk == pytest.approx(float(expected_topk), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(float(cfg.ce_weight * expected_ce + 0.5 * expected_topk), rel=1e-5)
+    assert loss_vocabulary(lm_head, None) is lm_head
+    with pytest.raises(ValueError, match=r"ce_vocab 'draft' needs a draft vocabulary \(draft_vocab > 0\)"):
+        run_config("eagle2", epochs=1, ce_vocab="draft")
 
 
 def test_config_errors_name_file_and_field(tmp_path):

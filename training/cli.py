@@ -186,6 +186,11 @@ def export(
         log_path = cfg.drafter_dir / "train_log.json"
         if not log_path.exists():
             raise ValueError(f"{cfg.drafter_dir} holds no trained drafter; run `taps train --config {config}`")
+        trained = cfg.train.draft_vocab
+        if cfg.train.ce_vocab == "draft" and draft_vocab != trained:
+            raise ValueError(f"{cfg.name} learned its vocabulary losses over its {trained}-token draft vocabulary "
+                             f"(ce_vocab: draft), so it drafts well from no other; export it with --draft-vocab "
+                             f"{trained}")
         model = load_target(cfg.target, dtype="fp32").model
         head = load_head(cfg.drafter_dir, model)
         if draft_vocab:

@@ -77,8 +77,15 @@ class TrainConfig(Strict):
     hass_passes: int = Field(3, ge=1)
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
     draft_vocab: int = Field(0, ge=0)       # draft from the N most frequent assistant tokens (0: the full vocabulary)
+    ce_vocab: Literal["full", "draft"] = "full"  # draft: the vocabulary losses over the draft vocabulary only
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _draft_losses_need_a_draft_vocabulary(self) -> "TrainConfig":
+        if self.ce_vocab == "draft" and not self.draft_vocab:
+            raise ValueError("ce_vocab 'draft' needs a draft vocabulary (draft_vocab > 0)")
+        return self
 
 
 class RunConfig(Strict):

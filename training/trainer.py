@@ -50,9 +50,21 @@ def alignment_mask(length: int, pass_index: int) -> torch.Tensor:
     return torch.cat(blocks, dim=1)
 
 
+def loss_vocabulary(lm_head: torch.nn.Module, token_ids: torch.Tensor | None) -> torch.nn.Module:
+    """The LM head the vocabulary losses read: the target's whole head, or only the rows of the draft vocabulary
+    (as EAGLE-3 trains). A head drafts from those rows alone, so the restricted losses teach it the distribution it
+    drafts from (the target's, renormalized over the draft vocabulary) at a fraction of the full head's cost."""
+    if token_ids is None:
+        return lm_head
+    weight = lm_head.weight.detach()[token_ids.to(lm_head.weight.device)]
+    rows = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device, dtype=weight.dtype)
+    rows.weight = torch.nn.Parameter(weight, requires_grad=False)
+    return rows
+
+
 def _vocab_losses(head_out: torch.Tensor, target_feat: torch.Tensor, lm_head: torch.nn.Module, cfg: TrainConfig,
                   topk_weight: float) -> tuple[torch.Tensor, float, float]:
-    """Soft cross-entropy (+ top-K distillation) over the full vocabulary, in chunks to bound memory."""
+    """Soft cross-entropy (+ top-K distillation) over `lm_head`'s vocabulary, in chunks to bound memory."""
     total, ce_sum, topk_sum = head_out.new_zeros(()), 0.0, 0.0
     n = head_out.shape[0]
     for a in range(0, n, cfg.ce_chunk):
@@ -181,6 +193,7 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
         counts = assistant_token_counts(cfg.features_dir, target.config.vocab_size)
         head.set_draft_vocab(frequent_tokens(counts, tc.draft_vocab))
     embed, lm_head = target.model.get_input_embeddings(), target.model.get_output_embeddings()
+    vocab_head = loss_vocabulary(lm_head, head.draft_vocab if tc.ce_vocab == "draft" else None)
     passes = tc.hass_passes if cfg.method == "hass" else 1
     use_bf16 = target.dtype == torch.bfloat16  # fp32 master weights, bf16 compute like the target
     generator = torch.Generator().manual_seed(tc.seed)
@@ -219,7 +232,7 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
                 n_tokens = sum(ex.input_ids.shape[0] for ex in batch)
                 for ex in batch:
                     with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        terms = example_losses(head, embed, lm_head, ex, tc, passes, stage.topk_weight, generator)
+                        terms = example_losses(head, embed, vocab_head, ex, tc, passes, stage.topk_weight, generator)
                     (terms.total * ex.input_ids.shape[0] / n_tokens).backward()
                     sums["loss"] += float(terms.total.detach())
                     for k, v in terms.parts.items():

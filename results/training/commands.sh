@@ -148,3 +148,35 @@ cp /tmp/taps-timing/drafters/smollm2-eagle2-mixed-chat-hour/train_log.json \
   results/training/candidates/train_logs/eagle2-mixed-chat-hour.train_log.json
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates \
   --runs '^mixed-chat-hour$|mixed-one-sitting\+mixed-chat-hour'
+# The same recipe with its vocabulary losses over the draft vocabulary on every position (ce_vocab: draft), from the
+# cache of the run above (training alone), then timed alone from an empty cache; shipped and made the chat default
+TAPS_HOME=/tmp/taps-timing bash -c 'time taps train --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml'
+TAPS_HOME=/tmp/taps-timing taps export --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml \
+  --out ~/.cache/taps/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce-bf16
+cp /tmp/taps-timing/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce/train_log.json \
+  results/training/candidates/train_logs/eagle2-mixed-chat-hour-draft-ce.train_log.json
+mkdir -p $D/eagle2-mixed-chat-hour-draft-ce
+cp ~/.cache/taps/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce-bf16/* $D/eagle2-mixed-chat-hour-draft-ce/
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates --runs mixed-chat-hour-draft-ce
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates --report-only   # + routing vs the head
+taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree \
+  --runs mixed-chat-hour-draft-ce
+TAPS_HOME=/tmp/taps-timing3 bash -c 'time taps train --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml'
+TAPS_HOME=/tmp/taps-timing3 taps export --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --out /tmp/export3
+cmp /tmp/export3/model.safetensors $D/eagle2-mixed-chat-hour-draft-ce/model.safetensors   # the same weights
+cp /tmp/export3/train_log.json $D/eagle2-mixed-chat-hour-draft-ce/   # with the timed run's times
+cp /tmp/taps-timing3/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce/train_log.json \
+  results/training/candidates/train_logs/eagle2-mixed-chat-hour-draft-ce.train_log.json
+# The 6,000-conversation recipe with the same losses, alone from an empty cache, stopped after epoch 1 (Ctrl-C)
+TAPS_HOME=/tmp/taps-timing2 taps train --config configs/smollm2/eagle2-mixed-chat-draft-ce.yaml
+cp /tmp/taps-timing2/drafters/smollm2-eagle2-mixed-chat-draft-ce/train_log.json \
+  results/training/candidates/train_logs/eagle2-mixed-chat-draft-ce.train_log.json
+# The cost of the two vocabulary losses per epoch, A B A B in one process (throughput-losses.md)
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-mixed-chat-hour.yaml --examples 200 \
+  --epochs 2 --threads 2 --losses --out results/training/throughput-losses.md
+for i in 1 2; do   # demo-round7.txt: round 6's pair, the new pair, the new head alone
+  COLUMNS=120 taps demo --drafter math=$D/eagle2-mixed-one-sitting --drafter chat=$D/eagle2-mixed-chat-one-sitting
+  COLUMNS=120 taps demo --drafter math=$D/eagle2-mixed-one-sitting --drafter chat=$D/eagle2-mixed-chat-hour-draft-ce
+  COLUMNS=120 taps demo --policy single --drafter mixed-chat=$D/eagle2-mixed-chat-hour-draft-ce
+done > results/training/demo-round7.txt
+COLUMNS=120 taps demo > results/training/make-run.txt   # what `make run` prints with the new defaults

@@ -104,7 +104,8 @@ def average_sweep(rows: list[dict], runs: list[Run], benchmarks: list[str], path
                     label=f"{'Average' if bench == 'average' else COLUMN_NAMES[bench]}")
         ax.set_xlabel(f"alpha  ({a} = 0, {b} = 1)", fontsize=8)
     axes[0][0].set_ylabel("τ")
-    axes[0][0].legend(fontsize=7)
+    if pairs:
+        axes[0][0].legend(fontsize=7)
     _save(fig, path)
 
 
