@@ -1,6 +1,7 @@
 """The training and measurement commands, end to end through the CLI on a tiny model saved as a local directory."""
 
 import json
+from pathlib import Path
 from dataclasses import asdict
 
 import pytest
@@ -89,6 +90,52 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir, tokenizer
                for i in range(2)]
     assert records[0]["tau"] == round(mean_acceptance_length(results), 4)
     assert records[0]["n_steps"] == sum(len(r.steps) for r in results)
+
+
+def test_a_chained_recipe_trains_its_parents_first_and_records_them(tmp_path, data_dir, model_dir):
+    """init_from naming a config: `taps train` on the last config runs the whole chain, reuses a parent already
+    trained, and the export's provenance names each recipe and the weights it started from."""
+    from taps_engine.head import weights_digest
+
+    def recipe(name: str, epochs: int, **extra) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": name, "method": "eagle2", "target": str(model_dir), "dtype": "fp32",
+            "data": {"kind": "mixed", "n_math": 4, "n_chat": 2, "seed": 0, "max_length": 64,
+                     "chat_path": str(FIXTURES / "sharegpt_truncated.json")},
+            "train": {"stages": [{"epochs": epochs, "lr": 0.001}], "batch_tokens": 128, "heldout_fraction": 0.2},
+            "output_dir": str(tmp_path / name), **extra}))
+        return path
+
+    first = recipe("first", 1)
+    second = recipe("second", 1, init_from=str(first))
+    third = recipe("third", 2, init_from=str(second))
+    said = " ".join(invoke("train", "--config", third).split())
+    assert f"training {first} first" in said and f"training {second} first" in said
+    assert [len(json.loads((tmp_path / n / "train_log.json").read_text())["epochs"]) for n in
+            ("first", "second", "third")] == [1, 1, 2]
+    digest = weights_digest(tmp_path / "second")
+    fourth = recipe("fourth", 1, init_from=str(second))
+    assert "first" not in invoke("train", "--config", fourth)   # parents already trained are reused as they are
+    assert weights_digest(tmp_path / "second") == digest
+
+    from taps_engine import load_target   # the parent replaced in place after the child trained: the record holds
+    save_head(DraftHead.random(load_target(str(model_dir), dtype="fp32").model, seed=5), tmp_path / "second")
+    invoke("export", "--config", third, "--out", tmp_path / "shipped", "--draft-vocab", 0)
+    chain = json.loads((tmp_path / "shipped" / "train_log.json").read_text())["provenance"]
+    assert chain["config_file"] == str(third) and chain["init_from"]["weights_sha256"] == digest
+    assert chain["init_from"]["provenance"]["config_file"] == str(second)
+    assert chain["init_from"]["provenance"]["init_from"]["provenance"]["config_file"] == str(first)
+
+    loop = recipe("loop", 1, init_from=str(tmp_path / "back.yaml"))
+    recipe("back", 1, init_from=str(loop))
+    refused = CliRunner().invoke(app, ["train", "--config", str(loop)])
+    assert refused.exit_code == 2 and "goes round in a circle" in " ".join(refused.output.split())
+    missing = CliRunner().invoke(app, ["train", "--config", str(recipe("orphan", 1, init_from="no/such.yaml"))])
+    assert missing.exit_code == 2 and "no training config no/such.yaml to start from" in " ".join(missing.output.split())
+    other = recipe("other-target", 1, target="another/model")
+    foreign = CliRunner().invoke(app, ["train", "--config", str(recipe("foreign", 1, init_from=str(other)))])
+    assert foreign.exit_code == 2 and "a recipe for target 'another/model'" in " ".join(foreign.output.split())
 
 
 def test_bench_speed_reports_every_method_with_its_step_split(tmp_path, model_dir, monkeypatch):

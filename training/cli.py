@@ -108,13 +108,20 @@ def features(config: Path = typer.Option(..., "--config", help="Training config 
 
 def train(config: Path = typer.Option(..., "--config", help="Training config YAML."),
           threads: Optional[int] = THREADS) -> None:
-    """Cache features if needed, then train (or resume) the EAGLE-2/HASS head of a config."""
-    from .trainer import train as run_training
+    """Cache features if needed, then train (or resume) the EAGLE-2/HASS head of a config, after the recipes it starts
+    from (init_from: a config) that are not trained yet, so a chained recipe runs whole in one command."""
+    from .config import recipe_chain
+    from .trainer import is_trained
 
     try:
+        chain = recipe_chain(config)
         cfg, target = _load(config, threads)
-        _, data_steps = _features(cfg, target)
-        result = run_training(cfg, target, data_steps=data_steps)
+        for file, step in chain[:-1]:
+            if not is_trained(step):
+                console.print(f"training {file} first: {config} starts from its head")
+                same = step.dtype == cfg.dtype
+                _train_step(step, target if same else load_target(step.target, dtype=step.dtype), threads)
+        result = _train_step(cfg, target, threads)
     except ValueError as e:
         fail(str(e))
     table = Table(title=f"{cfg.name} -> {result['drafter']}")
@@ -124,6 +131,15 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
         table.add_row(*(str(row[k]) for k in ("stage", "epoch", "loss", "feature", "ce", "topk", "heldout_top1",
                                               "tokens_per_s")))
     console.print(table)
+
+
+def _train_step(cfg, target, threads: Optional[int]) -> dict:
+    from .trainer import train as run_training
+
+    if threads is not None:
+        cfg.train.threads = threads
+    _, data_steps = _features(cfg, target)
+    return run_training(cfg, target, data_steps=data_steps)
 
 
 def draft_vocab(
@@ -164,10 +180,16 @@ def provenance(cfg, config_file: Path, log: dict, draft_vocab: int) -> dict:
            "data": cfg.data.model_dump(mode="json"), "epochs": len(log["epochs"]),
            "heldout_top1": log["epochs"][-1]["heldout_top1"], "draft_vocab": draft_vocab}
     if cfg.init_from is not None:
-        parent_log = cfg.init_from / "train_log.json"
-        out["init_from"] = {
-            "path": str(cfg.init_from), "weights_sha256": weights_digest(cfg.init_from),
-            "provenance": json.loads(parent_log.read_text()).get("provenance") if parent_log.exists() else None}
+        start, parent = cfg.start_dir, cfg.parent
+        parent_log = json.loads((start / "train_log.json").read_text()) if (start / "train_log.json").exists() else {}
+        if parent is not None:   # a recipe trained in the cache: its provenance is made here, as at its export
+            recorded = provenance(parent, cfg.init_from, parent_log, parent.train.draft_vocab)
+        else:
+            recorded = parent_log.get("provenance")
+        started = log.get("start") or {}   # recorded when training began; older logs: the head there now
+        out["init_from"] = {"path": str(cfg.init_from),
+                            "weights_sha256": started.get("weights_sha256") or weights_digest(start),
+                            "provenance": recorded}
     return out
 
 

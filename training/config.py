@@ -14,6 +14,7 @@ from training.data import KIND_SOURCES
 
 
 Answers = Literal["dataset", "target"]
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
 class DataConfig(Strict):
@@ -95,13 +96,34 @@ class RunConfig(Strict):
     dtype: str = "auto"
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
-    init_from: Optional[Path] = None   # start from this head's weights (e.g. specialists fine-tuned from a mixed one)
+    # start from a trained head's weights (e.g. specialists fine-tuned from a mixed one): a head's directory, or the
+    # training config that makes it, so that a chained recipe re-runs whole from its last config
+    init_from: Optional[Path] = None
     output_dir: Optional[Path] = None
 
     @field_validator("init_from")
     @classmethod
     def _expand(cls, value: Optional[Path]) -> Optional[Path]:
-        return value.expanduser() if value is not None else None
+        value = value.expanduser() if value is not None else None
+        if value is not None and value.suffix in CONFIG_SUFFIXES and not value.is_file():
+            raise ValueError(f"no training config {value} to start from")
+        return value
+
+    @property
+    def parent(self) -> Optional["RunConfig"]:
+        """The recipe this one continues, when init_from names its config rather than a trained head."""
+        if self.init_from is None or self.init_from.suffix not in CONFIG_SUFFIXES:
+            return None
+        parent = load_config(self.init_from)
+        if parent.target != self.target:
+            raise ValueError(f"init_from {self.init_from}: a recipe for target {parent.target!r}, not {self.target!r}")
+        return parent
+
+    @property
+    def start_dir(self) -> Optional[Path]:
+        """The head whose weights this recipe starts from (for a parent recipe: where that recipe trains)."""
+        parent = self.parent
+        return parent.drafter_dir if parent is not None else self.init_from
 
     @property
     def features_dir(self) -> Path:
@@ -121,3 +143,17 @@ class RunConfig(Strict):
 
 def load_config(path: str | Path) -> RunConfig:
     return load_yaml_config(path, RunConfig)
+
+
+def recipe_chain(path: str | Path) -> list[tuple[Path, RunConfig]]:
+    """A config and the configs it starts from, first trained first: the whole recipe of a chained drafter."""
+    chain: list[tuple[Path, RunConfig]] = []
+    path = Path(path)
+    while True:
+        if any(path.resolve() == seen.resolve() for seen, _ in chain):
+            raise ValueError(f"{chain[0][0]}: init_from goes round in a circle through {path}")
+        cfg = load_config(path)
+        chain.append((path, cfg))
+        if cfg.parent is None:
+            return chain[::-1]
+        path = cfg.init_from

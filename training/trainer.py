@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import DynamicCache
 
 from taps_engine.fileio import atomic_write, write_json
-from taps_engine.head import DraftHead, load_head, save_head
+from taps_engine.head import DraftHead, load_head, save_head, weights_digest
 from taps_engine.target import Target
 
 from .config import RunConfig, TrainConfig
@@ -167,6 +167,13 @@ def initial_weights(path: Path, target_name: str, fresh: DraftHead, target: Targ
     return state
 
 
+def is_trained(cfg: RunConfig) -> bool:
+    """Whether the config's head has run every epoch of its stages (a parent recipe to reuse, not retrain)."""
+    log = cfg.drafter_dir / "train_log.json"
+    planned = sum(stage.epochs for stage in cfg.train.stages)
+    return log.exists() and len(json.loads(log.read_text()).get("epochs", [])) >= planned
+
+
 def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dict | None = None) -> dict:
     """Train (or resume) the head of `cfg` on its cached features; saves the head after every epoch.
     `data_steps` (what self-distillation and feature caching cost) goes into train_log.json beside the epochs."""
@@ -187,8 +194,10 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
 
     torch.manual_seed(tc.seed)
     head = DraftHead.for_target(target.model).float().train()
+    started_from = None   # the weights it started from, by content when training began: a parent may be replaced later
     if cfg.init_from is not None:
-        head.load_state_dict(initial_weights(cfg.init_from, cfg.target, head, target))
+        head.load_state_dict(initial_weights(cfg.start_dir, cfg.target, head, target))
+        started_from = {"path": str(cfg.init_from), "weights_sha256": weights_digest(cfg.start_dir)}
     if tc.draft_vocab:
         counts = assistant_token_counts(cfg.features_dir, target.config.vocab_size)
         head.set_draft_vocab(frequent_tokens(counts, tc.draft_vocab))
@@ -206,7 +215,7 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
     if state_path.exists():
         resume = torch.load(state_path, map_location="cpu", weights_only=False)
         head.load_state_dict(resume["head"])
-        log, done = resume["log"], resume["epochs_done"]
+        log, done, started_from = resume["log"], resume["epochs_done"], resume.get("start", started_from)
         generator.set_state(resume["generator"])
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]} · {task.fields[rate]} tok/s"), TimeElapsedColumn()]
@@ -257,9 +266,10 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
                                                "target": cfg.target})
             state = {"head": head.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "stage": stage_index, "log": log,
-                     "epochs_done": epoch_index + 1, "generator": generator.get_state()}
+                     "epochs_done": epoch_index + 1, "generator": generator.get_state(), "start": started_from}
             atomic_write(state_path, lambda tmp, state=state: torch.save(state, tmp))
             write_json(out_dir / "train_log.json", {"config": json.loads(cfg.model_dump_json()), "epochs": log,
-                                                    **({"data_steps": data_steps} if data_steps else {})})
+                                                    **({"data_steps": data_steps} if data_steps else {}),
+                                                    **({"start": started_from} if started_from else {})})
     return {"drafter": str(out_dir), "epochs": log}
 
