@@ -223,6 +223,28 @@ def test_replaced_weights_at_the_same_path_are_evaluated_again(tmp_path, bench_d
     assert calls == []
 
 
+def test_runs_of_drafters_absent_here_keep_their_records_and_refuse_to_run(tmp_path, bench_dir, target):
+    """A report rebuilt on a machine without a candidate's weights (another machine's cache) keeps that candidate's
+    rows, says so, and does not evaluate it again with nothing to load."""
+    from taps_engine.head import DraftHead, save_head
+
+    for seed, name in ((3, "a"), (4, "b")):
+        save_head(DraftHead.random(target.model, seed=seed), tmp_path / name)
+    config = {**CONFIG, "benchmarks": ["svamp"], "temperatures": [0.0], "baselines": [],
+              "drafters": {n: {"path": str(tmp_path / n)} for n in "ab"},
+              "runs": [{"policy": "single", "drafters": [n]} for n in "ab"]}
+    cfg, out = evaluated(tmp_path, config, target)
+    before = json.loads((out / "records.json").read_text())
+    shutil.rmtree(tmp_path / "b")
+    cfg = load_eval_config(write_config(tmp_path, config), "small")
+    write_report(cfg, out, "taps eval --report-only", ENV)
+    assert json.loads((out / "records.json").read_text()) == before
+    assert "not checked against their drafters" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match=r"run b needs drafters not found here: b \("):
+        run_experiment(cfg, out, target)
+    run_experiment(cfg, out, target, only="^a$")   # the others still run
+
+
 def test_changed_settings_refuse_to_mix_records(tmp_path, bench_dir, target):
     config = {**CONFIG, "benchmarks": ["svamp"], "temperatures": [0.0], "baselines": [], "runs": [{"policy": "plain"}]}
     run_experiment(load_eval_config(write_config(tmp_path, config), "small"), tmp_path / "out", target)
@@ -261,7 +283,7 @@ def test_run_filter_generates_only_matching_runs(tmp_path, bench_dir, target):
     path = write_config(tmp_path, config)
     store = run_experiment(load_eval_config(path, "small"), tmp_path / "out", target, only=r"^(?!b$)")
     assert {k[0] for k in store.records} == {"plain", "a", "hf-generate"}
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="run b needs drafters not found here"):
         run_experiment(load_eval_config(path, "small"), tmp_path / "out", target)
     with pytest.raises(ValueError, match="no run id matches"):
         run_experiment(load_eval_config(path, "small"), tmp_path / "out", target, only="zzz")

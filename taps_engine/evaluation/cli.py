@@ -60,6 +60,11 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict,
     runs = expand_runs(cfg)
     items = config_items(cfg)
     current = RecordStore(out_dir / "records.jsonl").current(runs)
+    reported = {v["run"] for v in current.values()}
+    unchecked = [r.id for r in runs if r.missing and r.id in reported]
+    if unchecked:
+        console.print(f"[yellow]reported from stored records, unchecked (drafters not on this machine): "
+                      f"{', '.join(unchecked)}[/yellow]")
     rows = aggregate(runs, current, items, cfg.seeds)
     if not rows:
         raise ValueError(f"{out_dir} has no records for this config yet")
@@ -85,6 +90,9 @@ def write_report(cfg: EvalConfig, out_dir: Path, command: str, env: dict,
              + (f", GPU {env['gpu']}" if env["gpu"] else "") + f"; python {env['python']}, torch {env['torch']}, "
              f"transformers {env['transformers']}.", "",
              "τ = tokens committed per target verification step (micro-average over steps).", ""]
+    if unchecked:
+        lines += [f"Reported from stored records, not checked against their drafters (not on the machine that wrote "
+                  f"this report): {', '.join(unchecked)}.", ""]
     lines += tau_markdown(tables) + comparison_markdown(differences) + accuracy_markdown(rows, runs, cfg.benchmarks) \
         + speed_markdown(rows, runs) + category_markdown(categories) + oracle_markdown(rows) \
         + separation_markdown(nodes) + distance_markdown(distances)

@@ -48,6 +48,7 @@ class Run:
     spec: RunSpec | None = None
     alpha: float | None = None
     setup: str = ""      # hash of what this run's outputs depend on beyond the experiment's fingerprint
+    missing: tuple[str, ...] = ()   # its drafters not on this machine: its stored records cannot be checked here
 
     @property
     def is_baseline(self) -> bool:
@@ -66,6 +67,7 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
     # current, and a head copied elsewhere (a cache candidate shipped in the repo) keeps its records
     identity = {name: weights_digest(spec.path) or (str(spec.path) if spec.path else None)
                 for name, spec in cfg.drafters.items()}
+    absent = {name for name, spec in cfg.drafters.items() if spec.path is not None and not Path(spec.path).exists()}
 
     def setup(spec: RunSpec | None, alpha: float | None = None) -> str:
         key = {"run": spec.model_dump(mode="json", exclude={"label", "temperatures"}) if spec else None,
@@ -89,7 +91,8 @@ def expand_runs(cfg: EvalConfig) -> list[Run]:
             continue
         one = policy_spec(spec.policy).max_drafters
         rid = (spec.policy if one == 0 else drafter if one == 1 else f"{spec.policy}({drafter})") + suffix
-        runs.append(Run(rid, spec.label or rid, method, drafter, spec.policy, temps, spec, setup=setup(spec)))
+        runs.append(Run(rid, spec.label or rid, method, drafter, spec.policy, temps, spec, setup=setup(spec),
+                        missing=tuple(d for d in spec.drafters if d in absent)))
     runs += [Run(f"hf-{b}", f"transformers {b}", "transformers", "-", b, list(cfg.temperatures), setup=setup(None))
              for b in cfg.baselines]
     ids = [r.id for r in runs]
@@ -148,8 +151,12 @@ class RecordStore:
         return key in self.records and self.records[key].get("setup") == setup
 
     def current(self, runs: list["Run"]) -> dict[tuple, dict]:
+        """The records of these runs' setups; a run whose drafters are not on this machine (a candidate in another
+        machine's cache) keeps its stored records as they are, since its setup cannot be checked here."""
         setups = {r.id: r.setup for r in runs}
-        return {k: v for k, v in self.records.items() if setups.get(v["run"]) == v.get("setup")}
+        unchecked = {r.id for r in runs if r.missing}
+        return {k: v for k, v in self.records.items()
+                if setups.get(v["run"]) == v.get("setup") or v["run"] in unchecked}
 
     def append(self, rec: dict) -> None:
         """One write of the whole line to a file opened for appending: processes sharing the file (shards) never
@@ -341,6 +348,11 @@ def run_experiment(cfg: EvalConfig, out_dir: Path, target: Target,
         runs = [r for r in runs if pattern.search(r.id)]
         if not runs:
             raise ValueError(f"no run id matches {only!r}")
+    for run in runs:
+        if run.missing:
+            where = ", ".join(f"{d} ({cfg.drafters[d].path})" for d in run.missing)
+            raise ValueError(f"run {run.id} needs drafters not found here: {where}; train or copy them, or leave "
+                             "the run out with --runs")
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "experiment.json"
     fp = fingerprint(cfg)
