@@ -81,6 +81,7 @@ def test_sampling_runs_and_is_reproducible(smollm2):
 def test_every_shipped_drafter_loads_for_its_target(smollm2):
     """The drafters shipped in the package: recorded target and hidden size, a draft vocabulary, provenance."""
     from taps_engine.drafter_specs import default_drafters, shipped_drafters
+    from training.config import recipe_chain
 
     shipped = shipped_drafters(DEFAULT_TARGET)
     assert set(default_drafters("smollm2-135m-instruct").values()) <= set(shipped.values())
@@ -90,6 +91,7 @@ def test_every_shipped_drafter_loads_for_its_target(smollm2):
         assert config["target"] == DEFAULT_TARGET and config["hidden_size"] == smollm2.config.hidden_size, name
         provenance = json.loads((path / "train_log.json").read_text())["provenance"]
         assert provenance["target"] == DEFAULT_TARGET and provenance["config_file"].startswith("configs/")
+        assert recipe_chain(provenance["config_file"])[-1][1].target == DEFAULT_TARGET   # its recipe re-runs whole
         head = load_head(path, smollm2.model)
         assert head.draft_vocab is not None and head.draft_vocab.numel() == config["draft_vocab_size"]
 
