@@ -180,3 +180,19 @@ for i in 1 2; do   # demo-round7.txt: round 6's pair, the new pair, the new head
   COLUMNS=120 taps demo --policy single --drafter mixed-chat=$D/eagle2-mixed-chat-hour-draft-ce
 done > results/training/demo-round7.txt
 COLUMNS=120 taps demo > results/training/make-run.txt   # what `make run` prints with the new defaults
+# Round 8 (AMD EPYC, AVX512-BF16, no AMX; empty cache; test runs shared the cores during part of feature caching):
+# the chat head in one sitting with the same losses, shipped as eagle2-chat-one-sitting-draft-ce
+time taps train --config configs/smollm2/eagle2-chat-one-sitting-draft-ce.yaml
+taps export --config configs/smollm2/eagle2-chat-one-sitting-draft-ce.yaml \
+  --out ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-bf16
+cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-one-sitting-draft-ce/train_log.json \
+  results/training/candidates/train_logs/eagle2-chat-one-sitting-draft-ce.train_log.json
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates --runs chat-one-sitting-draft-ce
+D=taps_engine/drafters/smollm2-135m-instruct
+mkdir -p $D/eagle2-chat-one-sitting-draft-ce
+cp ${TAPS_HOME:-~/.cache/taps}/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-bf16/* $D/eagle2-chat-one-sitting-draft-ce/
+# retired (README.md, "Retired drafters"): their rows are kept from the stored records, reported as not checked
+git rm -r $D/eagle2-mixed-self $D/eagle2-chat-from-mixed-self $D/eagle2-chat-from-mixed-self-long \
+  $D/eagle2-mixed-chat-one-sitting $D/eagle2-chat-6k
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates --report-only
+taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree --report-only
