@@ -196,3 +196,5 @@ git rm -r $D/eagle2-mixed-self $D/eagle2-chat-from-mixed-self $D/eagle2-chat-fro
   $D/eagle2-mixed-chat-one-sitting $D/eagle2-chat-6k
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates --report-only
 taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree --report-only
+taps eval --config configs/eval/candidates.yaml --out results/training/candidates \
+  --runs '^confidence\(mixed-one-sitting\+chat-one-sitting-draft-ce\)$'   # the new specialist as the chat half
