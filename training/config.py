@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -109,9 +110,9 @@ class RunConfig(Strict):
             raise ValueError(f"no training config {value} to start from")
         return value
 
-    @property
+    @cached_property
     def parent(self) -> Optional["RunConfig"]:
-        """The recipe this one continues, when init_from names its config rather than a trained head."""
+        """The recipe this one continues, when init_from names its config rather than a trained head (read once)."""
         if self.init_from is None or self.init_from.suffix not in CONFIG_SUFFIXES:
             return None
         parent = load_config(self.init_from)
