@@ -44,14 +44,24 @@ def data_build(
 def _load(config: Path, threads: Optional[int] = None):
     from .config import load_config
 
-    cfg = load_config(config)
+    return _with_target(load_config(config), threads)
+
+
+def _with_target(cfg, threads: Optional[int] = None):
+    """The config with its thread count applied, and its target loaded."""
+    _apply_threads(cfg, threads)
+    return cfg, load_target(cfg.target, dtype=cfg.dtype)
+
+
+def _apply_threads(cfg, threads: Optional[int]) -> None:
+    """--threads over the config's own count, set before any torch work of that config (each recipe of a chain
+    caches its features with its own count): oversubscribed cores slow every step down."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be >= 1, got {threads}")
         cfg.train.threads = threads
-    if cfg.train.threads:  # set before any torch work: oversubscribed cores slow every step down
+    if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    return cfg, load_target(cfg.target, dtype=cfg.dtype)
 
 
 def _features(cfg, target) -> tuple[Path, dict]:
@@ -115,7 +125,7 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
 
     try:
         chain = recipe_chain(config)
-        cfg, target = _load(config, threads)
+        cfg, target = _with_target(chain[-1][1], threads)
         for file, step in chain[:-1]:
             if not is_trained(step):
                 console.print(f"training {file} first: {config} starts from its head")
@@ -136,8 +146,7 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
 def _train_step(cfg, target, threads: Optional[int]) -> dict:
     from .trainer import train as run_training
 
-    if threads is not None:
-        cfg.train.threads = threads
+    _apply_threads(cfg, threads)
     _, data_steps = _features(cfg, target)
     return run_training(cfg, target, data_steps=data_steps)
 

@@ -148,13 +148,10 @@ def load_config(path: str | Path) -> RunConfig:
 
 def recipe_chain(path: str | Path) -> list[tuple[Path, RunConfig]]:
     """A config and the configs it starts from, first trained first: the whole recipe of a chained drafter."""
-    chain: list[tuple[Path, RunConfig]] = []
-    path = Path(path)
-    while True:
+    chain = [(Path(path), load_config(path))]
+    while (parent := chain[-1][1].parent) is not None:
+        path = chain[-1][1].init_from
         if any(path.resolve() == seen.resolve() for seen, _ in chain):
             raise ValueError(f"{chain[0][0]}: init_from goes round in a circle through {path}")
-        cfg = load_config(path)
-        chain.append((path, cfg))
-        if cfg.parent is None:
-            return chain[::-1]
-        path = cfg.init_from
+        chain.append((path, parent))
+    return chain[::-1]
