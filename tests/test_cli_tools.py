@@ -5,6 +5,7 @@ from pathlib import Path
 from dataclasses import asdict
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -92,20 +93,26 @@ def test_train_average_and_tau_commands(tmp_path, data_dir, model_dir, tokenizer
     assert records[0]["n_steps"] == sum(len(r.steps) for r in results)
 
 
+def chain_recipe(tmp_path: Path, model_dir: Path, name: str, epochs: int, threads: int | None = None,
+                 **extra) -> Path:
+    """A tiny training config written under tmp_path, for chains of `init_from` configs."""
+    path = tmp_path / f"{name}.yaml"
+    train = {"stages": [{"epochs": epochs, "lr": 0.001}], "batch_tokens": 128, "heldout_fraction": 0.2}
+    path.write_text(yaml.safe_dump({
+        "name": name, "method": "eagle2", "target": str(model_dir), "dtype": "fp32",
+        "data": {"kind": "mixed", "n_math": 4, "n_chat": 2, "seed": 0, "max_length": 64,
+                 "chat_path": str(FIXTURES / "sharegpt_truncated.json")},
+        "train": train | ({"threads": threads} if threads else {}), "output_dir": str(tmp_path / name), **extra}))
+    return path
+
+
 def test_a_chained_recipe_trains_its_parents_first_and_records_them(tmp_path, data_dir, model_dir):
     """init_from naming a config: `taps train` on the last config runs the whole chain, reuses a parent already
     trained, and the export's provenance names each recipe and the weights it started from."""
     from taps_engine.head import weights_digest
 
     def recipe(name: str, epochs: int, **extra) -> Path:
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({
-            "name": name, "method": "eagle2", "target": str(model_dir), "dtype": "fp32",
-            "data": {"kind": "mixed", "n_math": 4, "n_chat": 2, "seed": 0, "max_length": 64,
-                     "chat_path": str(FIXTURES / "sharegpt_truncated.json")},
-            "train": {"stages": [{"epochs": epochs, "lr": 0.001}], "batch_tokens": 128, "heldout_fraction": 0.2},
-            "output_dir": str(tmp_path / name), **extra}))
-        return path
+        return chain_recipe(tmp_path, model_dir, name, epochs, **extra)
 
     first = recipe("first", 1)
     second = recipe("second", 1, init_from=str(first))
@@ -179,3 +186,24 @@ def test_demo_routes_between_the_given_heads_and_matches_plain_decoding(tmp_path
     assert "policy confidence over a, b" in output
     rows = [line for line in output.splitlines() if line.startswith(("│ math", "│ chat"))]
     assert len(rows) == 2 and all(row.rstrip(" │").endswith("True") for row in rows), output
+
+
+def test_each_recipe_of_a_chain_caches_its_features_with_its_own_threads(tmp_path, data_dir, model_dir, monkeypatch):
+    """A parent recipe's feature caching runs with the parent's thread count, not the last config's."""
+    from training import features
+
+    seen: list[int] = []
+    cache = features.cache_features
+
+    def observed(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return cache(*args, **kwargs)
+
+    monkeypatch.setattr(features, "cache_features", observed)
+    threads = torch.get_num_threads()
+    try:
+        parent = chain_recipe(tmp_path, model_dir, "parent", 1, threads=1)
+        invoke("train", "--config", chain_recipe(tmp_path, model_dir, "child", 1, threads=2, init_from=str(parent)))
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 2]
