@@ -198,3 +198,27 @@ taps eval --config configs/eval/candidates.yaml --out results/training/candidate
 taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree --report-only
 taps eval --config configs/eval/candidates.yaml --out results/training/candidates \
   --runs '^confidence\(mixed-one-sitting\+chat-one-sitting-draft-ce\)$'   # the new specialist as the chat half
+# Round 9 (AMD EPYC, AVX512-BF16, no AMX; one job at a time, nothing else on the cores): the study's chained
+# recipes re-run whole, each from an empty cache (rerun/), and the max-length lever (max-length/)
+TAPS_HOME=/tmp/taps-time/chat time taps train --config configs/smollm2/eagle2-chat-long.yaml --threads 2
+TAPS_HOME=/tmp/taps-time/chat time taps train --config configs/smollm2/eagle2-chat-len640.yaml --threads 2
+for n in eagle2-chat eagle2-chat-long eagle2-chat-len640; do
+  TAPS_HOME=/tmp/taps-time/chat taps export --config configs/smollm2/$n.yaml --out ~/.cache/taps/drafters/smollm2-$n-bf16
+  cp /tmp/taps-time/chat/drafters/smollm2-$n/train_log.json results/training/rerun/train_logs/$n.train_log.json
+done
+taps eval --config configs/eval/max-length.yaml --out results/training/max-length
+TAPS_HOME=/tmp/taps-time/math time taps train --config configs/smollm2/hass-math-tuned.yaml --threads 2
+for n in eagle2-math-self eagle2-math-long hass-math-tuned; do
+  cp /tmp/taps-time/math/drafters/smollm2-$n/train_log.json results/training/rerun/train_logs/$n.train_log.json
+done
+TAPS_HOME=/tmp/taps-time/hass-chat time taps train --config configs/smollm2/hass-chat-tuned.yaml --threads 2
+cp /tmp/taps-time/hass-chat/drafters/smollm2-hass-chat-tuned/train_log.json \
+  results/training/rerun/train_logs/hass-chat-tuned.train_log.json
+for n in eagle2-math-long hass-math-tuned; do
+  TAPS_HOME=/tmp/taps-time/math taps export --config configs/smollm2/$n.yaml --out ~/.cache/taps/drafters/smollm2-$n-rerun-bf16
+done
+TAPS_HOME=/tmp/taps-time/hass-chat taps export --config configs/smollm2/hass-chat-tuned.yaml \
+  --out ~/.cache/taps/drafters/smollm2-hass-chat-tuned-rerun-bf16
+taps eval --config configs/eval/rerun.yaml --out results/training/rerun
+TAPS_HOME=/tmp/taps-time/mixed time taps train --config configs/smollm2/eagle2-mixed.yaml --threads 2
+cp /tmp/taps-time/mixed/drafters/smollm2-eagle2-mixed/train_log.json results/training/rerun/train_logs/eagle2-mixed.train_log.json
