@@ -41,12 +41,6 @@ def data_build(
         console.print(f"wrote {len(examples)} conversations to {out}")
 
 
-def _load(config: Path, threads: Optional[int] = None):
-    from .config import load_config
-
-    return _with_target(load_config(config), threads)
-
-
 def _with_target(cfg, threads: Optional[int] = None):
     """The config with its thread count applied, and its target loaded."""
     _apply_threads(cfg, threads)
@@ -108,8 +102,10 @@ THREADS = typer.Option(None, "--threads", help="Torch threads, overriding the co
 def features(config: Path = typer.Option(..., "--config", help="Training config YAML."),
              threads: Optional[int] = THREADS) -> None:
     """Cache the target features of a config's data set (resumes an interrupted run)."""
+    from .config import load_config
+
     try:
-        cfg, target = _load(config, threads)
+        cfg, target = _with_target(load_config(config), threads)
         directory, _ = _features(cfg, target)
     except ValueError as e:
         fail(str(e))
