@@ -172,24 +172,17 @@ def versions() -> dict[str, str]:
 def machine() -> dict:
     import torch
 
-    from taps_engine.costs import isa_limits
-    from taps_engine.settings import cpu_has_fast_bf16
+    from taps_engine.costs import cpu_model, isa_limits
+    from taps_engine.settings import bf16_cpu_flags
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu,
-            "native_bf16": cpu_has_fast_bf16(), "isa_limits": isa_limits(),
+    flags = bf16_cpu_flags()
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpu": gpu,
+            "native_bf16": bool(flags), "bf16_flags": flags, "isa_limits": isa_limits(),
             "torch_threads_in_process": torch.get_num_threads(), "load_average_at_end": load}
 
 
@@ -384,7 +377,7 @@ def markdown(report: dict) -> str:
         "# Serving overhead: Ray Serve + gRPC vs the in-process engine", "",
         f"Command: `{report['command']}`", "",
         f"Machine: {m['cpu']} ({m['cpu_count']} CPUs{', ' + m['gpu'] if m['gpu'] else ''}), {m['platform']}; "
-        f"native bf16 (AMX / AVX512-BF16): {m.get('native_bf16')}; instruction-set caps: "
+        f"native bf16 (AMX / AVX512-BF16): {m.get('bf16_flags', m.get('native_bf16'))}; instruction-set caps: "
         f"{m.get('isa_limits') or 'none'}; in-process torch threads {m['torch_threads_in_process']}; load average "
         f"at end {m['load_average_at_end']}.",
         "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".", "",

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .fileio import write_json
-from .settings import cpu_has_fast_bf16, taps_home
+from .settings import bf16_cpu_flags, taps_home
 from .target import Target
 from .tree import DraftTree
 from .verifier import TargetVerifier
@@ -47,7 +47,8 @@ def isa_limits() -> dict[str, str]:
 
 def machine() -> dict:
     """What a speed figure depends on besides the code."""
-    return {"cpu": cpu_model(), "native_bf16": cpu_has_fast_bf16(), "isa_limits": isa_limits(),
+    flags = bf16_cpu_flags()
+    return {"cpu": cpu_model(), "native_bf16": bool(flags), "bf16_flags": flags, "isa_limits": isa_limits(),
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -56,7 +57,9 @@ def machine_line(m: dict | None = None) -> str:
     """`machine()` as a report's sentence: the CPU, whether it has native bf16, caps, cores and threads, GPU."""
     m = m or machine()
     caps = ", ".join(f"{k}={v}" for k, v in m["isa_limits"].items())
-    return (f"{m['cpu']}, {'native' if m['native_bf16'] else 'no native'} bf16" + (f", capped at {caps}" if caps else "")
+    flags = f" ({', '.join(m['bf16_flags'])})" if m.get("bf16_flags") else ""
+    return (f"{m['cpu']}, {'native' if m['native_bf16'] else 'no native'} bf16{flags}"
+            + (f", capped at {caps}" if caps else "")
             + f", {m['cores']} cores, {m['torch_threads']} torch threads" + (f", GPU {m['gpu']}" if m["gpu"] else ""))
 
 

@@ -153,7 +153,8 @@ def report_markdown(report: dict, command: str) -> str:
     m = report["machine"]
     lines = [f"Command: `{command}`", "",
              f"Target {report['target']} ({report['dtype']}, {report['device']}); CPU {m['cpu']} "
-             f"(native bf16: {'yes' if m['native_bf16'] else 'no'}), {m['torch_threads']} torch threads"
+             f"(native bf16: {', '.join(m.get('bf16_flags') or []) or ('yes' if m['native_bf16'] else 'no')}), "
+             f"{m['torch_threads']} torch threads"
              + (f", GPU {m['gpu']}" if m["gpu"] else "") + f". {report['n_prompts']} prompts "
              f"({', '.join(report['benchmarks'])}), greedy, max {report['max_new_tokens']} new tokens, interleaved "
              "per prompt.", "",

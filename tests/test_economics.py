@@ -109,4 +109,5 @@ def test_reports_name_the_machine_in_words():
     assert machine_line(capped) == "Xeon, native bf16, capped at ONEDNN_MAX_CPU_ISA=AVX2, 2 cores, 1 torch threads"
     assert machine_line({**capped, "native_bf16": False, "isa_limits": {}, "gpu": "H200"}) == \
         "Xeon, no native bf16, 2 cores, 1 torch threads, GPU H200"
+    assert machine_line({**capped, "bf16_flags": ["avx512_bf16"]}).startswith("Xeon, native bf16 (avx512_bf16), capped")
     assert machine_line().startswith(machine()["cpu"])
