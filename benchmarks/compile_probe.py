@@ -21,7 +21,7 @@ import typer
 from taps_engine import Decoder, PlainDecoder, load_head, load_target
 from taps_engine.costs import machine
 from taps_engine.drafter_specs import default_drafters
-from taps_engine.fileio import atomic_write
+from taps_engine.fileio import write_text
 from taps_engine.speed import bench_prompts
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import TreeSettings
@@ -100,7 +100,7 @@ def main(prompts: int = typer.Option(3, min=1), max_new_tokens: int = typer.Opti
             lines.append(f"| {variant} | {name} | {rate:.2f} | {rate / base:.2f} | {same}/{len(items)} | "
                          f"{run['warmup_s']:.0f} |")
     text = "\n".join(lines) + "\n"
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    write_text(out, text)
     print(text)
 
 

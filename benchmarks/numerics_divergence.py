@@ -19,7 +19,7 @@ from taps_engine import Decoder, PlainDecoder, load_head, load_target
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.costs import machine_line
 from taps_engine.drafter_specs import default_drafters
-from taps_engine.fileio import atomic_write
+from taps_engine.fileio import write_text
 from taps_engine.speed import bench_prompts
 from taps_engine.tree import default_tree
 
@@ -60,7 +60,7 @@ def main(prompts: int = 8, max_new_tokens: int = 64, threads: int = 2, out: Path
             lines.append(f"| {dtype} | {name} | {len(firsts)}/{len(items)} | {median} |")
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    write_text(out, text)
     print(text)
 
 

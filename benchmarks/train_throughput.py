@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import typer
 
-from taps_engine.fileio import atomic_write
+from taps_engine.fileio import write_text
 
 
 def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, threads: int = 0,
@@ -71,7 +71,7 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, 
         each = f" ({', '.join(f'{r[1]:.0f}' for r in runs)})" if len(runs) > 1 else ""
         lines.append(f"| {label} | {runs[0][0]} | {mean:.1f}{each} | {mean / first:.2f} |")
     text = "\n".join(lines) + "\n"
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    write_text(out, text)
     print(text)
 
 if __name__ == "__main__":

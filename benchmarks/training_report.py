@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from taps_engine.fileio import atomic_write, write_json
+from taps_engine.fileio import write_text, write_json
 
 
 def main(records: list[Path] = typer.Option(...), drafter: list[Path] = typer.Option(...),
@@ -47,7 +47,7 @@ def main(records: list[Path] = typer.Option(...), drafter: list[Path] = typer.Op
                              f"{r['tau_macro']:.3f} | {r['n_prompts']} | {r['new_tokens']} | {r['tokens_per_s']} |")
         lines.append("")
     text = "\n".join(lines)
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    write_text(out, text)
     print(text)
 
 

@@ -21,7 +21,7 @@ import torch
 import typer
 
 from taps_engine.evaluation.config import load_eval_config
-from taps_engine.fileio import atomic_write
+from taps_engine.fileio import atomic_write, write_text
 from taps_engine.head import DraftHead, load_head, weight_distance
 from taps_engine.target import load_target
 
@@ -59,7 +59,7 @@ def main(config: Path = typer.Option(..., exists=True, dir_okay=False),
              "`init-seed<k>` is the random initialization the trainer draws for seed k.", "",
              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
              *(f"| {a} | " + " | ".join(f"{matrix[a][b]:.3f}" for b in names) + " |" for a in names), ""]
-    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    write_text(out, "\n".join(lines))
     atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(matrix, indent=2)))
     print("\n".join(lines))
 

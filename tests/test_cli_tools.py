@@ -119,8 +119,11 @@ def test_a_chained_recipe_trains_its_parents_first_and_records_them(tmp_path, da
     third = recipe("third", 2, init_from=str(second))
     said = " ".join(invoke("train", "--config", third).split())
     assert f"training {first} first" in said and f"training {second} first" in said
-    assert [len(json.loads((tmp_path / n / "train_log.json").read_text())["epochs"]) for n in
-            ("first", "second", "third")] == [1, 1, 2]
+    logs = [json.loads((tmp_path / n / "train_log.json").read_text()) for n in ("first", "second", "third")]
+    assert [len(log["epochs"]) for log in logs] == [1, 1, 2]
+    # one data set: the first recipe cached the features, the others reused them (a chain counts their time once)
+    assert [log["data_steps"]["features"].get("reused", False) for log in logs] == [False, True, True]
+    assert len({log["data_steps"]["features"]["seconds"] for log in logs}) == 1
     digest = weights_digest(tmp_path / "second")
     fourth = recipe("fourth", 1, init_from=str(second))
     assert "first" not in invoke("train", "--config", fourth)   # parents already trained are reused as they are

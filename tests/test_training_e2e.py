@@ -241,9 +241,11 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
     monkeypatch.setattr(distill_module, "_generate", real)
     again, _, resumed = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
     assert again == first
-    # the time of a resumed generation counts the batches of both runs; a cache hit reports it again
+    # the time of a resumed generation counts the batches of both runs; a cache hit reports it again, as reused
     assert (resumed["prompts"], resumed["new_tokens"]) == (timing["prompts"], timing["new_tokens"])
-    assert distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[2] == resumed
+    assert "reused" not in resumed
+    assert distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[2] == \
+        {**resumed, "reused": True}
     assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".jsonl"]
     # a random tiny model rarely stops within 16 tokens: cut replies train no end-of-turn token
     cut = next(m for m in first if m[-1].get(TRUNCATED))

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from taps_engine.cli_common import console, fail
-from taps_engine.fileio import atomic_write
+from taps_engine.fileio import atomic_write, write_text
 from taps_engine.head import average_heads, load_head, save_head, weights_digest
 from taps_engine.settings import taps_home
 from taps_engine.target import DEFAULT_TARGET, load_target
@@ -37,7 +37,7 @@ def data_build(
     console.print_json(json.dumps(info, default=str))
     if out is not None:
         lines = "".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in examples)
-        atomic_write(out, lambda tmp: Path(tmp).write_text(lines))
+        write_text(out, lines)
         console.print(f"wrote {len(examples)} conversations to {out}")
 
 
@@ -60,13 +60,16 @@ def _apply_threads(cfg, threads: Optional[int]) -> None:
 
 def _features(cfg, target) -> tuple[Path, dict]:
     """The config's cached features, and what making its data cost (self-distillation, feature caching): a
-    recipe's time is more than its training epochs."""
-    from .features import cache_features, read_manifest
+    recipe's time is more than its training epochs. A step found complete in the cache (made for an earlier recipe
+    of a chain) is marked `reused`, so a chain's time counts it once."""
+    from .features import cache_features, is_complete, read_manifest
 
     d = cfg.data
     examples, timing = _examples(cfg, target)
+    reused = is_complete(cfg.features_dir)
     directory = cache_features(target, examples, cfg.features_dir, d.max_length, text=d.text)
-    return directory, {"self_distillation": timing, "features": read_manifest(directory).get("last_run")}
+    cost = read_manifest(directory).get("last_run")
+    return directory, {"self_distillation": timing, "features": {**cost, "reused": True} if cost and reused else cost}
 
 
 def _examples(cfg, target) -> tuple[list, dict | None]:

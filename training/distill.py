@@ -105,7 +105,8 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
             batch_size: int = 64, progress: bool = True,
             text: str = "chat") -> tuple[list[Messages], LoadReport, dict | None]:
     """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each), the
-    load report and the generation's time (`generation_time`).
+    load report and the generation's time (`generation_time`, marked `reused` when an earlier run made the answers:
+    a chain of recipes on the same prompts pays for them once).
 
     Prompts that leave fewer than 16 tokens for a reply within `max_length`, and prompts answered with nothing,
     are counted in the report and left out. The answers are cached in `cache_dir` (one file per data set, target,
@@ -122,7 +123,8 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size, text)}.jsonl"
     partial = final.with_suffix(".partial")
-    done = _read_final(final) if final.exists() else _read_done(partial)
+    reused = final.exists()
+    done = _read_final(final) if reused else _read_done(partial)
     columns = [TextColumn("self-distillation"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
                TimeElapsedColumn()]
     with Progress(*columns, disable=not progress or len(done) == len(batches)) as bar:
@@ -151,4 +153,5 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
             reply[TRUNCATED] = True
         out.append(prompts[i] + [reply])
     report.loaded = len(out)
-    return out, report, generation_time(done)
+    timing = generation_time(done)
+    return out, report, {**timing, "reused": True} if timing and reused else timing

@@ -24,6 +24,7 @@ from taps_engine.target import Target
 from .data import RENDERERS, Messages
 
 MANIFEST = "manifest.json"
+BATCH_TOKENS = 4096   # padded tokens per target forward: big enough for efficient matmuls, small enough for memory
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _shard_path(directory: Path, index: int) -> Path:
 
 
 @torch.inference_mode()
-def _forward(target: Target, sequences: list[list[int]], batch_tokens: int) -> list[torch.Tensor]:
+def target_features(target: Target, sequences: list[list[int]], batch_tokens: int) -> list[torch.Tensor]:
     """Final hidden states of each sequence, several per forward (right-padded, so padding never precedes a
     real token in causal attention); sequences of similar length share a forward to waste little on padding."""
     out: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
@@ -74,7 +75,7 @@ def _forward(target: Target, sequences: list[list[int]], batch_tokens: int) -> l
 
 def cache_features(target: Target, examples: list[Messages], directory: Path, max_length: int,
                    shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True,
-                   batch_tokens: int = 4096, text: str = "chat") -> Path:
+                   batch_tokens: int = BATCH_TOKENS, text: str = "chat") -> Path:
     """Write (or complete) the feature shards for `examples` under `directory`; returns the directory. `text`:
     how a conversation becomes tokens (`chat`: the chat template; `plain`: running text, for base models)."""
     render = RENDERERS[text]
@@ -88,7 +89,7 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
                              f"({manifest.get('fingerprint')} != {fingerprint}); choose another directory or delete it")
     n_shards = (len(examples) + shard_size - 1) // shard_size
     todo = [i for i in range(n_shards) if not _shard_path(directory, i).exists()]
-    if not todo and manifest_path.exists() and json.loads(manifest_path.read_text()).get("complete"):
+    if not todo and is_complete(directory):
         return directory  # complete: its manifest keeps the run that wrote it
     manifest = {"fingerprint": fingerprint, "target": target.name, "max_length": max_length,
                 "n_examples": len(examples), "shard_size": shard_size, "n_shards": n_shards,
@@ -108,7 +109,7 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
                     skipped += 1
                 else:
                     kept.append((input_ids, loss_mask))
-            feats = [f.to("cpu", store_dtype) for f in _forward(target, [i for i, _ in kept], batch_tokens)]
+            feats = [f.to("cpu", store_dtype) for f in target_features(target, [i for i, _ in kept], batch_tokens)]
             ids = [torch.tensor(i, dtype=torch.int32) for i, _ in kept]
             masks = [torch.tensor(m, dtype=torch.uint8) for _, m in kept]
             lengths = [len(i) for i, _ in kept]
@@ -125,6 +126,11 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
                                              "tokens_per_s": round(tokens / seconds, 1) if seconds else None})
     write_json(manifest_path, manifest)
     return directory
+
+
+def is_complete(directory: Path) -> bool:
+    path = directory / MANIFEST
+    return path.exists() and bool(json.loads(path.read_text()).get("complete"))
 
 
 def read_manifest(directory: Path) -> dict:
