@@ -222,3 +222,9 @@ TAPS_HOME=/tmp/taps-time/hass-chat taps export --config configs/smollm2/hass-cha
 taps eval --config configs/eval/rerun.yaml --out results/training/rerun
 TAPS_HOME=/tmp/taps-time/mixed time taps train --config configs/smollm2/eagle2-mixed.yaml --threads 2
 cp /tmp/taps-time/mixed/drafters/smollm2-eagle2-mixed/train_log.json results/training/rerun/train_logs/eagle2-mixed.train_log.json
+# Round 10 (AMD EPYC, AVX512-BF16, no AMX; alone on the cores): the chat specialist's recipe timed whole, and what
+# bounds feature caching on this CPU
+TAPS_HOME=/tmp/taps-time/chat-draft-ce time taps train --config configs/smollm2/eagle2-chat-one-sitting-draft-ce.yaml --threads 2
+cp /tmp/taps-time/chat-draft-ce/drafters/smollm2-eagle2-chat-one-sitting-draft-ce/train_log.json \
+  results/training/rerun/train_logs/eagle2-chat-one-sitting-draft-ce.train_log.json
+python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat.yaml --examples 48 --threads 2 --repeats 3

@@ -1,0 +1,123 @@
+"""What bounds feature caching on a CPU: the target's forwards over real training sequences, batched exactly as
+`taps features` batches them, under each attention implementation (alternated A B C A B C so a machine's drift
+hits all alike), with the time spent in the linear layers' matrix multiplies read off the profiler.
+
+The linear layers do the same work whatever the attention, so tokens / (their seconds) is the rate no attention
+kernel can beat on this CPU. They are profiled under eager attention, whose attention products are all bmm (under
+sdpa the profiler also counts matrix products inside the attention call as aten::mm). `grouped-bmm` is not an
+implementation TAPS uses: it is the cheapest exact attention written in stock ops (one batched matmul per kv head
+group, no repeated keys, softmax, one more matmul), measured here to say what a faster kernel could gain.
+
+Usage: python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat.yaml --examples 48 --threads 2
+Writes results/training/feature-forward.md.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import typer
+from torch.profiler import profile
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from taps_engine.fileio import write_text
+
+GROUPED = "grouped-bmm"
+
+
+def grouped_bmm_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: torch.Tensor | None, scaling: float,
+                          **_: object) -> tuple[torch.Tensor, None]:
+    """Queries of one kv group stacked along the sequence axis, so the keys are multiplied once per kv head;
+    the additive mask is folded into the first matmul (baddbmm)."""
+    batch, heads, length, dim = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    q = query.reshape(batch * kv_heads, group * length, dim)
+    k = key.reshape(batch * kv_heads, keys, dim).transpose(1, 2)
+    if attention_mask is None:
+        scores = torch.bmm(q, k) * scaling
+    else:
+        mask = attention_mask.expand(batch, kv_heads, length, keys)[:, :, None]
+        mask = mask.expand(batch, kv_heads, group, length, keys).reshape(batch * kv_heads, group * length, keys)
+        scores = torch.baddbmm(mask, q, k, alpha=scaling)
+    out = torch.bmm(torch.softmax(scores, dim=-1), value.reshape(batch * kv_heads, keys, dim))
+    return out.view(batch, heads, length, dim).transpose(1, 2), None
+
+
+def linear_work(run: callable) -> tuple[float, float]:
+    """Seconds and FLOPs the profiler attributes to aten::mm and addmm: the projections and the MLP."""
+    with profile(with_flops=True) as prof:
+        run()
+    linear = [e for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm")]
+    return sum(e.self_cpu_time_total for e in linear) / 1e6, sum(e.flops for e in linear)
+
+
+def square_matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of one large square matmul in `dtype`: what this CPU's math library reaches at its best shape."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int = 48, threads: int = 2,
+         repeats: int = 3, out: Path = Path("results/training/feature-forward.md")) -> None:
+    from taps_engine import load_target
+    from taps_engine.costs import machine_line
+    from training.config import load_config
+    from training.data import RENDERERS, build_dataset
+    from training.features import BATCH_TOKENS, target_features
+
+    torch.set_num_threads(threads)
+    AttentionInterface.register(GROUPED, grouped_bmm_attention)
+    AttentionMaskInterface.register(GROUPED, eager_mask)
+    cfg = load_config(config)
+    d = cfg.data
+    data, _ = build_dataset(d.kind, min(d.n_math, examples) if d.kind != "chat" else 0,
+                            min(d.n_chat, examples) if d.kind != "math" else 0, d.seed,
+                            math_path=d.math_path, chat_path=d.chat_path)
+    target = load_target(cfg.target, dtype=cfg.dtype)
+    render = RENDERERS[d.text]
+    sequences = [ids for ids, mask in (render(target.tokenizer, m, d.max_length) for m in data) if sum(mask)]
+    tokens = sum(map(len, sequences))
+    implementations = ["sdpa", "eager", GROUPED]
+    seconds: dict[str, list[float]] = {name: [] for name in implementations}
+    for name in implementations:  # warm-up runs
+        target.model.set_attn_implementation(name)
+        target_features(target, sequences, BATCH_TOKENS)
+    target.model.set_attn_implementation("eager")
+    mm_s, flops = linear_work(lambda: target_features(target, sequences, BATCH_TOKENS))
+    for _ in range(repeats):
+        for name in implementations:
+            target.model.set_attn_implementation(name)
+            start = time.perf_counter()
+            target_features(target, sequences, BATCH_TOKENS)
+            seconds[name].append(time.perf_counter() - start)
+    dtype = next(target.model.parameters()).dtype
+    lines = [f"Command: `python benchmarks/feature_forward.py --config {config} --examples {examples} --threads "
+             f"{threads} --repeats {repeats}`", "", f"Machine: {machine_line()}.", "",
+             f"{len(sequences)} sequences of {cfg.name}'s data ({tokens} tokens, max length {d.max_length}), "
+             f"{str(dtype).removeprefix('torch.')}, batches of at most {BATCH_TOKENS:,} padded tokens as `taps "
+             f"features` forms them; each implementation run {repeats} times, alternating (tok/s of the mean, then "
+             f"the fastest). The linear layers (aten::mm in one profiled run under eager attention) took {mm_s:.2f} s "
+             f"at {flops / mm_s / 1e9:.0f} GFLOP/s, against {square_matmul_rate(dtype):.0f} GFLOP/s for a "
+             f"2048x2048x2048 matmul in the same dtype here: no attention kernel can take feature caching past "
+             f"{tokens / mm_s:.0f} tok/s on this CPU.", "",
+             "| attention | tok/s (mean) | tok/s (fastest) | x sdpa |", "|---|---|---|---|"]
+    base = sum(seconds["sdpa"]) / repeats
+    for name in implementations:
+        mean = sum(seconds[name]) / repeats
+        lines.append(f"| {name} | {tokens / mean:.0f} | {tokens / min(seconds[name]):.0f} | {base / mean:.2f} |")
+    text = "\n".join(lines) + "\n"
+    write_text(out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    typer.run(main)
