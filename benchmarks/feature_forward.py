@@ -78,10 +78,8 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
     AttentionInterface.register(GROUPED, grouped_bmm_attention)
     AttentionMaskInterface.register(GROUPED, eager_mask)
     cfg = load_config(config)
-    d = cfg.data
-    data, _ = build_dataset(d.kind, min(d.n_math, examples) if d.kind != "chat" else 0,
-                            min(d.n_chat, examples) if d.kind != "math" else 0, d.seed,
-                            math_path=d.math_path, chat_path=d.chat_path)
+    d = cfg.data.capped(examples)
+    data, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
     target = load_target(cfg.target, dtype=cfg.dtype)
     render = RENDERERS[d.text]
     sequences = [ids for ids, mask in (render(target.tokenizer, m, d.max_length) for m in data) if sum(mask)]

@@ -32,10 +32,8 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, 
         cfg.train.threads = threads
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)  # features and training alike, as `taps train` runs them
-    d = cfg.data
-    n_math = min(d.n_math, examples) if d.kind != "chat" else 0
-    n_chat = min(d.n_chat, examples) if d.kind != "math" else 0
-    data, _ = build_dataset(d.kind, n_math, n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
+    d = cfg.data.capped(examples)
+    data, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
     scratch = Path(tempfile.mkdtemp(prefix="taps-throughput-"))
     stage = cfg.train.stages[0].model_copy(update={"epochs": epochs})
     base = cfg.train.model_copy(update={"stages": [stage]})
@@ -47,7 +45,7 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, 
     for index, (label, dtype, train_config) in enumerate(variants):
         os.environ["TAPS_HOME"] = str(scratch / dtype)  # a feature cache per dtype, shared by the loss variants
         run = cfg.model_copy(update={
-            "dtype": dtype, "data": d.model_copy(update={"n_math": n_math, "n_chat": n_chat}), "train": train_config,
+            "dtype": dtype, "data": d, "train": train_config,
             "output_dir": scratch / f"head-{index}"})
         target = load_target(run.target, dtype=dtype)
         cache_features(target, data, run.features_dir, d.max_length, progress=False)

@@ -154,6 +154,15 @@ def test_answers_for_a_source_the_data_set_does_not_draw_is_a_config_error():
         DataConfig(kind="math", n_math=1, answers={"chat": "target"})
 
 
+def test_a_benchmark_sample_caps_each_source_the_kind_draws_from():
+    from training.config import DataConfig
+
+    mixed = DataConfig(kind="mixed", n_math=600, n_chat=30, seed=3).capped(48)
+    assert (mixed.n_math, mixed.n_chat, mixed.seed) == (48, 30, 3)
+    assert (DataConfig(kind="math", n_math=600, n_chat=9).capped(48).n_chat, DataConfig(kind="chat", n_chat=5,
+            n_math=9).capped(48).n_math) == (0, 0)
+
+
 # --------------------------------------------------------------------------------------------- loss masks
 
 QWEN25_TEMPLATE = """\

@@ -45,6 +45,11 @@ class DataConfig(Strict):
                                  f"from (it draws {', '.join(KIND_SOURCES[self.kind])})")
         return self
 
+    def capped(self, n: int) -> "DataConfig":
+        """The same draw with at most `n` examples per source the kind draws from: a benchmark's sample."""
+        return self.model_copy(update={"n_math": min(self.n_math, n) if self.kind != "chat" else 0,
+                                       "n_chat": min(self.n_chat, n) if self.kind != "math" else 0})
+
     def answers_of(self, source: str) -> Answers:
         """Where the replies of `source`'s examples come from."""
         return self.answers if isinstance(self.answers, str) else self.answers.get(source, "dataset")
