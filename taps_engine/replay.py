@@ -31,13 +31,12 @@ from safetensors.torch import load_file, save_file
 from .acceptance import SamplingParams, follow_tokens
 from .decoding import Decoder, GenerationResult
 from .fileio import atomic_write
+from .greedy import greedy_batch
 from .lockstep import decode_lanes, lanes_drafters
 from .prompt import Prompt
 from .settings import taps_home
-from .slots import SlotCache
 from .target import Target
 from .tree import DraftTree
-from .verifier import TargetVerifier, step_batch
 
 
 @dataclass
@@ -51,26 +50,15 @@ class Reference:
 
 @torch.no_grad()
 def references_batch(target: Target, prompts: Sequence[Prompt], max_new_tokens: int, margin: int) -> list[Reference]:
-    """Plain greedy decoding of each prompt to `max_new_tokens + margin` tokens (EOS does not stop it), every
-    prompt's next token in one target forward: a one-token forward reads all the weights for one row, so a
-    row more costs far less than a forward more (16 prompts: 4.7x faster, results/engine/replay_lanes.md). Each
-    step is the plain loop's own (`step_batch` over an empty tree)."""
+    """Plain greedy decoding of each prompt to `max_new_tokens + margin` tokens (EOS does not stop it), the
+    prompts decoded together (`greedy_batch`), then one feature forward over each prompt and continuation."""
     n = max_new_tokens + margin
     ids = [target.format.encode(p) for p in prompts]
     for prompt_ids in ids:
         target.format.check_length(len(prompt_ids), n, 0)
-    cache = SlotCache.for_model(target.model.config)
-    verifiers = [TargetVerifier(target, cache) for _ in ids]
-    out = [[int(v.prefill(prompt_ids)[1].argmax())] for v, prompt_ids in zip(verifiers, ids)]
-    greedy, unused = SamplingParams(max_new_tokens=n), torch.Generator()
-    for _ in range(n - 1):
-        steps = step_batch(verifiers, [o[-1] for o in out], [DraftTree.empty()] * len(out), [greedy] * len(out),
-                           [unused] * len(out))
-        for o, (_, bonus, _) in zip(out, steps):
-            o.append(bonus)
     decoder = target.model.get_decoder()
     return [Reference(prompt_ids, o, decoder(input_ids=torch.tensor([prompt_ids + o], device=target.device))
-                      .last_hidden_state[0]) for prompt_ids, o in zip(ids, out)]
+                      .last_hidden_state[0]) for prompt_ids, o in zip(ids, greedy_batch(target, ids, n))]
 
 
 def reference(target: Target, prompt: Prompt, max_new_tokens: int, margin: int) -> Reference:

@@ -3,9 +3,10 @@
 A drafter meets the target's text at inference, not GPT-4's (ShareGPT) or a human's (GSM8K), so training on
 what the target writes is training on the distribution it will be asked to predict. Each example keeps its
 prompt (system message and first user turn) and gets the target's greedy reply. Answers are generated in
-batches, left-padded, prompts sorted by length so a batch wastes little on padding; the batches are fixed by
-the prompts alone, so the same data set and target give the same answers, and an interrupted run resumes at the
-first batch it did not finish. Replies cut off by the token budget are marked `truncated`, so the end-of-turn
+batches by the engine's batched plain loop (`greedy_batch`: nothing padded, a reply that ends leaves the forwards),
+prompts sorted by length so a batch's replies get similar budgets; the batches are fixed by the prompts alone, so
+the same data set and target give the same answers, and an interrupted run resumes at the first batch it did not
+finish. Replies cut off by the token budget are marked `truncated`, so the end-of-turn
 token that the chat template appends to them is not trained as a prediction.
 """
 
@@ -16,10 +17,10 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from taps_engine.fileio import atomic_write
+from taps_engine.greedy import greedy_batch
 from taps_engine.target import Target
 
 from .data import TRUNCATED, LoadReport, Messages, render_plain
@@ -71,34 +72,37 @@ def generation_time(done: dict[int, dict]) -> dict | None:
             "seconds": round(seconds, 2), "new_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
 
 
-@torch.inference_mode()
 def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> dict:
     """Greedy replies to a batch of tokenized prompts (text and whether the budget cut it off), with the batch's
     new tokens and seconds."""
     start = time.perf_counter()
     fmt = target.format
-    pad = fmt.tokenizer.pad_token_id if fmt.tokenizer.pad_token_id is not None else fmt.eos_token_ids[0]
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=target.device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=target.device)
-    out = target.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=pad, eos_token_id=list(fmt.eos_token_ids))[:, width:].tolist()
     answers, new_tokens = [], 0
-    for row in out:
+    for row in greedy_batch(target, prompts, max_new_tokens, fmt.eos_token_ids):
         end = next((i for i, t in enumerate(row) if t in fmt.eos_token_ids), None)
-        text = fmt.decode(row[:end]).strip()
-        answers.append({"text": text, TRUNCATED: end is None})
-        new_tokens += len(row) if end is None else end + 1
+        answers.append({"text": fmt.decode(row[:end]).strip(), TRUNCATED: end is None})
+        new_tokens += len(row)
     return {"answers": answers, "new_tokens": new_tokens, "seconds": round(time.perf_counter() - start, 3)}
 
 
-def _prompt_ids(target: Target, prompt: Messages, text: str) -> list[int]:
+def prompt_tokens(target: Target, prompt: Messages, text: str) -> list[int]:
     """The prompt as the target will be asked it: through the chat template, or as running text ending in the
     blank line that `render_plain` puts before a reply."""
     if text == "chat":
         return target.format.encode(prompt)
     ids, _ = render_plain(target.tokenizer, prompt, 1 << 30)
     return ids + target.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+
+
+def answer_batches(tokens: list[list[int]], max_length: int, answer_tokens: int,
+                   batch_size: int) -> list[tuple[list[int], int]]:
+    """The generation batches of tokenized prompts: each batch's prompt indices and its reply budget. A prompt
+    that leaves under 16 tokens for a reply within `max_length` is left out; the rest are sorted by length, so
+    the replies of a batch get similar budgets."""
+    usable = [i for i, t in enumerate(tokens) if len(t) <= max_length - 16]
+    order = sorted(usable, key=lambda i: (len(tokens[i]), i))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [(batch, min(answer_tokens, max_length - min(len(tokens[i]) for i in batch))) for batch in batches]
 
 
 def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
@@ -113,12 +117,11 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     dtype and budget), written through a temp file once complete.
     """
     prompts = [prompt_of(m) for m in examples]
-    tokens = [_prompt_ids(target, p, text) for p in prompts]
+    tokens = [prompt_tokens(target, p, text) for p in prompts]
+    batches = answer_batches(tokens, max_length, answer_tokens, batch_size)
+    usable = sorted(i for batch, _ in batches for i in batch)
     report = LoadReport()
-    usable = [i for i, t in enumerate(tokens) if len(t) <= max_length - 16]
     report.skip("prompt leaves under 16 tokens for a reply", len(prompts) - len(usable))
-    order = sorted(usable, key=lambda i: (len(tokens[i]), i))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size, text)}.jsonl"
@@ -128,12 +131,11 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     columns = [TextColumn("self-distillation"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
                TimeElapsedColumn()]
     with Progress(*columns, disable=not progress or len(done) == len(batches)) as bar:
-        task = bar.add_task("distill", total=len(order), completed=sum(len(batches[b]) for b in done))
+        task = bar.add_task("distill", total=len(usable), completed=sum(len(batches[b][0]) for b in done))
         with partial.open("a") as sink:
-            for b, batch in enumerate(batches):
+            for b, (batch, budget) in enumerate(batches):
                 if b in done:
                     continue
-                budget = min(answer_tokens, max_length - min(len(tokens[i]) for i in batch))
                 done[b] = _generate(target, [tokens[i] for i in batch], budget)
                 sink.write(json.dumps({"batch": b, **done[b]}) + "\n")
                 sink.flush()
@@ -142,7 +144,7 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
         atomic_write(final, lambda tmp: Path(tmp).write_text(json.dumps({"batches": done})))
     partial.unlink(missing_ok=True)
 
-    answers = {i: a for b, batch in enumerate(batches) for i, a in zip(batch, done[b]["answers"])}
+    answers = {i: a for b, (batch, _) in enumerate(batches) for i, a in zip(batch, done[b]["answers"])}
     out: list[Messages] = []
     for i in usable:
         if not answers[i]["text"]:

@@ -1,0 +1,37 @@
+"""Batched greedy decoding (`greedy_batch`, what replay's references and self-distillation's answers come from):
+each prompt gets the plain loop's own continuation, and a prompt that meets a stop token ends there while the
+others go on."""
+
+import torch
+
+from taps_engine.decoding import PlainDecoder
+from taps_engine.greedy import greedy_batch
+from tiny import tiny_target
+
+
+def test_each_prompt_stops_at_its_own_stop_token_and_the_rest_go_on():
+    target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
+    prompts = [[0, 5, 17, 33, 8], [0, 40, 41, 42], [0, 9, 9, 9, 9, 9, 12], [0, 3]]
+    plain = [PlainDecoder(target).generate(p, max_new_tokens=20, stop_on_eos=False).token_ids for p in prompts]
+    stop = plain[0][3]   # a token the first prompt meets early: it must stop there, wherever else it occurs
+    expected = [row[:row.index(stop) + 1] if stop in row else row for row in plain]
+    got = greedy_batch(target, prompts, 20, stop_ids={stop})
+    assert got == expected
+    assert len({len(row) for row in got}) > 1, "every prompt stopped at the same length: nothing was tested"
+    assert greedy_batch(target, prompts, 20) == plain
+    assert greedy_batch(target, prompts, 0) == [[]] * 4
+
+
+def test_a_lane_that_stops_leaves_the_others_exact_in_fp32():
+    """After lanes stop, the running ones are no longer consecutive slots (their cache rows are gathered): their
+    continuations must stay the plain loop's."""
+    target = tiny_target("qwen3", layers=2, seed=3, logit_scale=6.0, embed_scale=60.0)
+    prompts = [[0, 7], [0, 8, 9], [0, 10, 11, 12], [0, 13]]
+    plain = [PlainDecoder(target).generate(p, max_new_tokens=16, stop_on_eos=False).token_ids for p in prompts]
+    stops = {plain[0][1], plain[2][2]}
+    expected = []
+    for row in plain:
+        cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+        expected.append(row[:cut])
+    assert greedy_batch(target, prompts, 16, stop_ids=stops) == expected
+    assert torch.get_default_dtype() == torch.float32
