@@ -228,3 +228,16 @@ TAPS_HOME=/tmp/taps-time/chat-draft-ce time taps train --config configs/smollm2/
 cp /tmp/taps-time/chat-draft-ce/drafters/smollm2-eagle2-chat-one-sitting-draft-ce/train_log.json \
   results/training/rerun/train_logs/eagle2-chat-one-sitting-draft-ce.train_log.json
 python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat.yaml --examples 48 --threads 2 --repeats 3
+# Round 11 (AMD EPYC, AVX512-BF16, no AMX; alone on the cores): the chat specialist's recipe cut to 5 epochs, timed
+# whole and measured against the shipped 7-epoch head; self-distillation's generation loop; the default mixed
+# drafter's recipe timed whole with it
+TAPS_HOME=/tmp/taps-time/chat-5ep time taps train --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-5ep.yaml --threads 2
+cp /tmp/taps-time/chat-5ep/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-5ep/train_log.json \
+  results/training/rerun/train_logs/eagle2-chat-one-sitting-draft-ce-5ep.train_log.json
+TAPS_HOME=/tmp/taps-time/chat-5ep taps export --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-5ep.yaml \
+  --out ~/.cache/taps/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-5ep-bf16
+taps eval --config configs/eval/hour.yaml --out results/training/hour
+python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-one-sitting.yaml --batches 6 --threads 2
+TAPS_HOME=/tmp/taps-time/mixed-hour time taps train --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --threads 2
+cp /tmp/taps-time/mixed-hour/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce/train_log.json \
+  results/training/rerun/train_logs/eagle2-mixed-chat-hour-draft-ce.train_log.json
