@@ -7,6 +7,8 @@ kernel can beat on this CPU. They are profiled under eager attention, whose atte
 sdpa the profiler also counts matrix products inside the attention call as aten::mm). `grouped-bmm` is not an
 implementation TAPS uses: it is the cheapest exact attention written in stock ops (one batched matmul per kv head
 group, no repeated keys, softmax, one more matmul), measured here to say what a faster kernel could gain.
+`sdpa-masked` is sdpa handed an explicit causal mask, as it was while `taps features` passed a padding mask (to
+round 11): with a mask, the CPU kernel computes the blocks above the diagonal too.
 
 Usage: python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat.yaml --examples 48 --threads 2
 Writes results/training/feature-forward.md.
@@ -15,17 +17,21 @@ Writes results/training/feature-forward.md.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 import typer
 from torch.profiler import profile
+
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from taps_engine.fileio import write_text
 
 GROUPED = "grouped-bmm"
+MASKED = "sdpa-masked"
 
 
 def grouped_bmm_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -77,6 +83,8 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
     torch.set_num_threads(threads)
     AttentionInterface.register(GROUPED, grouped_bmm_attention)
     AttentionMaskInterface.register(GROUPED, eager_mask)
+    AttentionInterface.register(MASKED, sdpa_attention_forward)
+    AttentionMaskInterface.register(MASKED, partial(sdpa_mask, allow_is_causal_skip=False))
     cfg = load_config(config)
     d = cfg.data.capped(examples)
     data, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, math_path=d.math_path, chat_path=d.chat_path)
@@ -84,7 +92,7 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
     render = RENDERERS[d.text]
     sequences = [ids for ids, mask in (render(target.tokenizer, m, d.max_length) for m in data) if sum(mask)]
     tokens = sum(map(len, sequences))
-    implementations = ["sdpa", "eager", GROUPED]
+    implementations = ["sdpa", MASKED, "eager", GROUPED]
     seconds: dict[str, list[float]] = {name: [] for name in implementations}
     for name in implementations:  # warm-up runs
         target.model.set_attn_implementation(name)

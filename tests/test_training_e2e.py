@@ -11,8 +11,8 @@ from taps_engine import Decoder, PlainDecoder, TreeSettings, load_head
 from training import features as features_module
 from training.config import RunConfig, load_config
 from training.data import build_dataset
-from training.features import cache_features, load_examples, read_manifest
-from training.trainer import _vocab_losses, alignment_mask, example_losses, loss_vocabulary, train
+from training.features import cache_features, load_examples, read_manifest, target_features
+from training.trainer import _vocab_losses, alignment_mask, batch_losses, loss_vocabulary, train
 from tiny import FIXTURES, tiny_chat_target
 
 def run_config(method: str, epochs: int, **train) -> RunConfig:
@@ -53,6 +53,20 @@ def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch, l
     for prompt in ("Tom has 3 apples.", "Solve x + 1 = 2."):
         messages = [{"role": "user", "content": prompt}]
         assert decoder.generate(messages, max_new_tokens=16).token_ids == plain.generate(messages, max_new_tokens=16).token_ids
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_features_of_a_padded_forward_are_each_sequences_own(tokenizer, arch):
+    """Sequences of different lengths share a forward without a padding mask: right padding is never read by a
+    real position under causal attention, so each keeps the features of its own forward."""
+    target = tiny_chat_target(arch, tokenizer)
+    g = torch.Generator().manual_seed(0)
+    sequences = [torch.randint(5, 90, (n,), generator=g).tolist() for n in (7, 19, 12, 30)]
+    together = target_features(target, sequences, batch_tokens=4096)
+    for sequence, features in zip(sequences, together):
+        alone = target_features(target, [sequence], batch_tokens=4096)[0]
+        assert features.shape == (len(sequence), 64)
+        torch.testing.assert_close(features, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_interrupted_feature_run_leaves_no_corrupt_shard_and_resumes(data_dir, tokenizer, monkeypatch):
@@ -97,22 +111,55 @@ def test_hass_pass_count_and_shapes(data_dir, tokenizer, passes):
     target = tiny_chat_target("llama", tokenizer)
     cfg = run_config("hass", epochs=2)
     build(cfg, target)
-    example = next(iter(load_examples(cfg.features_dir)))
+    examples = list(load_examples(cfg.features_dir))[:2]
     from taps_engine import DraftHead
 
     head = DraftHead.for_target(target.model)
     seen = []
     head.register_forward_hook(lambda m, args, kwargs, out: seen.append(
         (args[0].shape, kwargs["attention_mask"] is None, kwargs["cache"].get_seq_length())), with_kwargs=True)
-    terms = example_losses(head, target.model.get_input_embeddings(), target.model.get_output_embeddings(),
-                           example, cfg.train, passes, 1.0, torch.Generator().manual_seed(0))
-    n = example.input_ids.shape[0] - 1
+    terms = batch_losses(head, target.model.get_input_embeddings(), target.model.get_output_embeddings(),
+                         examples, cfg.train, passes, 1.0, torch.Generator().manual_seed(0))
+    n = max(ex.input_ids.shape[0] for ex in examples) - 1
     assert len(seen) == passes
-    assert [s[0] for s in seen] == [torch.Size([1, n, 64])] * passes
+    assert [s[0] for s in seen] == [torch.Size([2, n, 64])] * passes
     assert [s[2] for s in seen] == [n * j for j in range(1, passes + 1)]  # keys of every earlier pass are kept
     assert seen[0][1] and all(not s[1] for s in seen[1:])
     terms.total.backward()
     assert head.fc.weight.grad is not None and terms.parts["topk"] > 0
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+def test_a_padded_batch_computes_each_example_as_if_alone(data_dir, tokenizer, passes):
+    """Right padding never reaches a real position (causal and alignment masks alike): a batch's loss and gradient
+    are its examples' own, weighted by length."""
+    target = tiny_chat_target("llama", tokenizer)
+    cfg = run_config("hass", epochs=2, noise=0.0, draft_vocab=512, ce_vocab="draft")
+    build(cfg, target)
+    examples = sorted(load_examples(cfg.features_dir), key=lambda ex: ex.input_ids.shape[0])[::3][:3]
+    assert len({ex.input_ids.shape[0] for ex in examples}) == 3
+    from taps_engine import DraftHead
+
+    torch.manual_seed(0)
+    head = DraftHead.for_target(target.model)
+    head.set_draft_vocab(torch.randperm(target.config.vocab_size)[:512])
+    embed, lm_head = target.model.get_input_embeddings(), loss_vocabulary(target.model.get_output_embeddings(),
+                                                                          head.draft_vocab)
+
+    def losses(batch):
+        head.zero_grad()
+        terms = batch_losses(head, embed, lm_head, batch, cfg.train, passes, 1.0, torch.Generator())
+        terms.total.backward()
+        return terms, head.fc.weight.grad.clone()
+
+    together, grad = losses(examples)
+    alone = [losses([ex]) for ex in examples]
+    lengths = [ex.input_ids.shape[0] / sum(e.input_ids.shape[0] for e in examples) for ex in examples]
+    expected = sum(w * float(t.total.detach()) for w, (t, _) in zip(lengths, alone))
+    assert float(together.total.detach()) == pytest.approx(expected, rel=1e-5)
+    assert torch.allclose(grad, sum(w * g for w, (_, g) in zip(lengths, alone)), rtol=1e-4, atol=1e-6)
+    for part in ("loss", "feature", "ce", "topk"):
+        assert together.parts[part] == pytest.approx(sum(t.parts[part] for t, _ in alone), rel=1e-5)
 
 
 def test_draft_vocabulary_losses_are_the_renormalized_soft_cross_entropy_over_its_tokens():
@@ -123,7 +170,8 @@ def test_draft_vocabulary_losses_are_the_renormalized_soft_cross_entropy_over_it
     head_out, target_feat = torch.randn(7, 16, generator=g), torch.randn(7, 16, generator=g)
     ids = torch.tensor([41, 3, 17, 8, 29, 0, 33, 12, 47, 5, 20, 38])
     cfg = run_config("hass", epochs=2, ce_chunk=3).train
-    total, ce, topk = _vocab_losses(head_out, target_feat, loss_vocabulary(lm_head, ids), cfg, topk_weight=0.5)
+    total, ce, topk = (v.mean() for v in _vocab_losses(head_out, target_feat, loss_vocabulary(lm_head, ids), cfg,
+                                                       topk_weight=0.5))
     with torch.no_grad():
         full_p, full_logq = torch.softmax(lm_head(target_feat), -1), torch.log_softmax(lm_head(head_out), -1)
         p = full_p[:, ids] / full_p[:, ids].sum(-1, keepdim=True)
@@ -131,8 +179,8 @@ def test_draft_vocabulary_losses_are_the_renormalized_soft_cross_entropy_over_it
         expected_ce = -(p * logq).sum(-1).mean()
         top_p, top_i = p.topk(cfg.topk, -1)
         expected_topk = -(top_p * logq.gather(-1, top_i)).sum(-1).mean()
-    assert ce == pytest.approx(float(expected_ce), rel=1e-5)
-    assert topk == pytest.approx(float(expected_topk), rel=1e-5)
+    assert float(ce) == pytest.approx(float(expected_ce), rel=1e-5)
+    assert float(topk) == pytest.approx(float(expected_topk), rel=1e-5)
     assert float(total.detach()) == pytest.approx(float(cfg.ce_weight * expected_ce + 0.5 * expected_topk), rel=1e-5)
     assert loss_vocabulary(lm_head, None) is lm_head
     with pytest.raises(ValueError, match=r"ce_vocab 'draft' needs a draft vocabulary \(draft_vocab > 0\)"):

@@ -63,55 +63,89 @@ def loss_vocabulary(lm_head: torch.nn.Module, token_ids: torch.Tensor | None) ->
 
 
 def _vocab_losses(head_out: torch.Tensor, target_feat: torch.Tensor, lm_head: torch.nn.Module, cfg: TrainConfig,
-                  topk_weight: float) -> tuple[torch.Tensor, float, float]:
-    """Soft cross-entropy (+ top-K distillation) over `lm_head`'s vocabulary, in chunks to bound memory."""
-    total, ce_sum, topk_sum = head_out.new_zeros(()), 0.0, 0.0
-    n = head_out.shape[0]
-    for a in range(0, n, cfg.ce_chunk):
+                  topk_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row: the weighted soft cross-entropy (+ top-K distillation) over `lm_head`'s vocabulary, and the two
+    terms alone (detached, for the log); in chunks of rows to bound memory."""
+    losses, ces, topks = [], [], []
+    for a in range(0, head_out.shape[0], cfg.ce_chunk):
         with torch.no_grad():
             p = torch.softmax(lm_head(target_feat[a:a + cfg.ce_chunk]).float(), -1)
         logq = torch.log_softmax(lm_head(head_out[a:a + cfg.ce_chunk]).float(), -1)
-        ce = -(p * logq).sum(-1).sum()
+        ce = -(p * logq).sum(-1)
         loss = cfg.ce_weight * ce
+        topk = torch.zeros_like(ce)
         if topk_weight:
             top_p, top_i = p.topk(cfg.topk, dim=-1)
-            topk = -(top_p * logq.gather(-1, top_i)).sum(-1).sum()
+            topk = -(top_p * logq.gather(-1, top_i)).sum(-1)
             loss = loss + topk_weight * topk
-            topk_sum += float(topk.detach())
-        ce_sum += float(ce.detach())
-        total = total + loss
-    return total / max(n, 1), ce_sum / max(n, 1), topk_sum / max(n, 1)
+        losses.append(loss)
+        ces.append(ce.detach())
+        topks.append(topk.detach())
+    if not losses:
+        empty = head_out.new_zeros(0)
+        return empty, empty, empty
+    return torch.cat(losses), torch.cat(ces), torch.cat(topks)
 
 
-def example_losses(head: DraftHead, embed: torch.nn.Module, lm_head: torch.nn.Module, ex: Example, cfg: TrainConfig,
-                   passes: int, topk_weight: float, generator: torch.Generator) -> LossTerms:
-    """Losses of one sequence, averaged over its loss positions and over the alignment passes."""
+def _padded(examples: list[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids (B, T), fp32 features (B, T, H) and loss mask (B, T), right-padded to the longest: in causal
+    attention a real position never reads a padded one, so each row computes what it would alone."""
+    width = max(ex.input_ids.shape[0] for ex in examples)
+    ids = torch.zeros(len(examples), width, dtype=torch.long)
+    feats = torch.zeros(len(examples), width, examples[0].features.shape[-1])
+    mask = torch.zeros(len(examples), width, dtype=torch.bool)
+    for row, ex in enumerate(examples):
+        n = ex.input_ids.shape[0]
+        ids[row, :n], feats[row, :n], mask[row, :n] = ex.input_ids, ex.features, ex.loss_mask
+    return ids.to(device), feats.to(device), mask.to(device)
+
+
+def _per_example(values: torch.Tensor, rows: torch.Tensor, n_examples: int) -> torch.Tensor:
+    """Mean of `values` per example, where `rows[i]` is the example of `values[i]` (0 for an example with none)."""
+    sums = values.new_zeros(n_examples).index_add(0, rows, values)
+    counts = torch.bincount(rows, minlength=n_examples).clamp(min=1)
+    return sums / counts
+
+
+def batch_losses(head: DraftHead, embed: torch.nn.Module, lm_head: torch.nn.Module, examples: list[Example],
+                 cfg: TrainConfig, passes: int, topk_weight: float, generator: torch.Generator) -> LossTerms:
+    """One forward for a whole optimizer batch (right-padded rows, not one forward per sequence: bigger matrix
+    products, less overhead). Each example's loss is averaged over its loss positions and the alignment passes;
+    `total` weights them by sequence length, so a batch's gradient is the token-weighted mean; `parts` sum the
+    per-example terms (the log averages them over examples)."""
     device = next(head.parameters()).device
-    ids, feats = ex.input_ids.to(device), ex.features.to(device, torch.float32)
-    n = ids.shape[0] - 1                                    # pairs t = 0..T-2
-    weight = ex.loss_mask[1:].to(device, torch.float32)     # the pair's input token is an assistant token
-    targets = feats[1:]
-    embeds = embed(ids[1:])[None]
-    positions = torch.arange(n, device=device)[None]
-    picked = weight.nonzero().flatten()
-    if cfg.ce_fraction < 1 and picked.numel():
-        keep = max(1, round(cfg.ce_fraction * picked.numel()))
-        picked = picked[torch.randperm(picked.numel(), generator=generator)[:keep].to(device)]
+    ids, feats, loss_mask = _padded(examples, device)
+    n_ex, width = ids.shape
+    weight = loss_mask[:, 1:].float()                       # the pair's input token is an assistant token
+    targets = feats[:, 1:]
+    embeds = embed(ids[:, 1:])
+    positions = torch.arange(width - 1, device=device).expand(n_ex, -1)
+    picked = [row.nonzero().flatten() for row in loss_mask[:, 1:]]
+    if cfg.ce_fraction < 1:
+        picked = [p[torch.randperm(p.numel(), generator=generator)[:max(1, round(cfg.ce_fraction * p.numel()))]
+                    .to(device)] if p.numel() else p for p in picked]
+    rows = torch.cat([torch.full_like(p, i) for i, p in enumerate(picked)])
+    flat = torch.cat([p + i * (width - 1) for i, p in enumerate(picked)])
     cache = DynamicCache(config=head.config)
-    inputs = feats[:-1]
-    total, parts = feats.new_zeros(()), {"feature": 0.0, "ce": 0.0, "topk": 0.0}
+    inputs = feats[:, :-1]
+    total = feats.new_zeros(n_ex)
+    parts = {"feature": feats.new_zeros(n_ex), "ce": feats.new_zeros(n_ex), "topk": feats.new_zeros(n_ex)}
     for j in range(1, passes + 1):
         noise = (torch.rand(inputs.shape, generator=generator) * 2 - 1).to(device) * cfg.noise
-        mask = None if j == 1 else alignment_mask(n, j)[None, None].to(device)
-        out = head(embeds, (inputs + noise)[None], positions, attention_mask=mask, cache=cache)[0].float()
-        feature = (F.smooth_l1_loss(out, targets, reduction="none").mean(-1) * weight).sum() / weight.sum()
-        vocab, ce, topk = _vocab_losses(out[picked], targets[picked], lm_head, cfg, topk_weight)
-        total = total + (cfg.feature_weight * feature + vocab) / passes
-        parts["feature"] += float(feature.detach()) / passes
-        parts["ce"] += ce / passes
-        parts["topk"] += topk / passes
-        inputs = torch.cat([feats[:1], out[:-1].detach()])   # next pass: own predictions, shifted to their position
-    return LossTerms(total, parts)
+        mask = None if j == 1 else alignment_mask(width - 1, j)[None, None].to(device)
+        out = head(embeds, inputs + noise, positions, attention_mask=mask, cache=cache).float()
+        feature = F.smooth_l1_loss(out, targets, reduction="none").mean(-1)
+        feature = (feature * weight).sum(1) / weight.sum(1).clamp(min=1)
+        vocab, ce, topk = _vocab_losses(out.flatten(0, 1)[flat], targets.flatten(0, 1)[flat], lm_head, cfg,
+                                        topk_weight)
+        total = total + (cfg.feature_weight * feature + _per_example(vocab, rows, n_ex)) / passes
+        parts["feature"] += feature.detach() / passes
+        parts["ce"] += _per_example(ce, rows, n_ex) / passes
+        parts["topk"] += _per_example(topk, rows, n_ex) / passes
+        inputs = torch.cat([feats[:, :1], out[:, :-1].detach()], dim=1)  # next pass: own predictions, shifted
+    lengths = torch.tensor([ex.input_ids.shape[0] for ex in examples], dtype=torch.float32, device=device)
+    return LossTerms((total * lengths).sum() / lengths.sum(),
+                     {"loss": float(total.detach().sum()), **{k: float(v.sum()) for k, v in parts.items()}})
 
 
 @torch.no_grad()
@@ -239,14 +273,12 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
             for batch in batches:
                 optimizer.zero_grad(set_to_none=True)
                 n_tokens = sum(ex.input_ids.shape[0] for ex in batch)
-                for ex in batch:
-                    with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        terms = example_losses(head, embed, vocab_head, ex, tc, passes, stage.topk_weight, generator)
-                    (terms.total * ex.input_ids.shape[0] / n_tokens).backward()
-                    sums["loss"] += float(terms.total.detach())
-                    for k, v in terms.parts.items():
-                        sums[k] += v
-                    count += 1
+                with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    terms = batch_losses(head, embed, vocab_head, batch, tc, passes, stage.topk_weight, generator)
+                terms.total.backward()
+                for k, v in terms.parts.items():
+                    sums[k] += v
+                count += len(batch)
                 torch.nn.utils.clip_grad_norm_(head.parameters(), tc.grad_clip)
                 optimizer.step()
                 scheduler.step()
