@@ -21,7 +21,7 @@ import typer
 from taps_engine import Decoder, PlainDecoder, load_head, load_target
 from taps_engine.costs import machine
 from taps_engine.drafter_specs import default_drafters
-from taps_engine.fileio import write_text
+from taps_engine.fileio import write_report
 from taps_engine.speed import bench_prompts
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import TreeSettings
@@ -99,9 +99,7 @@ def main(prompts: int = typer.Option(3, min=1), max_new_tokens: int = typer.Opti
             same = sum(a == b for a, b in zip(run["outputs"][name], eager.get("outputs", {}).get(name, [])))
             lines.append(f"| {variant} | {name} | {rate:.2f} | {rate / base:.2f} | {same}/{len(items)} | "
                          f"{run['warmup_s']:.0f} |")
-    text = "\n".join(lines) + "\n"
-    write_text(out, text)
-    print(text)
+    write_report(out, lines)
 
 
 if __name__ == "__main__":

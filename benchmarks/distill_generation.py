@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import typer
 
-from taps_engine.fileio import write_text
+from taps_engine.fileio import write_report
 
 
 @torch.inference_mode()
@@ -90,9 +90,7 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
     lines += ["", f"All batches: generate {old_rate:.0f} new tok/s, greedy_batch {new_rate:.0f} new tok/s; "
               f"generate's time / greedy_batch's {ratio:.2f}{ci}; identical replies "
               f"{sum(r['same'] for r in rows)}/{sum(r['prompts'] for r in rows)}."]
-    text = "\n".join(lines) + "\n"
-    write_text(out, text)
-    print(text)
+    write_report(out, lines)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from taps_engine.costs import machine_line, measure_verify_costs
-    from taps_engine.fileio import atomic_write
+    from taps_engine.fileio import write_report
     from taps_engine.speed import bench_prompts
     from taps_engine.target import DEFAULT_TARGET, load_target
     from taps_engine.verifier import TargetVerifier
@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for what in ("decode", "tree", "prefill"):
         fp32, bf16 = best("fp32", what), best("bf16", what)
         lines.append(f"| {what} | {1e3 * fp32:.2f} | {1e3 * bf16:.2f} | {bf16 / fp32:.2f} |")
-    text = "\n".join(lines) + "\n"
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

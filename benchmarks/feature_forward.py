@@ -28,7 +28,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
-from taps_engine.fileio import write_text
+from taps_engine.fileio import write_report
 
 GROUPED = "grouped-bmm"
 MASKED = "sdpa-masked"
@@ -120,9 +120,7 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
     for name in implementations:
         mean = sum(seconds[name]) / repeats
         lines.append(f"| {name} | {tokens / mean:.0f} | {tokens / min(seconds[name]):.0f} | {base / mean:.2f} |")
-    text = "\n".join(lines) + "\n"
-    write_text(out, text)
-    print(text)
+    write_report(out, lines)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from taps_engine import Decoder, PlainDecoder, load_head, load_target
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.costs import machine_line
 from taps_engine.drafter_specs import default_drafters
-from taps_engine.fileio import write_text
+from taps_engine.fileio import write_report
 from taps_engine.speed import bench_prompts
 from taps_engine.tree import default_tree
 
@@ -59,9 +59,7 @@ def main(prompts: int = 8, max_new_tokens: int = 64, threads: int = 2, out: Path
             median = f"{statistics.median(firsts):.0f}" if firsts else "-"
             lines.append(f"| {dtype} | {name} | {len(firsts)}/{len(items)} | {median} |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    write_text(out, text)
-    print(text)
+    write_report(out, lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import typer
 
-from taps_engine.fileio import write_text
+from taps_engine.fileio import write_report
 
 
 def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, threads: int = 0,
@@ -68,9 +68,7 @@ def main(config: Path = typer.Option(...), examples: int = 48, epochs: int = 1, 
         mean = sum(r[1] for r in runs) / len(runs)
         each = f" ({', '.join(f'{r[1]:.0f}' for r in runs)})" if len(runs) > 1 else ""
         lines.append(f"| {label} | {runs[0][0]} | {mean:.1f}{each} | {mean / first:.2f} |")
-    text = "\n".join(lines) + "\n"
-    write_text(out, text)
-    print(text)
+    write_report(out, lines)
 
 if __name__ == "__main__":
     typer.run(main)

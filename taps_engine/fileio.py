@@ -30,5 +30,12 @@ def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def write_report(path: str | Path, lines: list[str]) -> None:
+    """A benchmark's markdown report: written whole or not at all, and echoed to the terminal."""
+    text = "\n".join(lines) + "\n"
+    write_text(path, text)
+    print(text)
+
+
 def write_json(path: str | Path, payload) -> None:
     write_text(path, json.dumps(payload, indent=2) + "\n")
