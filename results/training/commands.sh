@@ -241,3 +241,17 @@ python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-on
 TAPS_HOME=/tmp/taps-time/mixed-hour time taps train --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --threads 2
 cp /tmp/taps-time/mixed-hour/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce/train_log.json \
   results/training/rerun/train_logs/eagle2-mixed-chat-hour-draft-ce.train_log.json
+# Round 12 (AMD EPYC, AVX512-BF16, no AMX; alone on the cores): training with one forward per optimizer batch and
+# feature caching without a padding mask; the default math drafter's recipe timed whole with both, and its head
+# measured against the shipped one
+python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat.yaml --examples 48 --threads 2 --repeats 3
+TAPS_HOME=/tmp/taps-time/math-one time taps train --config configs/smollm2/eagle2-mixed-one-sitting.yaml --threads 2
+cp /tmp/taps-time/math-one/drafters/smollm2-eagle2-mixed-one-sitting/train_log.json \
+  results/training/rerun/train_logs/eagle2-mixed-one-sitting.train_log.json
+TAPS_HOME=/tmp/taps-time/math-one taps export --config configs/smollm2/eagle2-mixed-one-sitting.yaml \
+  --out ~/.cache/taps/drafters/smollm2-eagle2-mixed-one-sitting-batched-bf16
+taps eval --config configs/eval/math-rerun.yaml --out results/training/math-rerun
+python benchmarks/train_step.py --config configs/smollm2/eagle2-mixed-one-sitting.yaml --batches 24 \
+  --out results/training/train-step-math.md
+python benchmarks/train_step.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --batches 24 \
+  --out results/training/train-step-chat.md
