@@ -1,10 +1,13 @@
-"""Self-distillation's generation, the target's greedy replies to a batch of training prompts, by transformers'
-`generate` (left-padded: the loop self-distillation used before round 11) and by the engine's batched plain loop
-(`greedy_batch`, what it uses now), on the same batches and budgets as `distill` forms them, the two loops taking
-turns (A B, then B A) so that a machine's drift hits both alike.
+"""Self-distillation's generation, the target's greedy replies to a batch of training prompts, by a baseline loop
+and by the engine's batched plain loop (`greedy_batch`, what it uses now), on the same batches and budgets as
+`distill` forms them, the two loops taking turns (A B, then B A) so that a machine's drift hits both alike.
+
+Baselines: `generate`, transformers' left-padded `generate` (the loop self-distillation used before round 11,
+results/training/distill-generation.md); `prefill-one`, `greedy_batch` prefilling one prompt per forward (as it
+did before round 13, results/training/distill-prefill.md).
 
 Usage: python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-one-sitting.yaml --batches 6
-Writes results/training/distill-generation.md.
+       [--baseline prefill-one --out results/training/distill-prefill.md]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def generate_replies(target, prompts: list[list[int]], budget: int) -> list[list
 
 
 def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 64, threads: int = 0,
+         baseline: str = typer.Option("generate", help="generate | prefill-one"),
          out: Path = Path("results/training/distill-generation.md")) -> None:
     from taps_engine import load_target
     from taps_engine.costs import machine_line
@@ -56,7 +60,11 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
     tokens = [prompt_tokens(target, prompt_of(m), d.text) for source in sources for m in drawn[source]]
     plan = answer_batches(tokens, d.max_length, d.answer_tokens, batch_size)
     picked = [plan[round(k * (len(plan) - 1) / max(1, batches - 1))] for k in range(min(batches, len(plan)))]
-    loops = {"generate": generate_replies,
+    baselines = {"generate": generate_replies,
+                 "prefill-one": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids, prefill_tokens=1)}
+    if baseline not in baselines:
+        raise typer.BadParameter(f"--baseline must be one of {sorted(baselines)}")
+    loops = {baseline: baselines[baseline],
              "greedy_batch": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids)}
     rows = []
     for k, (batch, budget) in enumerate(picked):
@@ -65,7 +73,7 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
             start = time.perf_counter()
             replies = loops[name](target, prompts, budget)
             result[name] = (replies, time.perf_counter() - start)
-        (old, old_s), (new, new_s) = result["generate"], result["greedy_batch"]
+        (old, old_s), (new, new_s) = result[baseline], result["greedy_batch"]
         rows.append({"prompts": len(batch), "prompt_tokens": sum(map(len, prompts)), "budget": budget,
                      "old_tokens": sum(map(len, old)), "old_s": old_s, "new_tokens": sum(map(len, new)),
                      "new_s": new_s, "same": sum(a == b for a, b in zip(old, new))})
@@ -75,20 +83,21 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
     interval = ratio_interval([r["old_s"] for r in rows], [r["new_s"] for r in rows])
     lines = [f"Command: `python benchmarks/distill_generation.py --config {config} --batches {batches}"
              + (f" --batch-size {batch_size}" if batch_size != 64 else "") + (f" --threads {threads}" if threads else "")
-             + "`", "", f"Machine: {machine_line()}; target {cfg.target} in {target.model.dtype}.", "",
+             + (f" --baseline {baseline} --out {out}" if baseline != "generate" else "") + "`", "",
+             f"Machine: {machine_line()}; target {cfg.target} in {target.model.dtype}.", "",
              f"{len(rows)} of the {len(plan)} generation batches of {cfg.name}'s self-distillation ({batch_size} "
              "prompts each, sorted by prompt length; batches spread evenly over that order), each answered by both "
              "loops. New tokens count each reply up to and including its end-of-turn token.", "",
-             "| batch | prompts | prompt tokens | budget | generate: new tokens, s, tok/s | greedy_batch: new tokens, "
-             "s, tok/s | time ratio | identical replies |", "|---|---|---|---|---|---|---|---|"]
+             f"| batch | prompts | prompt tokens | budget | {baseline}: new tokens, s, tok/s | greedy_batch: new "
+             "tokens, s, tok/s | time ratio | identical replies |", "|---|---|---|---|---|---|---|---|"]
     for k, r in enumerate(rows):
         lines.append(f"| {k + 1} | {r['prompts']} | {r['prompt_tokens']} | {r['budget']} | {r['old_tokens']}, "
                      f"{r['old_s']:.1f}, {r['old_tokens'] / r['old_s']:.0f} | {r['new_tokens']}, {r['new_s']:.1f}, "
                      f"{r['new_tokens'] / r['new_s']:.0f} | {r['old_s'] / r['new_s']:.2f} | {r['same']}/{r['prompts']} |")
     ratio = sum(r["old_s"] for r in rows) / sum(r["new_s"] for r in rows)
     ci = f" (95% bootstrap interval over batches {interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
-    lines += ["", f"All batches: generate {old_rate:.0f} new tok/s, greedy_batch {new_rate:.0f} new tok/s; "
-              f"generate's time / greedy_batch's {ratio:.2f}{ci}; identical replies "
+    lines += ["", f"All batches: {baseline} {old_rate:.0f} new tok/s, greedy_batch {new_rate:.0f} new tok/s; "
+              f"{baseline}'s time / greedy_batch's {ratio:.2f}{ci}; identical replies "
               f"{sum(r['same'] for r in rows)}/{sum(r['prompts'] for r in rows)}."]
     write_report(out, lines)
 

@@ -4,11 +4,10 @@ hits all alike), with the time spent in the linear layers' matrix multiplies rea
 
 The linear layers do the same work whatever the attention, so tokens / (their seconds) is the rate no attention
 kernel can beat on this CPU. They are profiled under eager attention, whose attention products are all bmm (under
-sdpa the profiler also counts matrix products inside the attention call as aten::mm). `grouped-bmm` is not an
-implementation TAPS uses: it is the cheapest exact attention written in stock ops (one batched matmul per kv head
-group, no repeated keys, softmax, one more matmul), measured here to say what a faster kernel could gain.
-`sdpa-masked` is sdpa handed an explicit causal mask, as it was while `taps features` passed a padding mask (to
-round 11): with a mask, the CPU kernel computes the blocks above the diagonal too.
+sdpa the profiler also counts matrix products inside the attention call as aten::mm). `taps-causal-chunks` is what
+`taps features` runs (training/causal_attention.py, since round 13); `sdpa` is what it ran before. `sdpa-masked` is
+sdpa handed an explicit causal mask, as it was while `taps features` passed a padding mask (to round 11): with a
+mask, the CPU kernel computes the blocks above the diagonal too.
 
 Usage: python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat.yaml --examples 48 --threads 2
 Writes results/training/feature-forward.md.
@@ -26,32 +25,11 @@ from torch.profiler import profile
 
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from taps_engine.fileio import write_report
 
-GROUPED = "grouped-bmm"
 MASKED = "sdpa-masked"
-
-
-def grouped_bmm_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                          attention_mask: torch.Tensor | None, scaling: float,
-                          **_: object) -> tuple[torch.Tensor, None]:
-    """Queries of one kv group stacked along the sequence axis, so the keys are multiplied once per kv head;
-    the additive mask is folded into the first matmul (baddbmm)."""
-    batch, heads, length, dim = query.shape
-    kv_heads, keys = key.shape[1], key.shape[2]
-    group = heads // kv_heads
-    q = query.reshape(batch * kv_heads, group * length, dim)
-    k = key.reshape(batch * kv_heads, keys, dim).transpose(1, 2)
-    if attention_mask is None:
-        scores = torch.bmm(q, k) * scaling
-    else:
-        mask = attention_mask.expand(batch, kv_heads, length, keys)[:, :, None]
-        mask = mask.expand(batch, kv_heads, group, length, keys).reshape(batch * kv_heads, group * length, keys)
-        scores = torch.baddbmm(mask, q, k, alpha=scaling)
-    out = torch.bmm(torch.softmax(scores, dim=-1), value.reshape(batch * kv_heads, keys, dim))
-    return out.view(batch, heads, length, dim).transpose(1, 2), None
 
 
 def linear_work(run: callable) -> tuple[float, float]:
@@ -76,13 +54,12 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
          repeats: int = 3, out: Path = Path("results/training/feature-forward.md")) -> None:
     from taps_engine import load_target
     from taps_engine.costs import machine_line
+    from training.causal_attention import NAME
     from training.config import load_config
     from training.data import RENDERERS, build_dataset
-    from training.features import BATCH_TOKENS, target_features
+    from training.features import BATCH_TOKENS, final_hidden_states
 
     torch.set_num_threads(threads)
-    AttentionInterface.register(GROUPED, grouped_bmm_attention)
-    AttentionMaskInterface.register(GROUPED, eager_mask)
     AttentionInterface.register(MASKED, sdpa_attention_forward)
     AttentionMaskInterface.register(MASKED, partial(sdpa_mask, allow_is_causal_skip=False))
     cfg = load_config(config)
@@ -92,18 +69,18 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
     render = RENDERERS[d.text]
     sequences = [ids for ids, mask in (render(target.tokenizer, m, d.max_length) for m in data) if sum(mask)]
     tokens = sum(map(len, sequences))
-    implementations = ["sdpa", MASKED, "eager", GROUPED]
+    implementations = [NAME, "sdpa", MASKED, "eager"]
     seconds: dict[str, list[float]] = {name: [] for name in implementations}
     for name in implementations:  # warm-up runs
         target.model.set_attn_implementation(name)
-        target_features(target, sequences, BATCH_TOKENS)
+        final_hidden_states(target, sequences, BATCH_TOKENS)
     target.model.set_attn_implementation("eager")
-    mm_s, flops = linear_work(lambda: target_features(target, sequences, BATCH_TOKENS))
+    mm_s, flops = linear_work(lambda: final_hidden_states(target, sequences, BATCH_TOKENS))
     for _ in range(repeats):
         for name in implementations:
             target.model.set_attn_implementation(name)
             start = time.perf_counter()
-            target_features(target, sequences, BATCH_TOKENS)
+            final_hidden_states(target, sequences, BATCH_TOKENS)
             seconds[name].append(time.perf_counter() - start)
     dtype = next(target.model.parameters()).dtype
     lines = [f"Command: `python benchmarks/feature_forward.py --config {config} --examples {examples} --threads "

@@ -9,9 +9,12 @@ import torch
 
 from .acceptance import SamplingParams, accept_greedy, accept_sampling
 from .attention import has_sliding_layers, model_mask, output_logits
+from .padding import budget_groups
 from .slots import SlotCache
 from .target import Target
 from .tree import DraftTree
+
+PREFILL_TOKENS = 4096  # padded tokens per batched prefill forward, as feature caching's forwards
 
 
 class Verifier(Protocol):
@@ -66,18 +69,9 @@ class TargetVerifier:
     def release(self) -> None:
         self.cache.release(self.slot)
 
-    @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the prompt's features (T, H) and the next-token logits (V,)."""
-        self.cache.truncate(self.slot, 0)
-        n = len(ids)
-        positions = torch.arange(n)
-        # without sliding layers the model's own causal mask is the same; with them, the windows must be given
-        mask = _mask(self.model, torch.ones(n, n, dtype=torch.bool).tril()[None], positions[None], positions[None]) \
-            if self.sliding else None
-        features = _forward(self.model, self.cache, [self.slot], torch.tensor([list(ids)]), positions[None], mask)[0]
-        self.cache.keep(self.slot, range(n))
-        return features, _logits(self.model, features[n - 1:])[0]
+        return prefill_batch([self], [ids])[0]
 
     def verify(self, root: int, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (1+N, V) and features (1+N, H) for the root followed by the tree's nodes."""
@@ -112,6 +106,40 @@ def _forward(model, cache: SlotCache, slots: list[int], ids: torch.Tensor, posit
 
 def _logits(model, features: torch.Tensor) -> torch.Tensor:
     return output_logits(model.config, model.get_output_embeddings()(features).float())
+
+
+@torch.inference_mode()
+def prefill_batch(verifiers: Sequence[TargetVerifier], prompts: Sequence[Sequence[int]],
+                  padded_tokens: int = PREFILL_TOKENS) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`TargetVerifier.prefill` for verifiers sharing a SlotCache, prompts of similar length in one forward.
+
+    One prompt per forward ran at 462 tok/s against about 1,100 for batched feature forwards (SmolLM2-135M, bf16,
+    2 cores). Rows are right-padded: under causal attention no real position reads a padded one, and each slot
+    commits only its own prompt's entries (the padding's are overwritten by the next forward).
+    """
+    cache = verifiers[0].cache
+    if any(v.cache is not cache for v in verifiers):
+        raise ValueError("verifiers prefilled together must share one SlotCache")
+    out: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(prompts)
+    for group in budget_groups([len(p) for p in prompts], padded_tokens):
+        rows = [verifiers[i] for i in group]
+        lengths = [len(prompts[i]) for i in group]
+        width = lengths[-1]
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        for row, i in enumerate(group):
+            ids[row, :lengths[row]] = torch.as_tensor(list(prompts[i]), dtype=torch.long)
+        for verifier in rows:
+            cache.truncate(verifier.slot, 0)
+        positions = torch.arange(width).expand(len(group), -1)
+        # without sliding layers the model's own causal mask is the same; with them, the windows must be given
+        mask = _mask(rows[0].model, torch.ones(len(group), width, width, dtype=torch.bool).tril(), positions,
+                     positions) if rows[0].sliding else None
+        features = _forward(rows[0].model, cache, [v.slot for v in rows], ids, positions, mask)
+        last = torch.stack([features[row, n - 1] for row, n in enumerate(lengths)])
+        for row, (i, verifier, n, logits) in enumerate(zip(group, rows, lengths, _logits(rows[0].model, last))):
+            cache.keep(verifier.slot, range(n))
+            out[i] = features[row, :n], logits
+    return out
 
 
 @torch.inference_mode()   # the cache's tensors are inference tensors: every in-place write runs in the mode

@@ -2,10 +2,15 @@
 each prompt gets the plain loop's own continuation, and a prompt that meets a stop token ends there while the
 others go on."""
 
+import pytest
 import torch
 
 from taps_engine.decoding import PlainDecoder
 from taps_engine.greedy import greedy_batch
+from taps_engine.slots import SlotCache
+from taps_engine.target import from_model
+from taps_engine.verifier import TargetVerifier, prefill_batch
+from test_architectures import FAMILIES, tiny
 from tiny import tiny_target
 
 
@@ -35,3 +40,26 @@ def test_a_lane_that_stops_leaves_the_others_exact_in_fp32():
         expected.append(row[:cut])
     assert greedy_batch(target, prompts, 16, stop_ids=stops) == expected
     assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2-sliding", "mistral-window-8", "gemma2", "gemma3"])
+def test_prompts_prefilled_together_continue_as_transformers_generate(family):
+    """Prompts of different lengths (across the sliding windows) share right-padded prefill forwards; each
+    continues as transformers' `generate` continues it alone, so no prompt's cache holds another's or its
+    padding's entries."""
+    model_type, extra = FAMILIES[family]
+    model = tiny(model_type, **extra)
+    target = from_model(model, name=family)
+    prompts = [[0] + [(5 * p + 3 * i) % 90 + 3 for i in range(n)] for p, n in enumerate((2, 12, 19, 7))]
+    expected = [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                               max_new_tokens=12, do_sample=False, eos_token_id=None)[0, len(p):].tolist()
+                for p in prompts]
+    verifiers = [TargetVerifier(target, SlotCache.for_model(model.config))]
+    verifiers += [TargetVerifier(target, verifiers[0].cache) for _ in prompts[1:]]
+    together = prefill_batch(verifiers, prompts, padded_tokens=40)  # two forwards: lengths 3, 8 and 13, then 20
+    for prompt, (features, logits) in zip(prompts, together):
+        alone_features, alone_logits = TargetVerifier(target).prefill(prompt)
+        assert features.shape == (len(prompt), 64)
+        torch.testing.assert_close(features, alone_features, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits, alone_logits, rtol=1e-5, atol=1e-5)
+    assert greedy_batch(target, prompts, 12) == expected
