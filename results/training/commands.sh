@@ -255,3 +255,11 @@ python benchmarks/train_step.py --config configs/smollm2/eagle2-mixed-one-sittin
   --out results/training/train-step-math.md
 python benchmarks/train_step.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --batches 24 \
   --out results/training/train-step-chat.md
+# Round 13 (AMD EPYC, AVX512-BF16, no AMX; alone on the cores): feature caching's attention in causal chunks,
+# batched prefill in self-distillation's loop; the default chat drafter's recipe re-timed whole with both
+python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat.yaml --examples 48 --threads 2 --repeats 3
+python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --batches 6 \
+  --threads 2 --baseline prefill-one --out results/training/distill-prefill.md
+TAPS_HOME=/tmp/taps-time/mixed-hour time taps train --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --threads 2
+cp /tmp/taps-time/mixed-hour/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce/train_log.json \
+  results/training/rerun/train_logs/eagle2-mixed-chat-hour-draft-ce.round13.train_log.json
