@@ -152,9 +152,9 @@ class SlotCache(Cache):
             self.capacity = -(-max(need, 2 * self.capacity) // _ROUND) * _ROUND
         slots = list(slots)
         consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
-        writes = (torch.tensor(slots)[:, None].expand(-1, queries),
-                  torch.tensor(starts)[:, None] + torch.arange(queries))
-        self.batch = _Batch(slots, starts, need, None if consecutive else torch.tensor(slots), writes)
+        index = torch.tensor(slots)
+        writes = (index[:, None].expand(-1, queries), torch.tensor(starts)[:, None] + torch.arange(queries))
+        self.batch = _Batch(slots, starts, need, None if consecutive else index, writes)
 
     def keep(self, slot: int, rows: Sequence[int]) -> None:
         """Commit the entries `rows` (offsets into what the last forward wrote for `slot`) after its committed ones."""
