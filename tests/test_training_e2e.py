@@ -12,7 +12,8 @@ from training import features as features_module
 from training.config import RunConfig, load_config
 from training.data import build_dataset
 from training.features import cache_features, load_examples, read_manifest, target_features
-from training.trainer import _vocab_losses, alignment_mask, batch_losses, loss_vocabulary, train
+from training.trainer import (_vocab_losses, alignment_mask, batch_losses, loss_vocabulary, train,
+                              with_soft_targets)
 from tiny import FIXTURES, tiny_chat_target
 
 def run_config(method: str, epochs: int, **train) -> RunConfig:
@@ -160,6 +161,43 @@ def test_a_padded_batch_computes_each_example_as_if_alone(data_dir, tokenizer, p
     assert torch.allclose(grad, sum(w * g for w, (_, g) in zip(lengths, alone)), rtol=1e-4, atol=1e-6)
     for part in ("loss", "feature", "ce", "topk"):
         assert together.parts[part] == pytest.approx(sum(t.parts[part] for t, _ in alone), rel=1e-5)
+
+
+@pytest.mark.parametrize("ce_fraction", [1.0, 0.5])
+def test_cached_soft_targets_give_the_recomputed_losses_up_to_their_tail(data_dir, tokenizer, ce_fraction):
+    """Soft targets cached once (`ce_targets_topk`): with every draft token kept, a batch's losses and gradient are
+    those of the distribution recomputed at the step (the same positions drawn when only a fraction get vocabulary
+    losses); with K tokens kept, the cross-entropy loses exactly the terms of the other tokens and the top-K term
+    is unchanged."""
+    target = tiny_chat_target("llama", tokenizer)
+    cfg = run_config("hass", epochs=2, draft_vocab=512, ce_vocab="draft", ce_fraction=ce_fraction)
+    build(cfg, target)
+    examples = sorted(load_examples(cfg.features_dir), key=lambda ex: ex.input_ids.shape[0])[::3][:3]
+    from taps_engine import DraftHead
+
+    torch.manual_seed(0)
+    head = DraftHead.for_target(target.model)
+    head.set_draft_vocab(torch.randperm(target.config.vocab_size)[:512])
+    embed, lm_head = target.model.get_input_embeddings(), loss_vocabulary(target.model.get_output_embeddings(),
+                                                                          head.draft_vocab)
+
+    def losses(batch):
+        head.zero_grad()
+        terms = batch_losses(head, embed, lm_head, batch, cfg.train, 1, 1.0, torch.Generator().manual_seed(3))
+        terms.total.backward()
+        return terms, head.fc.weight.grad.clone()
+
+    recomputed, grad = losses(examples)
+    kept_all, grad_all = losses(with_soft_targets(examples, lm_head, 512, bf16=False, group_rows=7))
+    assert kept_all.parts == pytest.approx(recomputed.parts, rel=1e-5)
+    assert torch.allclose(grad_all, grad, rtol=1e-4, atol=1e-7)
+    few = with_soft_targets(examples, lm_head, 16, bf16=False)
+    assert [ex.soft_targets[0].shape for ex in few] == [(int(ex.loss_mask[1:].sum()), 16) for ex in examples]
+    kept_few, _ = losses(few)
+    assert kept_few.parts["topk"] == pytest.approx(recomputed.parts["topk"], rel=1e-5)
+    assert 0 < kept_few.parts["ce"] < recomputed.parts["ce"]
+    with pytest.raises(ValueError, match=r"ce_targets_topk \(4\) must keep at least the top-K term's topk \(10\)"):
+        run_config("hass", epochs=2, ce_targets_topk=4)
 
 
 def test_draft_vocabulary_losses_are_the_renormalized_soft_cross_entropy_over_its_tokens():

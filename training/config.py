@@ -85,6 +85,9 @@ class TrainConfig(Strict):
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
     draft_vocab: int = Field(0, ge=0)       # draft from the N most frequent assistant tokens (0: the full vocabulary)
     ce_vocab: Literal["full", "draft"] = "full"  # draft: the vocabulary losses over the draft vocabulary only
+    # 0: the vocabulary losses' soft targets are the target's whole distribution over the loss vocabulary,
+    # recomputed from the cached features at every step; K: its K most likely tokens, computed once before training
+    ce_targets_topk: int = Field(0, ge=0)
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
 
@@ -92,6 +95,9 @@ class TrainConfig(Strict):
     def _draft_losses_need_a_draft_vocabulary(self) -> "TrainConfig":
         if self.ce_vocab == "draft" and not self.draft_vocab:
             raise ValueError("ce_vocab 'draft' needs a draft vocabulary (draft_vocab > 0)")
+        if self.ce_targets_topk and self.ce_targets_topk < self.topk and any(s.topk_weight for s in self.stages):
+            raise ValueError(f"ce_targets_topk ({self.ce_targets_topk}) must keep at least the top-K term's topk "
+                             f"({self.topk}) tokens")
         return self
 
 

@@ -31,11 +31,14 @@ BATCH_TOKENS = 4096   # padded tokens per target forward: big enough for efficie
 
 @dataclass
 class Example:
-    """One cached sequence: ids (T,), loss mask (T,), features (T, H)."""
+    """One cached sequence: ids (T,), loss mask (T,), features (T, H); for training with cached soft targets, the
+    target's most likely tokens at each loss position (probabilities and indices into the loss vocabulary,
+    (positions, K) each: `training.trainer.with_soft_targets`)."""
 
     input_ids: torch.Tensor
     loss_mask: torch.Tensor
     features: torch.Tensor
+    soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def dataset_fingerprint(target_name: str, examples: list[Messages], max_length: int, text: str = "chat") -> str:

@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -63,19 +63,26 @@ def loss_vocabulary(lm_head: torch.nn.Module, token_ids: torch.Tensor | None) ->
 
 
 def _vocab_losses(head_out: torch.Tensor, target_feat: torch.Tensor, lm_head: torch.nn.Module, cfg: TrainConfig,
-                  topk_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  topk_weight: float, soft: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row: the weighted soft cross-entropy (+ top-K distillation) over `lm_head`'s vocabulary, and the two
-    terms alone (detached, for the log); in chunks of rows to bound memory."""
+    terms alone (detached, for the log); in chunks of rows to bound memory. The soft targets are the target's
+    distribution from `target_feat`, or the rows' cached most likely tokens (`soft`: probabilities, indices)."""
     losses, ces, topks = [], [], []
     for a in range(0, head_out.shape[0], cfg.ce_chunk):
-        with torch.no_grad():
-            p = torch.softmax(lm_head(target_feat[a:a + cfg.ce_chunk]).float(), -1)
-        logq = torch.log_softmax(lm_head(head_out[a:a + cfg.ce_chunk]).float(), -1)
-        ce = -(p * logq).sum(-1)
+        rows = slice(a, a + cfg.ce_chunk)
+        logq = torch.log_softmax(lm_head(head_out[rows]).float(), -1)
+        if soft is None:
+            with torch.no_grad():
+                p = torch.softmax(lm_head(target_feat[rows]).float(), -1)
+            ce = -(p * logq).sum(-1)
+        else:
+            p_top, i_top = soft[0][rows], soft[1][rows]
+            ce = -(p_top * logq.gather(-1, i_top)).sum(-1)
         loss = cfg.ce_weight * ce
         topk = torch.zeros_like(ce)
         if topk_weight:
-            top_p, top_i = p.topk(cfg.topk, dim=-1)
+            top_p, top_i = p.topk(cfg.topk, dim=-1) if soft is None else (p_top[:, :cfg.topk], i_top[:, :cfg.topk])
             topk = -(top_p * logq.gather(-1, top_i)).sum(-1)
             loss = loss + topk_weight * topk
         losses.append(loss)
@@ -85,6 +92,30 @@ def _vocab_losses(head_out: torch.Tensor, target_feat: torch.Tensor, lm_head: to
         empty = head_out.new_zeros(0)
         return empty, empty, empty
     return torch.cat(losses), torch.cat(ces), torch.cat(topks)
+
+
+@torch.no_grad()
+def with_soft_targets(examples: list[Example], lm_head: torch.nn.Module, k: int, bf16: bool,
+                      group_rows: int = 4096) -> list[Example]:
+    """`examples` with the target's K most likely tokens at each loss position (`Example.soft_targets`), computed
+    once: recomputing the whole distribution costs an LM-head forward per position at every step (the cached
+    targets made a draft-vocabulary step 1.13x as fast, results/training/train-step-soft-targets.md). Computed as
+    the step computes it (bf16 LM head when training runs in bf16, softmax in fp32), many positions per forward."""
+    out: list[Example] = []
+    sizes = [int(ex.loss_mask[1:].sum()) for ex in examples]
+    start = 0
+    while start < len(examples):
+        end, rows = start, 0
+        while end < len(examples) and (rows < group_rows or end == start):
+            rows, end = rows + sizes[end], end + 1
+        feats = torch.cat([ex.features[1:][ex.loss_mask[1:]] for ex in examples[start:end]]).float()
+        with torch.autocast(feats.device.type, dtype=torch.bfloat16, enabled=bf16):
+            probs = torch.softmax(lm_head(feats).float(), -1)
+        top_p, top_i = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        parts = zip(top_p.split(sizes[start:end]), top_i.split(sizes[start:end]))
+        out.extend(replace(ex, soft_targets=pair) for ex, pair in zip(examples[start:end], parts))
+        start = end
+    return out
 
 
 def _padded(examples: list[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,10 +151,15 @@ def batch_losses(head: DraftHead, embed: torch.nn.Module, lm_head: torch.nn.Modu
     targets = feats[:, 1:]
     embeds = embed(ids[:, 1:])
     positions = torch.arange(width - 1, device=device).expand(n_ex, -1)
-    picked = [row.nonzero().flatten() for row in loss_mask[:, 1:]]
+    loss_positions = [row.nonzero().flatten() for row in loss_mask[:, 1:]]
+    chosen = [torch.arange(p.numel(), device=device) for p in loss_positions]   # which of them get vocabulary losses
     if cfg.ce_fraction < 1:
-        picked = [p[torch.randperm(p.numel(), generator=generator)[:max(1, round(cfg.ce_fraction * p.numel()))]
-                    .to(device)] if p.numel() else p for p in picked]
+        chosen = [torch.randperm(p.numel(), generator=generator)[:max(1, round(cfg.ce_fraction * p.numel()))]
+                  .to(device) if p.numel() else c for p, c in zip(loss_positions, chosen)]
+    picked = [p[c] for p, c in zip(loss_positions, chosen)]
+    soft = None
+    if examples[0].soft_targets is not None:
+        soft = tuple(torch.cat([ex.soft_targets[k].to(device)[c] for ex, c in zip(examples, chosen)]) for k in (0, 1))
     rows = torch.cat([torch.full_like(p, i) for i, p in enumerate(picked)])
     flat = torch.cat([p + i * (width - 1) for i, p in enumerate(picked)])
     cache = DynamicCache(config=head.config)
@@ -137,7 +173,7 @@ def batch_losses(head: DraftHead, embed: torch.nn.Module, lm_head: torch.nn.Modu
         feature = F.smooth_l1_loss(out, targets, reduction="none").mean(-1)
         feature = (feature * weight).sum(1) / weight.sum(1).clamp(min=1)
         vocab, ce, topk = _vocab_losses(out.flatten(0, 1)[flat], targets.flatten(0, 1)[flat], lm_head, cfg,
-                                        topk_weight)
+                                        topk_weight, soft)
         total = total + (cfg.feature_weight * feature + _per_example(vocab, rows, n_ex)) / passes
         parts["feature"] += feature.detach() / passes
         parts["ce"] += _per_example(ce, rows, n_ex) / passes
@@ -149,18 +185,25 @@ def batch_losses(head: DraftHead, embed: torch.nn.Module, lm_head: torch.nn.Modu
 
 
 @torch.no_grad()
-def heldout_accuracy(head: DraftHead, embed, lm_head, examples: list[Example]) -> float:
-    """Top-1 agreement of lm_head(predicted feature) with the target's own next token, on loss positions."""
+def target_choices(lm_head, examples: list[Example]) -> list[torch.Tensor]:
+    """The target's own next token at each loss position: what the held-out agreement compares against, the same
+    at every epoch (computing it each time cost a full-vocabulary LM-head pass per epoch)."""
+    return [lm_head(ex.features.to(torch.float32)[1:][ex.loss_mask[1:]]).argmax(-1) for ex in examples]
+
+
+@torch.no_grad()
+def heldout_accuracy(head: DraftHead, embed, lm_head, examples: list[Example],
+                     expected: list[torch.Tensor]) -> float:
+    """Top-1 agreement of lm_head(predicted feature) with the target's own next token (`target_choices`), on loss
+    positions."""
     hits = total = 0
-    for ex in examples:
+    for ex, choices in zip(examples, expected):
         feats = ex.features.to(torch.float32)
         n = ex.input_ids.shape[0] - 1
         out = head(embed(ex.input_ids[1:])[None], feats[:-1][None], torch.arange(n)[None])[0]
-        keep = ex.loss_mask[1:]
-        predicted = lm_head(out[keep]).argmax(-1)
-        expected = lm_head(feats[1:][keep]).argmax(-1)
-        hits += int((predicted == expected).sum())
-        total += int(keep.sum())
+        predicted = lm_head(out[ex.loss_mask[1:]]).argmax(-1)
+        hits += int((predicted == choices).sum())
+        total += choices.numel()
     return hits / total if total else 0.0
 
 
@@ -239,6 +282,13 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
     vocab_head = loss_vocabulary(lm_head, head.draft_vocab if tc.ce_vocab == "draft" else None)
     passes = tc.hass_passes if cfg.method == "hass" else 1
     use_bf16 = target.dtype == torch.bfloat16  # fp32 master weights, bf16 compute like the target
+    with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        expected = target_choices(lm_head, heldout)
+    soft_log = None
+    if tc.ce_targets_topk:
+        start = time.perf_counter()
+        train_set = with_soft_targets(train_set, vocab_head, tc.ce_targets_topk, use_bf16)
+        soft_log = {"k": tc.ce_targets_topk, "seconds": round(time.perf_counter() - start, 2)}
     generator = torch.Generator().manual_seed(tc.seed)
 
     schedule = [(s_i, stage, e) for s_i, stage in enumerate(tc.stages) for e in range(stage.epochs)]
@@ -289,7 +339,7 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
             seconds = time.perf_counter() - start
             head.eval()
             with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                accuracy = heldout_accuracy(head, embed, lm_head, heldout) if heldout else None
+                accuracy = heldout_accuracy(head, embed, lm_head, heldout, expected) if heldout else None
             head.train()
             log.append({"stage": stage_index + 1, "epoch": epoch + 1, "lr": stage.lr,
                         **{k: round(v / max(count, 1), 5) for k, v in sums.items()},
@@ -303,6 +353,7 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
             atomic_write(state_path, lambda tmp, state=state: torch.save(state, tmp))
             write_json(out_dir / "train_log.json", {"config": json.loads(cfg.model_dump_json()), "epochs": log,
                                                     **({"data_steps": data_steps} if data_steps else {}),
+                                                    **({"soft_targets": soft_log} if soft_log else {}),
                                                     **({"start": started_from} if started_from else {})})
     return {"drafter": str(out_dir), "epochs": log}
 
