@@ -27,14 +27,43 @@ def greedy_batch(target: Target, prompts: Sequence[Sequence[int]], max_new_token
     `prefill_tokens` bounds a prefill forward's padded size (1: one prompt per forward)."""
     if max_new_tokens < 1:
         return [[] for _ in prompts]
+    return _decode(target, prompts, max_new_tokens, stop_ids, prefill_tokens, keep_features=False)[0]
+
+
+@torch.no_grad()
+def greedy_batch_features(target: Target, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                          stop_ids: Collection[int] = ()) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """`greedy_batch`, and the target's final hidden states along each prompt and continuation, (prompt +
+    continuation, H): those of the forwards that decoded it, plus one more forward reading every continuation's last
+    token. Self-distillation keeps them, so its replies' features need no second pass (training/features.py)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    return _decode(target, prompts, max_new_tokens, stop_ids, PREFILL_TOKENS, keep_features=True)
+
+
+def _decode(target: Target, prompts: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: Collection[int],
+            prefill_tokens: int, keep_features: bool) -> tuple[list[list[int]], list[torch.Tensor]]:
     cache = SlotCache.for_model(target.model.config, max(1, len(prompts)),
-                                capacity=max(map(len, prompts), default=0) + max_new_tokens)
+                                capacity=max(map(len, prompts), default=0) + max_new_tokens + keep_features)
     verifiers = [TargetVerifier(target, cache) for _ in prompts]
-    out = [[int(logits.argmax())] for _, logits in prefill_batch(verifiers, prompts, prefill_tokens)]
+    prefilled = prefill_batch(verifiers, prompts, prefill_tokens)
+    out = [[int(logits.argmax())] for _, logits in prefilled]
+    features = [[f] for f, _ in prefilled]
     greedy, unused = SamplingParams(max_new_tokens=max_new_tokens), torch.Generator()
-    while running := [i for i, o in enumerate(out) if len(o) < max_new_tokens and o[-1] not in stop_ids]:
-        steps = step_batch([verifiers[i] for i in running], [out[i][-1] for i in running],
-                           [DraftTree.empty()] * len(running), [greedy] * len(running), [unused] * len(running))
-        for i, (_, bonus, _) in zip(running, steps):
+
+    def step(rows: list[int]) -> None:
+        steps = step_batch([verifiers[i] for i in rows], [out[i][-1] for i in rows], [DraftTree.empty()] * len(rows),
+                           [greedy] * len(rows), [unused] * len(rows))
+        for i, (_, bonus, read) in zip(rows, steps):
             out[i].append(bonus)
-    return out
+            if keep_features:
+                features[i].append(read)
+
+    while running := [i for i, o in enumerate(out) if len(o) < max_new_tokens and o[-1] not in stop_ids]:
+        step(running)
+    if not keep_features:
+        return out, []
+    step(list(range(len(out))))   # each continuation's last token, read for its features; the token it adds is dropped
+    for o in out:
+        o.pop()
+    return out, [torch.cat(f) for f in features]

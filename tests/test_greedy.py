@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from taps_engine.decoding import PlainDecoder
-from taps_engine.greedy import greedy_batch
+from taps_engine.greedy import greedy_batch, greedy_batch_features
 from taps_engine.slots import SlotCache
 from taps_engine.target import from_model
 from taps_engine.verifier import TargetVerifier, prefill_batch
@@ -40,6 +40,25 @@ def test_a_lane_that_stops_leaves_the_others_exact_in_fp32():
         expected.append(row[:cut])
     assert greedy_batch(target, prompts, 16, stop_ids=stops) == expected
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_decoding_features_are_those_of_one_forward_over_prompt_and_continuation():
+    """What self-distillation keeps instead of a second pass: along each prompt and continuation (stopped early or
+    at the budget), the features of the forwards that decoded it equal one forward's over the whole sequence."""
+    target = tiny_target("qwen3", layers=2, seed=3, logit_scale=6.0, embed_scale=60.0)
+    prompts = [[0, 7], [0, 8, 9], [0, 10, 11, 12], [0, 13]]
+    plain = greedy_batch(target, prompts, 12)
+    stops = {plain[1][2]}
+    tokens, features = greedy_batch_features(target, prompts, 12, stop_ids=stops)
+    assert tokens == greedy_batch(target, prompts, 12, stop_ids=stops)
+    assert len({len(row) for row in tokens}) > 1
+    decoder = target.model.get_decoder()
+    for prompt, continuation, read in zip(prompts, tokens, features):
+        whole = decoder(input_ids=torch.tensor([prompt + continuation])).last_hidden_state[0]
+        assert read.shape == whole.shape
+        torch.testing.assert_close(read, whole, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        greedy_batch_features(target, prompts, 0)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2-sliding", "mistral-window-8", "gemma2", "gemma3"])

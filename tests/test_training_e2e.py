@@ -296,7 +296,7 @@ def test_init_from_starts_at_a_trained_head_and_refuses_foreign_ones(data_dir, t
 
 def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_dir, tokenizer, tmp_path, monkeypatch):
     from training import distill as distill_module
-    from training.data import TRUNCATED, render
+    from training.data import TRUNCATED, conversation_key, render
     from training.distill import distill
 
     target = tiny_chat_target("llama", tokenizer)
@@ -304,8 +304,8 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
         for p in target.model.parameters():
             p.mul_(8)
     examples, _ = build_dataset("mixed", 6, 3, seed=1, chat_path=FIXTURES / "sharegpt_truncated.json")
-    first, report, timing = distill(target, examples, max_length=96, answer_tokens=16, cache_dir=tmp_path / "a",
-                                    batch_size=4, progress=False)
+    first, report, timing, known = distill(target, examples, max_length=96, answer_tokens=16,
+                                           cache_dir=tmp_path / "a", batch_size=4, progress=False)
     assert report.loaded == len(first) > 0
     assert timing["prompts"] >= len(first) and 0 < timing["new_tokens"] <= 16 * timing["prompts"]
     for original, distilled in zip(examples, first):
@@ -323,16 +323,18 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
     monkeypatch.setattr(distill_module, "_generate", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
-    assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".partial"]
+    assert sorted(p.suffix for p in (tmp_path / "b").iterdir()) == [".features", ".partial"]
     monkeypatch.setattr(distill_module, "_generate", real)
-    again, _, resumed = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
+    again, _, resumed, known_again = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
     assert again == first
+    assert known_again.keys() == known.keys() == {conversation_key(m) for m in first}
+    assert all(torch.equal(known[k][1], known_again[k][1]) for k in known)
     # the time of a resumed generation counts the batches of both runs; a cache hit reports it again, as reused
     assert (resumed["prompts"], resumed["new_tokens"]) == (timing["prompts"], timing["new_tokens"])
     assert "reused" not in resumed
     assert distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[2] == \
         {**resumed, "reused": True}
-    assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".jsonl"]
+    assert sorted(p.suffix for p in (tmp_path / "b").iterdir()) == [".features", ".jsonl"]
     # a random tiny model rarely stops within 16 tokens: cut replies train no end-of-turn token
     cut = next(m for m in first if m[-1].get(TRUNCATED))
     ids, mask = render(tokenizer, cut, 96)
@@ -340,9 +342,10 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
     assert ids == whole and sum(whole_mask) == sum(mask) + 1
 
 
-def test_a_mixed_data_set_can_self_distil_one_source_only(data_dir, tokenizer):
+def test_a_mixed_data_set_can_self_distil_one_source_only(data_dir, tokenizer, tmp_path):
     """answers: {math: target} replaces the math replies with the target's and keeps the chat ones, the same way
-    each time, in a feature cache of its own."""
+    each time, in a feature cache of its own. The distilled examples' features come from the generation's own
+    forwards: those of one forward over each example, to float rounding, up to its last loss position."""
     import random
 
     from training.cli import _examples
@@ -358,12 +361,28 @@ def test_a_mixed_data_set_can_self_distil_one_source_only(data_dir, tokenizer):
     cfg = RunConfig.model_validate({**base.model_dump(), "data": data})
     assert cfg.data.distilled == ["math"] and cfg.data.answers_of("chat") == "dataset"
     drawn, _ = draw_sources("mixed", 6, 3, random.Random(1), chat_path=cfg.data.chat_path)
-    examples, timing = _examples(cfg, target)
+    examples, timing, known = _examples(cfg, target)
     assert 0 < timing["prompts"] <= 6
     assert sum(ex in drawn["chat"] for ex in examples) == 3 and not any(ex in drawn["math"] for ex in examples)
     math_prompts = [prompt_of(ex) for ex in drawn["math"]]
     assert sum(ex[:-1] in math_prompts for ex in examples) == len(examples) - 3
     assert _examples(cfg, target)[0] == examples
+    d = cfg.data
+    read = load_examples(cache_features(target, examples, tmp_path / "read", d.max_length, progress=False,
+                                        known=known, store_dtype=torch.float32))
+    forward = load_examples(cache_features(target, examples, tmp_path / "forward", d.max_length, progress=False,
+                                           store_dtype=torch.float32))
+    shortened = 0
+    for mine, theirs in zip(read, forward):
+        n = mine.input_ids.shape[0]
+        shortened += n < theirs.input_ids.shape[0]
+        assert torch.equal(mine.input_ids, theirs.input_ids[:n]) and torch.equal(mine.loss_mask, theirs.loss_mask[:n])
+        assert not theirs.loss_mask[n:].any()
+        # one-token forwards against one forward over the whole: fp32 rounding, grown by this test's scaled weights
+        torch.testing.assert_close(mine.features, theirs.features[:n], rtol=1e-3, atol=1e-4)
+    # a random model's replies often tokenize differently once decoded and rendered again: those get a forward
+    assert 0 < shortened <= len(examples) - 3
+    assert read_manifest(tmp_path / "read")["last_run"]["tokens_read_in_distillation"] > 0
     whole = RunConfig.model_validate({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "answers": "target"}})
     assert len({base.features_dir, cfg.features_dir, whole.features_dir}) == 3
     with pytest.raises(ValueError, match="answers"):

@@ -65,16 +65,16 @@ def _features(cfg, target) -> tuple[Path, dict]:
     from .features import cache_features, is_complete, read_manifest
 
     d = cfg.data
-    examples, timing = _examples(cfg, target)
+    examples, timing, known = _examples(cfg, target)
     reused = is_complete(cfg.features_dir)
-    directory = cache_features(target, examples, cfg.features_dir, d.max_length, text=d.text)
+    directory = cache_features(target, examples, cfg.features_dir, d.max_length, text=d.text, known=known)
     cost = read_manifest(directory).get("last_run")
     return directory, {"self_distillation": timing, "features": {**cost, "reused": True} if cost and reused else cost}
 
 
-def _examples(cfg, target) -> tuple[list, dict | None]:
-    """The config's training conversations, with the target's own replies where the config asks for them, and the
-    self-distillation's time. A data set distilled whole is distilled after mixing, in one run, as it always was (so
+def _examples(cfg, target) -> tuple[list, dict | None, dict]:
+    """The config's training conversations, with the target's own replies where the config asks for them, the
+    self-distillation's time, and the features its forwards computed (by conversation). A data set distilled whole is distilled after mixing, in one run, as it always was (so
     earlier recipes keep their answers); a mixed one distilled for one source distils that source, then mixes."""
     import random
 
@@ -83,20 +83,20 @@ def _examples(cfg, target) -> tuple[list, dict | None]:
 
     d = cfg.data
 
-    def distilled(examples: list, what: str) -> tuple[list, dict | None]:
-        examples, report, timing = distill(target, examples, d.max_length, d.answer_tokens, taps_home() / "distill",
-                                           text=d.text)
+    def distilled(examples: list, what: str) -> tuple[list, dict | None, dict]:
+        examples, report, timing, known = distill(target, examples, d.max_length, d.answer_tokens,
+                                                  taps_home() / "distill", text=d.text)
         console.print(f"self-distilled {report.loaded} {what}examples; left out: {report.skipped or 'none'}")
-        return examples, timing
+        return examples, timing, known
 
     rng = random.Random(d.seed)
     drawn, _ = draw_sources(d.kind, d.n_math, d.n_chat, rng, math_path=d.math_path, chat_path=d.chat_path)
     if len(d.distilled) in (0, len(drawn)):
         examples = mix(d.kind, drawn, rng)
-        return distilled(examples, "") if d.distilled else (examples, None)
+        return distilled(examples, "") if d.distilled else (examples, None, {})
     (source,) = d.distilled
-    drawn[source], timing = distilled(drawn[source], f"{source} ")
-    return mix(d.kind, drawn, rng), timing
+    drawn[source], timing, known = distilled(drawn[source], f"{source} ")
+    return mix(d.kind, drawn, rng), timing, known
 
 
 THREADS = typer.Option(None, "--threads", help="Torch threads, overriding the config (1 per run when runs share cores).")

@@ -15,6 +15,7 @@ and genuinely broken input (a malformed JSON line) is an error naming the file a
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import random
 import re
 from dataclasses import asdict, dataclass, field
@@ -301,6 +302,12 @@ def build_dataset(kind: str, n_math: int, n_chat: int, seed: int, math_path: Pat
     info["seed"] = seed
     info["total"] = len(examples)
     return examples, info
+
+
+def conversation_key(messages: Messages) -> str:
+    """A conversation's identity: what the feature cache's fingerprint hashes, and how self-distillation's features
+    are found again for a reply it wrote."""
+    return json.dumps(messages, sort_keys=True)
 
 
 # --------------------------------------------------------------------------------------------- rendering

@@ -8,6 +8,10 @@ prompts sorted by length so a batch's replies get similar budgets; the batches a
 the same data set and target give the same answers, and an interrupted run resumes at the first batch it did not
 finish. Replies cut off by the token budget are marked `truncated`, so the end-of-turn
 token that the chat template appends to them is not trained as a prediction.
+
+The generation's forwards compute the target's final hidden states along every prompt and reply, which is what
+feature caching would compute again for the same tokens; each batch keeps them (one safetensors file beside the
+answers), and `distill` hands them to feature caching by conversation (`cache_features`'s `known`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
 
 from taps_engine.fileio import atomic_write
-from taps_engine.greedy import greedy_batch
+from taps_engine.greedy import greedy_batch_features
 from taps_engine.target import Target
 
-from .data import TRUNCATED, LoadReport, Messages, render_plain
+from .data import TRUNCATED, LoadReport, Messages, conversation_key, render_plain
 
 
 def prompt_of(messages: Messages) -> Messages:
@@ -72,17 +78,34 @@ def generation_time(done: dict[int, dict]) -> dict | None:
             "seconds": round(seconds, 2), "new_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
 
 
-def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> dict:
+def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> tuple[dict, dict[str, torch.Tensor]]:
     """Greedy replies to a batch of tokenized prompts (text and whether the budget cut it off), with the batch's
-    new tokens and seconds."""
+    new tokens and seconds; and what the target read (each prompt and reply's token ids and features, concatenated,
+    with their lengths)."""
     start = time.perf_counter()
     fmt = target.format
-    answers, new_tokens = [], 0
-    for row in greedy_batch(target, prompts, max_new_tokens, fmt.eos_token_ids):
+    tokens, features = greedy_batch_features(target, prompts, max_new_tokens, fmt.eos_token_ids)
+    answers = []
+    for row in tokens:
         end = next((i for i, t in enumerate(row) if t in fmt.eos_token_ids), None)
         answers.append({"text": fmt.decode(row[:end]).strip(), TRUNCATED: end is None})
-        new_tokens += len(row)
-    return {"answers": answers, "new_tokens": new_tokens, "seconds": round(time.perf_counter() - start, 3)}
+    read = {"input_ids": torch.tensor([t for p, row in zip(prompts, tokens) for t in p + row], dtype=torch.int32),
+            "features": torch.cat(features).to("cpu"),
+            "lengths": torch.tensor([f.shape[0] for f in features], dtype=torch.int64)}
+    return {"answers": answers, "new_tokens": sum(map(len, tokens)),
+            "seconds": round(time.perf_counter() - start, 3)}, read
+
+
+def _read_path(read_dir: Path, batch: int) -> Path:
+    return read_dir / f"batch-{batch:05d}.safetensors"
+
+
+def _read_features(path: Path) -> list[tuple[list[int], torch.Tensor]]:
+    """A batch's token ids and features per prompt, as `_generate` wrote them."""
+    shard = load_file(str(path))
+    ids, features = shard["input_ids"].tolist(), shard["features"]
+    offsets = [0] + shard["lengths"].cumsum(0).tolist()
+    return [(ids[a:b], features[a:b]) for a, b in zip(offsets, offsets[1:])]
 
 
 def prompt_tokens(target: Target, prompt: Messages, text: str) -> list[int]:
@@ -107,14 +130,17 @@ def answer_batches(tokens: list[list[int]], max_length: int, answer_tokens: int,
 
 def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
             batch_size: int = 64, progress: bool = True,
-            text: str = "chat") -> tuple[list[Messages], LoadReport, dict | None]:
+            text: str = "chat") -> tuple[list[Messages], LoadReport, dict | None, dict[str, tuple[list[int], torch.Tensor]]]:
     """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each), the
-    load report and the generation's time (`generation_time`, marked `reused` when an earlier run made the answers:
-    a chain of recipes on the same prompts pays for them once).
+    load report, the generation's time (`generation_time`, marked `reused` when an earlier run made the answers:
+    a chain of recipes on the same prompts pays for them once), and what the target read while answering (token ids
+    and features of prompt and reply, by `conversation_key` of the returned conversation; none for answers cached
+    before batches kept them).
 
     Prompts that leave fewer than 16 tokens for a reply within `max_length`, and prompts answered with nothing,
     are counted in the report and left out. The answers are cached in `cache_dir` (one file per data set, target,
-    dtype and budget), written through a temp file once complete.
+    dtype and budget), written through a temp file once complete; each batch's features in a file of its own,
+    written before the batch counts as done.
     """
     prompts = [prompt_of(m) for m in examples]
     tokens = [prompt_tokens(target, p, text) for p in prompts]
@@ -126,6 +152,8 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size, text)}.jsonl"
     partial = final.with_suffix(".partial")
+    read_dir = final.with_suffix(".features")
+    read_dir.mkdir(exist_ok=True)
     reused = final.exists()
     done = _read_final(final) if reused else _read_done(partial)
     columns = [TextColumn("self-distillation"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
@@ -136,7 +164,8 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
             for b, (batch, budget) in enumerate(batches):
                 if b in done:
                     continue
-                done[b] = _generate(target, [tokens[i] for i in batch], budget)
+                done[b], read = _generate(target, [tokens[i] for i in batch], budget)
+                atomic_write(_read_path(read_dir, b), lambda tmp, read=read: save_file(read, tmp))
                 sink.write(json.dumps({"batch": b, **done[b]}) + "\n")
                 sink.flush()
                 bar.advance(task, len(batch))
@@ -145,7 +174,10 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     partial.unlink(missing_ok=True)
 
     answers = {i: a for b, (batch, _) in enumerate(batches) for i, a in zip(batch, done[b]["answers"])}
+    reads = {i: r for b, (batch, _) in enumerate(batches) if _read_path(read_dir, b).exists()
+             for i, r in zip(batch, _read_features(_read_path(read_dir, b)))}
     out: list[Messages] = []
+    known: dict[str, tuple[list[int], torch.Tensor]] = {}
     for i in usable:
         if not answers[i]["text"]:
             report.skip("empty reply")
@@ -154,6 +186,8 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
         if answers[i][TRUNCATED]:
             reply[TRUNCATED] = True
         out.append(prompts[i] + [reply])
+        if i in reads:
+            known[conversation_key(out[-1])] = reads[i]
     report.loaded = len(out)
     timing = generation_time(done)
-    return out, report, {**timing, "reused": True} if timing and reused else timing
+    return out, report, {**timing, "reused": True} if timing and reused else timing, known

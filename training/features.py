@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,7 +23,7 @@ from taps_engine.padding import budget_groups
 from taps_engine.target import Target
 
 from .causal_attention import chunked_causal
-from .data import RENDERERS, Messages
+from .data import RENDERERS, Messages, conversation_key
 
 MANIFEST = "manifest.json"
 BATCH_TOKENS = 4096   # padded tokens per target forward: big enough for efficient matmuls, small enough for memory
@@ -44,7 +44,7 @@ class Example:
 def dataset_fingerprint(target_name: str, examples: list[Messages], max_length: int, text: str = "chat") -> str:
     digest = hashlib.sha256(f"{target_name}|{max_length}|".encode() + (b"" if text == "chat" else f"{text}|".encode()))
     for messages in examples:
-        digest.update(json.dumps(messages, sort_keys=True).encode())
+        digest.update(conversation_key(messages).encode())
     return digest.hexdigest()[:16]
 
 
@@ -79,9 +79,12 @@ def final_hidden_states(target: Target, sequences: list[list[int]], batch_tokens
 
 def cache_features(target: Target, examples: list[Messages], directory: Path, max_length: int,
                    shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True,
-                   batch_tokens: int = BATCH_TOKENS, text: str = "chat") -> Path:
+                   batch_tokens: int = BATCH_TOKENS, text: str = "chat",
+                   known: Mapping[str, tuple[list[int], torch.Tensor]] | None = None) -> Path:
     """Write (or complete) the feature shards for `examples` under `directory`; returns the directory. `text`:
-    how a conversation becomes tokens (`chat`: the chat template; `plain`: running text, for base models)."""
+    how a conversation becomes tokens (`chat`: the chat template; `plain`: running text, for base models).
+    `known`: token ids and features the target already computed, by `conversation_key` (self-distillation's
+    forwards): an example they cover is stored from them (`already_read`) instead of a forward."""
     render = RENDERERS[text]
     directory.mkdir(parents=True, exist_ok=True)
     fingerprint = dataset_fingerprint(target.name, examples, max_length, text)
@@ -99,25 +102,29 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
                 "n_examples": len(examples), "shard_size": shard_size, "n_shards": n_shards,
                 "hidden_size": target.config.hidden_size, "complete": False}
     write_json(manifest_path, manifest)
-    tokens, skipped, start = 0, 0, time.perf_counter()
+    tokens, reused, skipped, start = 0, 0, 0, time.perf_counter()
     columns = [TextColumn("features"), BarColumn(), TextColumn("{task.completed}/{task.total} examples"),
                TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn()]
     with Progress(*columns, disable=not progress) as bar:
         remaining = sum(min(shard_size, len(examples) - i * shard_size) for i in todo)
         task = bar.add_task("features", total=remaining, rate="-")
         for index in todo:
-            kept: list[tuple[list[int], list[int]]] = []
+            kept: list[tuple[list[int], list[int], torch.Tensor | None]] = []
             for messages in examples[index * shard_size:(index + 1) * shard_size]:
                 input_ids, loss_mask = render(target.tokenizer, messages, max_length)
                 if sum(loss_mask) == 0 or len(input_ids) < 3:
                     skipped += 1
-                else:
-                    kept.append((input_ids, loss_mask))
-            feats = [f.to("cpu", store_dtype) for f in target_features(target, [i for i, _ in kept], batch_tokens)]
-            ids = [torch.tensor(i, dtype=torch.int32) for i, _ in kept]
-            masks = [torch.tensor(m, dtype=torch.uint8) for _, m in kept]
-            lengths = [len(i) for i, _ in kept]
-            tokens += sum(lengths)
+                    continue
+                read = already_read(input_ids, loss_mask, (known or {}).get(conversation_key(messages)))
+                n = len(input_ids) if read is None else read.shape[0]
+                kept.append((input_ids[:n], loss_mask[:n], read))
+            computed = iter(target_features(target, [i for i, _, r in kept if r is None], batch_tokens))
+            feats = [(next(computed) if r is None else r).to("cpu", store_dtype) for _, _, r in kept]
+            ids = [torch.tensor(i, dtype=torch.int32) for i, _, _ in kept]
+            masks = [torch.tensor(m, dtype=torch.uint8) for _, m, _ in kept]
+            lengths = [len(i) for i, _, _ in kept]
+            tokens += sum(len(i) for i, _, r in kept if r is None)
+            reused += sum(len(i) for i, _, r in kept if r is not None)
             bar.update(task, advance=min(shard_size, len(examples) - index * shard_size),
                        rate=f"{tokens / (time.perf_counter() - start):.0f}")
             shard = {"input_ids": torch.cat(ids) if ids else torch.zeros(0, dtype=torch.int32),
@@ -127,9 +134,25 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
             atomic_write(_shard_path(directory, index), lambda tmp, shard=shard: save_file(shard, tmp))
     seconds = time.perf_counter() - start
     manifest.update(complete=True, last_run={"tokens": tokens, "seconds": round(seconds, 2), "skipped": skipped,
-                                             "tokens_per_s": round(tokens / seconds, 1) if seconds else None})
+                                             "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+                                             **({"tokens_read_in_distillation": reused} if reused else {})})
     write_json(manifest_path, manifest)
     return directory
+
+
+def already_read(input_ids: list[int], loss_mask: list[int],
+                 read: tuple[list[int], torch.Tensor] | None) -> torch.Tensor | None:
+    """The features a rendered example can take from what the target read (`read`: ids, features), or None. They
+    serve when the example's tokens begin with the ones read and no loss position lies beyond them: what follows
+    (the template's line break after the reply's end-of-turn token) is never a training target, so the example
+    is stored up to there. A reply whose text tokenizes differently once re-rendered gets a forward of its own."""
+    if read is None:
+        return None
+    read_ids, features = read
+    n = min(len(input_ids), len(read_ids))
+    if input_ids[:n] != read_ids[:n] or any(loss_mask[n:]):
+        return None
+    return features[:n]
 
 
 def is_complete(directory: Path) -> bool:
