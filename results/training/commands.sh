@@ -263,3 +263,14 @@ python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-ch
 TAPS_HOME=/tmp/taps-time/mixed-hour time taps train --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --threads 2
 cp /tmp/taps-time/mixed-hour/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce/train_log.json \
   results/training/rerun/train_logs/eagle2-mixed-chat-hour-draft-ce.round13.train_log.json
+# Round 14 (AMD EPYC, AVX512-BF16, no AMX): the vocabulary losses' soft targets cached once (ce_targets_topk), side by
+# side with recomputing them; the chat specialist's recipe trained with them on its cached features and measured
+# against the shipped head
+python benchmarks/train_step.py --config configs/smollm2/eagle2-chat-one-sitting-draft-ce.yaml --batches 24 \
+  --threads 2 --compare soft-targets --soft-k 64 --out results/training/train-step-soft-targets.md
+time taps train --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml --threads 2
+cp ~/.cache/taps/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-top64/train_log.json \
+  results/training/rerun/train_logs/eagle2-chat-one-sitting-draft-ce-top64.train_log.json
+taps export --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
+  --out ~/.cache/taps/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-top64-bf16
+taps eval --config configs/eval/soft-targets.yaml --out results/training/soft-targets
