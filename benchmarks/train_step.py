@@ -99,7 +99,8 @@ def main(config: Path = typer.Option(...), batches: int = 24, threads: int = 2,
         cached = dict(zip(map(id, used), with_soft_targets(used, lm_head, soft_k, use_bf16)))
         seconds = time.perf_counter() - start
         positions = sum(int(ex.loss_mask[1:].sum()) for ex in used)
-        caching = f" Caching the top-{soft_k} soft targets of their {positions:,} loss positions took {seconds:.1f} s once."
+        caching = (f" Caching the top-{soft_k} soft targets of their {positions:,} loss positions took {seconds:.1f} s "
+                   "once.")
         loops[f"one forward per sequence, cached top-{soft_k} soft targets"] = \
             lambda batch: step([[cached[id(ex)]] for ex in batch])
     for loop in loops.values():  # warm-up
@@ -121,7 +122,8 @@ def main(config: Path = typer.Option(...), batches: int = 24, threads: int = 2,
              f"{d.max_length}, {tokens:,} tokens, {sum(map(len, plan)) / len(plan):.1f} sequences per batch, "
              f"{sum(len(length_groups(b)) for b in plan) / len(plan):.1f} length groups; {cfg.method}, ce_vocab "
              f"{tc.ce_vocab}, ce_fraction {tc.ce_fraction}), forward and backward of each batch by every loop, taking "
-             "turns. The ratio is the per-sequence loop's time over the loop's (95% interval over batches)." + caching, "",
+             "turns. The ratio is the per-sequence loop's time over the loop's (95% interval over batches)."
+             + caching, "",
              "| loop | training tok/s | x per sequence |", "|---|---|---|"]
     for name, times in seconds.items():
         low, high = ratio_interval(base, times)

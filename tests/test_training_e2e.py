@@ -130,6 +130,17 @@ def test_hass_pass_count_and_shapes(data_dir, tokenizer, passes):
     assert head.fc.weight.grad is not None and terms.parts["topk"] > 0
 
 
+def draft_vocabulary_head(target):
+    """A fresh head with a random 512-token draft vocabulary, the target's embedding and its LM head's rows there."""
+    from taps_engine import DraftHead
+
+    torch.manual_seed(0)
+    head = DraftHead.for_target(target.model)
+    head.set_draft_vocab(torch.randperm(target.config.vocab_size)[:512])
+    return head, target.model.get_input_embeddings(), loss_vocabulary(target.model.get_output_embeddings(),
+                                                                      head.draft_vocab)
+
+
 @pytest.mark.parametrize("passes", [1, 3])
 def test_a_padded_batch_computes_each_example_as_if_alone(data_dir, tokenizer, passes):
     """Right padding never reaches a real position (causal and alignment masks alike): a batch's loss and gradient
@@ -139,13 +150,7 @@ def test_a_padded_batch_computes_each_example_as_if_alone(data_dir, tokenizer, p
     build(cfg, target)
     examples = sorted(load_examples(cfg.features_dir), key=lambda ex: ex.input_ids.shape[0])[::3][:3]
     assert len({ex.input_ids.shape[0] for ex in examples}) == 3
-    from taps_engine import DraftHead
-
-    torch.manual_seed(0)
-    head = DraftHead.for_target(target.model)
-    head.set_draft_vocab(torch.randperm(target.config.vocab_size)[:512])
-    embed, lm_head = target.model.get_input_embeddings(), loss_vocabulary(target.model.get_output_embeddings(),
-                                                                          head.draft_vocab)
+    head, embed, lm_head = draft_vocabulary_head(target)
 
     def losses(batch):
         head.zero_grad()
@@ -173,13 +178,7 @@ def test_cached_soft_targets_give_the_recomputed_losses_up_to_their_tail(data_di
     cfg = run_config("hass", epochs=2, draft_vocab=512, ce_vocab="draft", ce_fraction=ce_fraction)
     build(cfg, target)
     examples = sorted(load_examples(cfg.features_dir), key=lambda ex: ex.input_ids.shape[0])[::3][:3]
-    from taps_engine import DraftHead
-
-    torch.manual_seed(0)
-    head = DraftHead.for_target(target.model)
-    head.set_draft_vocab(torch.randperm(target.config.vocab_size)[:512])
-    embed, lm_head = target.model.get_input_embeddings(), loss_vocabulary(target.model.get_output_embeddings(),
-                                                                          head.draft_vocab)
+    head, embed, lm_head = draft_vocabulary_head(target)
 
     def losses(batch):
         head.zero_grad()

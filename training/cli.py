@@ -74,8 +74,9 @@ def _features(cfg, target) -> tuple[Path, dict]:
 
 def _examples(cfg, target) -> tuple[list, dict | None, dict]:
     """The config's training conversations, with the target's own replies where the config asks for them, the
-    self-distillation's time, and the features its forwards computed (by conversation). A data set distilled whole is distilled after mixing, in one run, as it always was (so
-    earlier recipes keep their answers); a mixed one distilled for one source distils that source, then mixes."""
+    self-distillation's time, and the features its forwards computed (by conversation). A data set distilled whole
+    is distilled after mixing, in one run, as it always was (so earlier recipes keep their answers); a mixed one
+    distilled for one source distils that source, then mixes."""
     import random
 
     from .data import draw_sources, mix
