@@ -54,10 +54,11 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
          repeats: int = 3, out: Path = Path("results/training/feature-forward.md")) -> None:
     from taps_engine import load_target
     from taps_engine.costs import machine_line
+    from taps_engine.padding import PADDED_TOKENS
     from training.causal_attention import NAME
     from training.config import load_config
     from training.data import RENDERERS, build_dataset
-    from training.features import BATCH_TOKENS, final_hidden_states
+    from training.features import final_hidden_states
 
     torch.set_num_threads(threads)
     AttentionInterface.register(MASKED, sdpa_attention_forward)
@@ -73,20 +74,20 @@ def main(config: Path = Path("configs/smollm2/eagle2-chat.yaml"), examples: int 
     seconds: dict[str, list[float]] = {name: [] for name in implementations}
     for name in implementations:  # warm-up runs
         target.model.set_attn_implementation(name)
-        final_hidden_states(target, sequences, BATCH_TOKENS)
+        final_hidden_states(target, sequences, PADDED_TOKENS)
     target.model.set_attn_implementation("eager")
-    mm_s, flops = linear_work(lambda: final_hidden_states(target, sequences, BATCH_TOKENS))
+    mm_s, flops = linear_work(lambda: final_hidden_states(target, sequences, PADDED_TOKENS))
     for _ in range(repeats):
         for name in implementations:
             target.model.set_attn_implementation(name)
             start = time.perf_counter()
-            final_hidden_states(target, sequences, BATCH_TOKENS)
+            final_hidden_states(target, sequences, PADDED_TOKENS)
             seconds[name].append(time.perf_counter() - start)
     dtype = next(target.model.parameters()).dtype
     lines = [f"Command: `python benchmarks/feature_forward.py --config {config} --examples {examples} --threads "
              f"{threads} --repeats {repeats}`", "", f"Machine: {machine_line()}.", "",
              f"{len(sequences)} sequences of {cfg.name}'s data ({tokens} tokens, max length {d.max_length}), "
-             f"{str(dtype).removeprefix('torch.')}, batches of at most {BATCH_TOKENS:,} padded tokens as `taps "
+             f"{str(dtype).removeprefix('torch.')}, batches of at most {PADDED_TOKENS:,} padded tokens as `taps "
              f"features` forms them; each implementation run {repeats} times, alternating (tok/s of the mean, then "
              f"the fastest). The linear layers (aten::mm in one profiled run under eager attention) took {mm_s:.2f} s "
              f"at {flops / mm_s / 1e9:.0f} GFLOP/s, against {square_matmul_rate(dtype):.0f} GFLOP/s for a "

@@ -17,12 +17,13 @@ from .acceptance import SamplingParams
 from .slots import SlotCache
 from .target import Target
 from .tree import DraftTree
-from .verifier import PREFILL_TOKENS, TargetVerifier, prefill_batch, step_batch
+from .padding import PADDED_TOKENS
+from .verifier import TargetVerifier, prefill_batch, step_batch
 
 
 @torch.no_grad()
 def greedy_batch(target: Target, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                 stop_ids: Collection[int] = (), prefill_tokens: int = PREFILL_TOKENS) -> list[list[int]]:
+                 stop_ids: Collection[int] = (), prefill_tokens: int = PADDED_TOKENS) -> list[list[int]]:
     """Each prompt's greedy continuation: `max_new_tokens` tokens, or fewer ending with the first of `stop_ids`.
     `prefill_tokens` bounds a prefill forward's padded size (1: one prompt per forward)."""
     if max_new_tokens < 1:
@@ -38,7 +39,7 @@ def greedy_batch_features(target: Target, prompts: Sequence[Sequence[int]], max_
     token. Self-distillation keeps them, so its replies' features need no second pass (training/features.py)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    return _decode(target, prompts, max_new_tokens, stop_ids, PREFILL_TOKENS, keep_features=True)
+    return _decode(target, prompts, max_new_tokens, stop_ids, PADDED_TOKENS, keep_features=True)
 
 
 def _decode(target: Target, prompts: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: Collection[int],
@@ -48,7 +49,7 @@ def _decode(target: Target, prompts: Sequence[Sequence[int]], max_new_tokens: in
     verifiers = [TargetVerifier(target, cache) for _ in prompts]
     prefilled = prefill_batch(verifiers, prompts, prefill_tokens)
     out = [[int(logits.argmax())] for _, logits in prefilled]
-    features = [[f] for f, _ in prefilled]
+    features = [[f] for f, _ in prefilled] if keep_features else []
     greedy, unused = SamplingParams(max_new_tokens=max_new_tokens), torch.Generator()
 
     def step(rows: list[int]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+PADDED_TOKENS = 4096  # per batched forward (prefill, feature caching): efficient matmuls, bounded memory
+
 
 def budget_groups(lengths: Sequence[int], padded_tokens: int) -> list[list[int]]:
     """Indices in order of length, cut into groups whose padded size (rows x longest) stays within

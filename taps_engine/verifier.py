@@ -9,12 +9,10 @@ import torch
 
 from .acceptance import SamplingParams, accept_greedy, accept_sampling
 from .attention import has_sliding_layers, model_mask, output_logits
-from .padding import budget_groups
+from .padding import PADDED_TOKENS, budget_groups
 from .slots import SlotCache
 from .target import Target
 from .tree import DraftTree
-
-PREFILL_TOKENS = 4096  # padded tokens per batched prefill forward, as feature caching's forwards
 
 
 class Verifier(Protocol):
@@ -110,7 +108,7 @@ def _logits(model, features: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def prefill_batch(verifiers: Sequence[TargetVerifier], prompts: Sequence[Sequence[int]],
-                  padded_tokens: int = PREFILL_TOKENS) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                  padded_tokens: int = PADDED_TOKENS) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`TargetVerifier.prefill` for verifiers sharing a SlotCache, prompts of similar length in one forward.
 
     One prompt per forward ran at 462 tok/s against about 1,100 for batched feature forwards (SmolLM2-135M, bf16,

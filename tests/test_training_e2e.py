@@ -1,6 +1,7 @@
 """End to end on a tiny random target: data set from fixtures -> feature cache -> EAGLE-2 / HASS training."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 
 from taps_engine import Decoder, PlainDecoder, TreeSettings, load_head
 from training import features as features_module
+from training import trainer as trainer_module
 from training.config import RunConfig, load_config
 from training.data import build_dataset
 from training.features import cache_features, load_examples, read_manifest, target_features
@@ -34,7 +36,7 @@ def build(cfg: RunConfig, target):
 
 @pytest.mark.parametrize("method,arch,losses", [("eagle2", "llama", {}),
                                                 ("hass", "qwen3", {"draft_vocab": 512, "ce_vocab": "draft"})])
-def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch, losses):
+def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch, losses, monkeypatch):
     target = tiny_chat_target(arch, tokenizer)
     cfg = run_config(method, epochs=2, **losses)
     build(cfg, target)
@@ -45,6 +47,9 @@ def test_train_resume_and_decode_losslessly(data_dir, tokenizer, method, arch, l
     log = train(longer, target, progress=False)["epochs"]
     assert log[:2] == first, "resume continues from the checkpoint instead of retraining"
     assert len(log) == 4
+    # a finished run returns its log without computing the held-out targets again
+    monkeypatch.setattr(trainer_module, "target_choices", lambda *args: pytest.fail("held-out targets recomputed"))
+    assert train(longer, target, progress=False)["epochs"] == log
     assert log[-1]["feature"] < log[0]["feature"] and log[-1]["ce"] < log[0]["ce"]  # HASS adds a top-K term later
     if method == "hass":
         assert log[-1]["topk"] > 0 and log[0]["topk"] == 0
@@ -334,6 +339,12 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
     assert distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[2] == \
         {**resumed, "reused": True}
     assert sorted(p.suffix for p in (tmp_path / "b").iterdir()) == [".features", ".jsonl"]
+    # the kept features are read when asked for: a run whose feature cache is complete reads none of them
+    lazy = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[3]
+    shutil.rmtree(next((tmp_path / "b").glob("*.features")))
+    assert lazy.keys() == known.keys()
+    with pytest.raises(FileNotFoundError):
+        lazy[next(iter(lazy))]
     # a random tiny model rarely stops within 16 tokens: cut replies train no end-of-turn token
     cut = next(m for m in first if m[-1].get(TRUNCATED))
     ids, mask = render(tokenizer, cut, 96)

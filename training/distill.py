@@ -20,6 +20,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -108,6 +109,28 @@ def _read_features(path: Path) -> list[tuple[list[int], torch.Tensor]]:
     return [(ids[a:b], features[a:b]) for a, b in zip(offsets, offsets[1:])]
 
 
+class KeptReads(Mapping[str, tuple[list[int], torch.Tensor]]):
+    """What the target read while answering (token ids and features), by conversation key. A batch's file is
+    loaded when one of its conversations is first asked for: a run whose feature cache is already complete reads
+    none (the default chat recipe's files hold some 300 MB)."""
+
+    def __init__(self, where: dict[str, tuple[Path, int]]) -> None:
+        self._where = where
+        self._loaded: dict[Path, list[tuple[list[int], torch.Tensor]]] = {}
+
+    def __getitem__(self, key: str) -> tuple[list[int], torch.Tensor]:
+        path, row = self._where[key]
+        if path not in self._loaded:
+            self._loaded[path] = _read_features(path)
+        return self._loaded[path][row]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
 def prompt_tokens(target: Target, prompt: Messages, text: str) -> list[int]:
     """The prompt as the target will be asked it: through the chat template, or as running text ending in the
     blank line that `render_plain` puts before a reply."""
@@ -131,12 +154,12 @@ def answer_batches(tokens: list[list[int]], max_length: int, answer_tokens: int,
 def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
             batch_size: int = 64, progress: bool = True,
             text: str = "chat"
-            ) -> tuple[list[Messages], LoadReport, dict | None, dict[str, tuple[list[int], torch.Tensor]]]:
+            ) -> tuple[list[Messages], LoadReport, dict | None, KeptReads]:
     """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each), the
     load report, the generation's time (`generation_time`, marked `reused` when an earlier run made the answers:
     a chain of recipes on the same prompts pays for them once), and what the target read while answering (token ids
-    and features of prompt and reply, by `conversation_key` of the returned conversation; none for answers cached
-    before batches kept them).
+    and features of prompt and reply, by `conversation_key` of the returned conversation, read from disk when asked
+    for; none for answers cached before batches kept them).
 
     Prompts that leave fewer than 16 tokens for a reply within `max_length`, and prompts answered with nothing,
     are counted in the report and left out. The answers are cached in `cache_dir` (one file per data set, target,
@@ -175,10 +198,10 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     partial.unlink(missing_ok=True)
 
     answers = {i: a for b, (batch, _) in enumerate(batches) for i, a in zip(batch, done[b]["answers"])}
-    reads = {i: r for b, (batch, _) in enumerate(batches) if _read_path(read_dir, b).exists()
-             for i, r in zip(batch, _read_features(_read_path(read_dir, b)))}
+    reads = {i: (_read_path(read_dir, b), row) for b, (batch, _) in enumerate(batches)
+             if _read_path(read_dir, b).exists() for row, i in enumerate(batch)}
     out: list[Messages] = []
-    known: dict[str, tuple[list[int], torch.Tensor]] = {}
+    known: dict[str, tuple[Path, int]] = {}
     for i in usable:
         if not answers[i]["text"]:
             report.skip("empty reply")
@@ -191,4 +214,4 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
             known[conversation_key(out[-1])] = reads[i]
     report.loaded = len(out)
     timing = generation_time(done)
-    return out, report, {**timing, "reused": True} if timing and reused else timing, known
+    return out, report, {**timing, "reused": True} if timing and reused else timing, KeptReads(known)

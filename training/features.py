@@ -19,14 +19,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
 from taps_engine.fileio import atomic_write, write_json
-from taps_engine.padding import budget_groups
+from taps_engine.padding import PADDED_TOKENS, budget_groups
 from taps_engine.target import Target
 
 from .causal_attention import chunked_causal
 from .data import RENDERERS, Messages, conversation_key
 
 MANIFEST = "manifest.json"
-BATCH_TOKENS = 4096   # padded tokens per target forward: big enough for efficient matmuls, small enough for memory
 
 
 @dataclass
@@ -79,7 +78,7 @@ def final_hidden_states(target: Target, sequences: list[list[int]], batch_tokens
 
 def cache_features(target: Target, examples: list[Messages], directory: Path, max_length: int,
                    shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True,
-                   batch_tokens: int = BATCH_TOKENS, text: str = "chat",
+                   batch_tokens: int = PADDED_TOKENS, text: str = "chat",
                    known: Mapping[str, tuple[list[int], torch.Tensor]] | None = None) -> Path:
     """Write (or complete) the feature shards for `examples` under `directory`; returns the directory. `text`:
     how a conversation becomes tokens (`chat`: the chat template; `plain`: running text, for base models).

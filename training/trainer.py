@@ -282,13 +282,6 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
     vocab_head = loss_vocabulary(lm_head, head.draft_vocab if tc.ce_vocab == "draft" else None)
     passes = tc.hass_passes if cfg.method == "hass" else 1
     use_bf16 = target.dtype == torch.bfloat16  # fp32 master weights, bf16 compute like the target
-    with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        expected = target_choices(lm_head, heldout)
-    soft_log = None
-    if tc.ce_targets_topk:
-        start = time.perf_counter()
-        train_set = with_soft_targets(train_set, vocab_head, tc.ce_targets_topk, use_bf16)
-        soft_log = {"k": tc.ce_targets_topk, "seconds": round(time.perf_counter() - start, 2)}
     generator = torch.Generator().manual_seed(tc.seed)
 
     schedule = [(s_i, stage, e) for s_i, stage in enumerate(tc.stages) for e in range(stage.epochs)]
@@ -301,6 +294,15 @@ def train(cfg: RunConfig, target: Target, progress: bool = True, data_steps: dic
         head.load_state_dict(resume["head"])
         log, done, started_from = resume["log"], resume["epochs_done"], resume.get("start", started_from)
         generator.set_state(resume["generator"])
+    if done >= len(schedule):   # finished before: the held-out tokens and soft targets below would go unused
+        return {"drafter": str(out_dir), "epochs": log}
+    with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        expected = target_choices(lm_head, heldout)
+    soft_log = None
+    if tc.ce_targets_topk:
+        start = time.perf_counter()
+        train_set = with_soft_targets(train_set, vocab_head, tc.ce_targets_topk, use_bf16)
+        soft_log = {"k": tc.ce_targets_topk, "seconds": round(time.perf_counter() - start, 2)}
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]} · {task.fields[rate]} tok/s"), TimeElapsedColumn()]
     with Progress(*columns, disable=not progress) as bar:
