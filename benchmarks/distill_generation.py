@@ -1,10 +1,12 @@
 """Self-distillation's generation, the target's greedy replies to a batch of training prompts, by a baseline loop
-and by the engine's batched plain loop (`greedy_batch`, what it uses now), on the same batches and budgets as
-`distill` forms them, the two loops taking turns (A B, then B A) so that a machine's drift hits both alike.
+and by the engine's batched plain loop keeping the features it reads (`greedy_batch_features`, what it uses now;
+before round 15 this measured `greedy_batch`), on the same batches and budgets as `distill` forms them, the two
+loops taking turns (A B, then B A) so that a machine's drift hits both alike.
 
 Baselines: `generate`, transformers' left-padded `generate` (the loop self-distillation used before round 11,
 results/training/distill-generation.md); `prefill-one`, `greedy_batch` prefilling one prompt per forward (as it
-did before round 13, results/training/distill-prefill.md).
+did before round 13, results/training/distill-prefill.md); `no-features`, `greedy_batch` (as before round 15:
+what keeping the features costs the generation, results/training/distill-kept-features.md).
 
 Usage: python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-one-sitting.yaml --batches 6
        [--baseline prefill-one --out results/training/distill-prefill.md]
@@ -20,6 +22,8 @@ import torch
 import typer
 
 from taps_engine.fileio import write_report
+
+NEW = "greedy_batch_features"   # the loop `distill` runs
 
 
 @torch.inference_mode()
@@ -37,12 +41,12 @@ def generate_replies(target, prompts: list[list[int]], budget: int) -> list[list
 
 
 def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 64, threads: int = 0,
-         baseline: str = typer.Option("generate", help="generate | prefill-one"),
+         baseline: str = typer.Option("generate", help="generate | prefill-one | no-features"),
          out: Path = Path("results/training/distill-generation.md")) -> None:
     from taps_engine import load_target
     from taps_engine.costs import machine_line
     from taps_engine.evaluation.intervals import ratio_interval
-    from taps_engine.greedy import greedy_batch
+    from taps_engine.greedy import greedy_batch, greedy_batch_features
     from training.config import load_config
     from training.data import draw_sources
     from training.distill import answer_batches, prompt_of, prompt_tokens
@@ -61,11 +65,12 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
     plan = answer_batches(tokens, d.max_length, d.answer_tokens, batch_size)
     picked = [plan[round(k * (len(plan) - 1) / max(1, batches - 1))] for k in range(min(batches, len(plan)))]
     baselines = {"generate": generate_replies,
-                 "prefill-one": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids, prefill_tokens=1)}
+                 "prefill-one": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids, prefill_tokens=1),
+                 "no-features": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids)}
     if baseline not in baselines:
         raise typer.BadParameter(f"--baseline must be one of {sorted(baselines)}")
     loops = {baseline: baselines[baseline],
-             "greedy_batch": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids)}
+             NEW: lambda t, p, n: greedy_batch_features(t, p, n, t.format.eos_token_ids)[0]}
     rows = []
     for k, (batch, budget) in enumerate(picked):
         prompts, result = [tokens[i] for i in batch], {}
@@ -73,7 +78,7 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
             start = time.perf_counter()
             replies = loops[name](target, prompts, budget)
             result[name] = (replies, time.perf_counter() - start)
-        (old, old_s), (new, new_s) = result[baseline], result["greedy_batch"]
+        (old, old_s), (new, new_s) = result[baseline], result[NEW]
         rows.append({"prompts": len(batch), "prompt_tokens": sum(map(len, prompts)), "budget": budget,
                      "old_tokens": sum(map(len, old)), "old_s": old_s, "new_tokens": sum(map(len, new)),
                      "new_s": new_s, "same": sum(a == b for a, b in zip(old, new))})
@@ -88,7 +93,7 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
              f"{len(rows)} of the {len(plan)} generation batches of {cfg.name}'s self-distillation ({batch_size} "
              "prompts each, sorted by prompt length; batches spread evenly over that order), each answered by both "
              "loops. New tokens count each reply up to and including its end-of-turn token.", "",
-             f"| batch | prompts | prompt tokens | budget | {baseline}: new tokens, s, tok/s | greedy_batch: new "
+             f"| batch | prompts | prompt tokens | budget | {baseline}: new tokens, s, tok/s | {NEW}: new "
              "tokens, s, tok/s | time ratio | identical replies |", "|---|---|---|---|---|---|---|---|"]
     for k, r in enumerate(rows):
         lines.append(f"| {k + 1} | {r['prompts']} | {r['prompt_tokens']} | {r['budget']} | {r['old_tokens']}, "
@@ -96,8 +101,8 @@ def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 6
                      f"{r['new_tokens'] / r['new_s']:.0f} | {r['old_s'] / r['new_s']:.2f} | {r['same']}/{r['prompts']} |")
     ratio = sum(r["old_s"] for r in rows) / sum(r["new_s"] for r in rows)
     ci = f" (95% bootstrap interval over batches {interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
-    lines += ["", f"All batches: {baseline} {old_rate:.0f} new tok/s, greedy_batch {new_rate:.0f} new tok/s; "
-              f"{baseline}'s time / greedy_batch's {ratio:.2f}{ci}; identical replies "
+    lines += ["", f"All batches: {baseline} {old_rate:.0f} new tok/s, {NEW} {new_rate:.0f} new tok/s; "
+              f"{baseline}'s time / {NEW}'s {ratio:.2f}{ci}; identical replies "
               f"{sum(r['same'] for r in rows)}/{sum(r['prompts'] for r in rows)}."]
     write_report(out, lines)
 

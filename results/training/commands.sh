@@ -274,3 +274,16 @@ cp ~/.cache/taps/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-top64/train_l
 taps export --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
   --out ~/.cache/taps/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-top64-bf16
 taps eval --config configs/eval/soft-targets.yaml --out results/training/soft-targets
+# Round 15 (AMD EPYC, AVX512-BF16, no AMX; alone on the cores): the default chat drafter's recipe timed whole with
+# the cached top-64 soft targets and the self-distillation's kept features, and measured against the shipped head
+TAPS_HOME=/tmp/taps-time/r15-top64 time taps train --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce-top64.yaml \
+  --threads 2
+cp /tmp/taps-time/r15-top64/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce-top64/train_log.json \
+  results/training/rerun/train_logs/eagle2-mixed-chat-hour-draft-ce-top64.train_log.json
+TAPS_HOME=/tmp/taps-time/r15-top64 taps export --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce-top64.yaml \
+  --out ~/.cache/taps/drafters/smollm2-eagle2-mixed-chat-hour-draft-ce-top64-bf16
+taps eval --config configs/eval/soft-targets-mixed.yaml --out results/training/soft-targets-mixed
+python benchmarks/train_step.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --batches 24 \
+  --threads 2 --compare soft-targets --soft-k 64 --out results/training/train-step-soft-targets-mixed.md
+python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --batches 6 \
+  --threads 2 --baseline no-features --out results/training/distill-kept-features.md
