@@ -287,3 +287,4 @@ python benchmarks/train_step.py --config configs/smollm2/eagle2-mixed-chat-hour-
   --threads 2 --compare soft-targets --soft-k 64 --out results/training/train-step-soft-targets-mixed.md
 python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --batches 6 \
   --threads 2 --baseline no-features --out results/training/distill-kept-features.md
+COLUMNS=120 taps demo > results/training/make-run-avx512bf16.txt   # what `make run` prints on this CPU
