@@ -14,10 +14,10 @@ from typing import Collection, Sequence
 import torch
 
 from .acceptance import SamplingParams
+from .padding import PADDED_TOKENS
 from .slots import SlotCache
 from .target import Target
 from .tree import DraftTree
-from .padding import PADDED_TOKENS
 from .verifier import TargetVerifier, prefill_batch, step_batch
 
 
