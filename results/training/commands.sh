@@ -288,3 +288,7 @@ python benchmarks/train_step.py --config configs/smollm2/eagle2-mixed-chat-hour-
 python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --batches 6 \
   --threads 2 --baseline no-features --out results/training/distill-kept-features.md
 COLUMNS=120 taps demo > results/training/make-run-avx512bf16.txt   # what `make run` prints on this CPU
+TAPS_HOME=/tmp/taps-time/r15-chat-top64 time taps train --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
+  --threads 2
+cp /tmp/taps-time/r15-chat-top64/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-top64/train_log.json \
+  results/training/rerun/train_logs/eagle2-chat-one-sitting-draft-ce-top64.round15.train_log.json
