@@ -153,8 +153,7 @@ def answer_batches(tokens: list[list[int]], max_length: int, answer_tokens: int,
 
 def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
             batch_size: int = 64, progress: bool = True,
-            text: str = "chat"
-            ) -> tuple[list[Messages], LoadReport, dict | None, KeptReads]:
+            text: str = "chat") -> tuple[list[Messages], LoadReport, dict | None, KeptReads]:
     """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each), the
     load report, the generation's time (`generation_time`, marked `reused` when an earlier run made the answers:
     a chain of recipes on the same prompts pays for them once), and what the target read while answering (token ids
