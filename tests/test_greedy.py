@@ -82,3 +82,40 @@ def test_prompts_prefilled_together_continue_as_transformers_generate(family):
         torch.testing.assert_close(features, alone_features, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(logits, alone_logits, rtol=1e-5, atol=1e-5)
     assert greedy_batch(target, prompts, 12) == expected
+
+
+def test_prompts_beyond_the_lanes_take_the_slots_that_stopping_prompts_free():
+    """Continuous batching: with fewer lanes than prompts, a waiting prompt starts as soon as a lane frees, so the
+    forwards hold at most `lanes` rows, take fewer steps than fixed batches of that size would, and every prompt
+    still gets the plain loop's continuation (and features) within its own budget."""
+    target = tiny_target("qwen3", layers=2, seed=3, logit_scale=6.0, embed_scale=60.0)
+    prompts = [[0, 7 + i, 3 * i % 11 + 1] for i in range(7)]
+    budgets = [14, 3, 14, 9, 14, 2, 14]
+    plain = [PlainDecoder(target).generate(p, max_new_tokens=14, stop_on_eos=False).token_ids for p in prompts]
+    stops = {plain[0][4]}
+    expected = []
+    for row, budget in zip(plain, budgets):
+        row = row[:budget]
+        expected.append(row[:next((i + 1 for i, t in enumerate(row) if t in stops), len(row))])
+    rows_per_step: list[int] = []
+    hook = target.model.get_decoder().register_forward_hook(
+        lambda _, args, kwargs, out: rows_per_step.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[1] == 1 else None, with_kwargs=True)
+    try:
+        got = greedy_batch(target, prompts, budgets, stop_ids=stops, lanes=3)
+    finally:
+        hook.remove()
+    assert got == expected
+    assert max(rows_per_step) == 3
+    fixed = sum(max(len(row) for row in expected[k:k + 3]) - 1 for k in range(0, len(prompts), 3))
+    assert len(rows_per_step) < fixed, "no waiting prompt took a freed lane"
+    tokens, features = greedy_batch_features(target, prompts, budgets, stop_ids=stops, lanes=3)
+    assert tokens == expected
+    decoder = target.model.get_decoder()
+    for prompt, continuation, read in zip(prompts, tokens, features):
+        whole = decoder(input_ids=torch.tensor([prompt + continuation])).last_hidden_state[0]
+        torch.testing.assert_close(read, whole, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2 token budgets for 7 prompts"):
+        greedy_batch(target, prompts, [4, 4])
+    with pytest.raises(ValueError, match="each prompt's max_new_tokens must be >= 1, got 0"):
+        greedy_batch(target, prompts, [4, 0, 4, 4, 4, 4, 4])
