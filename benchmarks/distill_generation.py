@@ -1,18 +1,15 @@
 """Self-distillation's generation, the target's greedy replies to a batch of training prompts, by a baseline loop
-and by the loop `distill` runs (`greedy_batch_features` over a whole batch, `--lanes` prompts decoded at once, a
-waiting prompt taking the lane of one that stops), on the same batches and reply budgets as `distill` forms them,
-the two loops taking turns (A B, then B A) so that a machine's drift hits both alike.
+and by the engine's batched plain loop keeping the features it reads (`greedy_batch_features`, what it uses now;
+before round 15 this measured `greedy_batch`), on the same batches and budgets as `distill` forms them, the two
+loops taking turns (A B, then B A) so that a machine's drift hits both alike.
 
-Baselines answer each batch in fixed chunks of `--lanes` prompts, one after the other: `fixed-lanes`, the same
-loop on each chunk (a chunk runs until its longest reply ends: what distill ran before round 16,
-results/training/distill-lanes.md); `generate`, transformers' left-padded `generate` (the loop before round 11,
-results/training/distill-generation.md); `prefill-one`, `greedy_batch` prefilling one prompt per forward (as before
-round 13, results/training/distill-prefill.md); `no-features`, `greedy_batch` (as before round 15,
-results/training/distill-kept-features.md). Before round 16 a batch was 64 prompts decoded together with one budget
-(the most its shortest prompt allowed): `--batch-size 64` forms batches like those reports', with today's budgets.
+Baselines: `generate`, transformers' left-padded `generate` (the loop self-distillation used before round 11,
+results/training/distill-generation.md); `prefill-one`, `greedy_batch` prefilling one prompt per forward (as it
+did before round 13, results/training/distill-prefill.md); `no-features`, `greedy_batch` (as before round 15:
+what keeping the features costs the generation, results/training/distill-kept-features.md).
 
-Usage: python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-one-sitting.yaml --batches 3
-       [--baseline fixed-lanes --out results/training/distill-lanes.md]
+Usage: python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-one-sitting.yaml --batches 6
+       [--baseline prefill-one --out results/training/distill-prefill.md]
 """
 
 from __future__ import annotations
@@ -26,35 +23,25 @@ import typer
 
 from taps_engine.fileio import write_report
 
-NEW = "continuous"   # the loop `distill` runs: greedy_batch_features over a whole batch, lanes refilled
+NEW = "greedy_batch_features"   # the loop `distill` runs
 
 
 @torch.inference_mode()
-def generate_replies(target, prompts: list[list[int]], budgets: list[int]) -> list[list[int]]:
-    """transformers' batched greedy `generate`, left-padded, to the longest budget; each row cut after its first
-    end-of-turn token and at its own budget."""
+def generate_replies(target, prompts: list[list[int]], budget: int) -> list[list[int]]:
+    """transformers' batched greedy `generate`, left-padded; each row cut after its first end-of-turn token."""
     fmt = target.format
     pad = fmt.tokenizer.pad_token_id if fmt.tokenizer.pad_token_id is not None else fmt.eos_token_ids[0]
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=target.device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=target.device)
-    out = target.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(budgets), do_sample=False,
+    out = target.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=budget, do_sample=False,
                                 pad_token_id=pad, eos_token_id=list(fmt.eos_token_ids))[:, width:].tolist()
     ends = [next((i + 1 for i, t in enumerate(row) if t in fmt.eos_token_ids), len(row)) for row in out]
-    return [row[:min(end, budget)] for row, end, budget in zip(out, ends, budgets)]
+    return [row[:end] for row, end in zip(out, ends)]
 
 
-def in_chunks(loop, lanes: int):
-    """`loop` run on each chunk of `lanes` prompts in turn."""
-    def run(target, prompts: list[list[int]], budgets: list[int]) -> list[list[int]]:
-        return [reply for k in range(0, len(prompts), lanes)
-                for reply in loop(target, prompts[k:k + lanes], budgets[k:k + lanes])]
-    return run
-
-
-def main(config: Path = typer.Option(...), batches: int = 3, batch_size: int = 256, lanes: int = 64,
-         threads: int = 0, baseline: str = typer.Option("generate", help="fixed-lanes | generate | prefill-one | "
-                                                                          "no-features"),
+def main(config: Path = typer.Option(...), batches: int = 6, batch_size: int = 64, threads: int = 0,
+         baseline: str = typer.Option("generate", help="generate | prefill-one | no-features"),
          out: Path = Path("results/training/distill-generation.md")) -> None:
     from taps_engine import load_target
     from taps_engine.costs import machine_line
@@ -62,7 +49,7 @@ def main(config: Path = typer.Option(...), batches: int = 3, batch_size: int = 2
     from taps_engine.greedy import greedy_batch, greedy_batch_features
     from training.config import load_config
     from training.data import draw_sources
-    from training.distill import answer_batches, prompt_of, prompt_tokens, reply_budget
+    from training.distill import answer_batches, prompt_of, prompt_tokens
 
     cfg = load_config(config)
     if threads:
@@ -75,27 +62,24 @@ def main(config: Path = typer.Option(...), batches: int = 3, batch_size: int = 2
                             chat_path=d.chat_path)
     sources = d.distilled or list(drawn)
     tokens = [prompt_tokens(target, prompt_of(m), d.text) for source in sources for m in drawn[source]]
-    plan = answer_batches(tokens, d.max_length, batch_size)
+    plan = answer_batches(tokens, d.max_length, d.answer_tokens, batch_size)
     picked = [plan[round(k * (len(plan) - 1) / max(1, batches - 1))] for k in range(min(batches, len(plan)))]
-    stops = target.format.eos_token_ids
-    baselines = {"fixed-lanes": lambda t, p, b: greedy_batch_features(t, p, b, stops)[0],
-                 "generate": generate_replies,
-                 "prefill-one": lambda t, p, b: greedy_batch(t, p, b, stops, prefill_tokens=1),
-                 "no-features": lambda t, p, b: greedy_batch(t, p, b, stops)}
+    baselines = {"generate": generate_replies,
+                 "prefill-one": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids, prefill_tokens=1),
+                 "no-features": lambda t, p, n: greedy_batch(t, p, n, t.format.eos_token_ids)}
     if baseline not in baselines:
         raise typer.BadParameter(f"--baseline must be one of {sorted(baselines)}")
-    loops = {baseline: in_chunks(baselines[baseline], lanes),
-             NEW: lambda t, p, b: greedy_batch_features(t, p, b, stops, lanes=lanes)[0]}
+    loops = {baseline: baselines[baseline],
+             NEW: lambda t, p, n: greedy_batch_features(t, p, n, t.format.eos_token_ids)[0]}
     rows = []
-    for k, batch in enumerate(picked):
+    for k, (batch, budget) in enumerate(picked):
         prompts, result = [tokens[i] for i in batch], {}
-        budgets = [reply_budget(len(p), d.max_length, d.answer_tokens) for p in prompts]
         for name in list(loops)[::1 if k % 2 == 0 else -1]:
             start = time.perf_counter()
-            replies = loops[name](target, prompts, budgets)
+            replies = loops[name](target, prompts, budget)
             result[name] = (replies, time.perf_counter() - start)
         (old, old_s), (new, new_s) = result[baseline], result[NEW]
-        rows.append({"prompts": len(batch), "prompt_tokens": sum(map(len, prompts)), "budget": max(budgets),
+        rows.append({"prompts": len(batch), "prompt_tokens": sum(map(len, prompts)), "budget": budget,
                      "old_tokens": sum(map(len, old)), "old_s": old_s, "new_tokens": sum(map(len, new)),
                      "new_s": new_s, "same": sum(a == b for a, b in zip(old, new))})
         print(rows[-1], flush=True)
@@ -103,15 +87,12 @@ def main(config: Path = typer.Option(...), batches: int = 3, batch_size: int = 2
     new_rate = sum(r["new_tokens"] for r in rows) / sum(r["new_s"] for r in rows)
     interval = ratio_interval([r["old_s"] for r in rows], [r["new_s"] for r in rows])
     lines = [f"Command: `python benchmarks/distill_generation.py --config {config} --batches {batches}"
-             + (f" --batch-size {batch_size}" if batch_size != 256 else "") + (f" --lanes {lanes}" if lanes != 64 else "")
-             + (f" --threads {threads}" if threads else "")
+             + (f" --batch-size {batch_size}" if batch_size != 64 else "") + (f" --threads {threads}" if threads else "")
              + (f" --baseline {baseline} --out {out}" if baseline != "generate" else "") + "`", "",
              f"Machine: {machine_line()}; target {cfg.target} in {target.model.dtype}.", "",
              f"{len(rows)} of the {len(plan)} generation batches of {cfg.name}'s self-distillation ({batch_size} "
              "prompts each, sorted by prompt length; batches spread evenly over that order), each answered by both "
-             f"loops, {lanes} prompts at a time; each reply's budget is the most tokens its prompt leaves within "
-             "max_length, up to answer_tokens (budget: the largest). New tokens count each reply up to and including "
-             "its end-of-turn token.", "",
+             "loops. New tokens count each reply up to and including its end-of-turn token.", "",
              f"| batch | prompts | prompt tokens | budget | {baseline}: new tokens, s, tok/s | {NEW}: new "
              "tokens, s, tok/s | time ratio | identical replies |", "|---|---|---|---|---|---|---|---|"]
     for k, r in enumerate(rows):

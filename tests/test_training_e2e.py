@@ -309,7 +309,7 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
             p.mul_(8)
     examples, _ = build_dataset("mixed", 6, 3, seed=1, chat_path=FIXTURES / "sharegpt_truncated.json")
     first, report, timing, known = distill(target, examples, max_length=96, answer_tokens=16,
-                                           cache_dir=tmp_path / "a", batch_size=4, lanes=2, progress=False)
+                                           cache_dir=tmp_path / "a", batch_size=4, progress=False)
     assert report.loaded == len(first) > 0
     assert timing["prompts"] >= len(first) and 0 < timing["new_tokens"] <= 16 * timing["prompts"]
     for original, distilled in zip(examples, first):
@@ -326,21 +326,21 @@ def test_self_distillation_is_deterministic_resumes_and_marks_cut_replies(data_d
 
     monkeypatch.setattr(distill_module, "_generate", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, lanes=2, progress=False)
+        distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
     assert sorted(p.suffix for p in (tmp_path / "b").iterdir()) == [".features", ".partial"]
     monkeypatch.setattr(distill_module, "_generate", real)
-    again, _, resumed, known_again = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, lanes=2, progress=False)
+    again, _, resumed, known_again = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)
     assert again == first
     assert known_again.keys() == known.keys() == {conversation_key(m) for m in first}
     assert all(torch.equal(known[k][1], known_again[k][1]) for k in known)
     # the time of a resumed generation counts the batches of both runs; a cache hit reports it again, as reused
     assert (resumed["prompts"], resumed["new_tokens"]) == (timing["prompts"], timing["new_tokens"])
     assert "reused" not in resumed
-    assert distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, lanes=2, progress=False)[2] == \
+    assert distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[2] == \
         {**resumed, "reused": True}
     assert sorted(p.suffix for p in (tmp_path / "b").iterdir()) == [".features", ".jsonl"]
     # the kept features are read when asked for: a run whose feature cache is complete reads none of them
-    lazy = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, lanes=2, progress=False)[3]
+    lazy = distill(target, examples, 96, 16, tmp_path / "b", batch_size=4, progress=False)[3]
     shutil.rmtree(next((tmp_path / "b").glob("*.features")))
     assert lazy.keys() == known.keys()
     with pytest.raises(FileNotFoundError):

@@ -2,13 +2,12 @@
 
 A drafter meets the target's text at inference, not GPT-4's (ShareGPT) or a human's (GSM8K), so training on
 what the target writes is training on the distribution it will be asked to predict. Each example keeps its
-prompt (system message and first user turn) and gets the target's greedy reply, at most `answer_tokens` long and
-never past `max_length`. Answers are generated in batches by the engine's batched plain loop (`greedy_batch`:
-nothing padded, a reply that ends leaves the forwards and a waiting prompt takes its lane), prompts sorted by
-length so those prefilled together waste little on padding; the batches are fixed by the prompts alone, so the
-same data set and target give the same answers, and an interrupted run resumes at the first batch it did not
-finish. Replies cut off by the token budget are marked `truncated`, so the end-of-turn token that the chat
-template appends to them is not trained as a prediction.
+prompt (system message and first user turn) and gets the target's greedy reply. Answers are generated in
+batches by the engine's batched plain loop (`greedy_batch`: nothing padded, a reply that ends leaves the forwards),
+prompts sorted by length so a batch's replies get similar budgets; the batches are fixed by the prompts alone, so
+the same data set and target give the same answers, and an interrupted run resumes at the first batch it did not
+finish. Replies cut off by the token budget are marked `truncated`, so the end-of-turn
+token that the chat template appends to them is not trained as a prediction.
 
 The generation's forwards compute the target's final hidden states along every prompt and reply, which is what
 feature caching would compute again for the same tokens; each batch keeps them (one safetensors file beside the
@@ -42,10 +41,9 @@ def prompt_of(messages: Messages) -> Messages:
 
 
 def _fingerprint(target: Target, prompts: list[Messages], max_length: int, answer_tokens: int, batch: int,
-                 lanes: int, text: str) -> str:
+                 text: str) -> str:
     mode = "" if text == "chat" else f"{text}|"   # chat keeps the fingerprints of caches made before plain text
-    digest = hashlib.sha256(f"{target.name}|{target.model.dtype}|{max_length}|{answer_tokens}|{batch}|"
-                            f"lanes {lanes}|{mode}".encode())
+    digest = hashlib.sha256(f"{target.name}|{target.model.dtype}|{max_length}|{answer_tokens}|{batch}|{mode}".encode())
     for prompt in prompts:
         digest.update(json.dumps(prompt, sort_keys=True).encode())
     return digest.hexdigest()[:16]
@@ -81,14 +79,13 @@ def generation_time(done: dict[int, dict]) -> dict | None:
             "seconds": round(seconds, 2), "new_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
 
 
-def _generate(target: Target, prompts: list[list[int]], budgets: list[int],
-              lanes: int) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Greedy replies to a batch of tokenized prompts (text and whether its budget cut it off), `lanes` decoded at
-    once, with the batch's new tokens and seconds; and what the target read (each prompt and reply's token ids and
-    features, concatenated, with their lengths)."""
+def _generate(target: Target, prompts: list[list[int]], max_new_tokens: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Greedy replies to a batch of tokenized prompts (text and whether the budget cut it off), with the batch's
+    new tokens and seconds; and what the target read (each prompt and reply's token ids and features, concatenated,
+    with their lengths)."""
     start = time.perf_counter()
     fmt = target.format
-    tokens, features = greedy_batch_features(target, prompts, budgets, fmt.eos_token_ids, lanes=lanes)
+    tokens, features = greedy_batch_features(target, prompts, max_new_tokens, fmt.eos_token_ids)
     answers = []
     for row in tokens:
         end = next((i for i, t in enumerate(row) if t in fmt.eos_token_ids), None)
@@ -143,22 +140,19 @@ def prompt_tokens(target: Target, prompt: Messages, text: str) -> list[int]:
     return ids + target.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
 
 
-def answer_batches(tokens: list[list[int]], max_length: int, batch_size: int) -> list[list[int]]:
-    """The generation batches of tokenized prompts (prompt indices). A prompt that leaves under 16 tokens for a
-    reply within `max_length` is left out; the rest are sorted by length, so those prefilled together waste little
-    on padding."""
+def answer_batches(tokens: list[list[int]], max_length: int, answer_tokens: int,
+                   batch_size: int) -> list[tuple[list[int], int]]:
+    """The generation batches of tokenized prompts: each batch's prompt indices and its reply budget. A prompt
+    that leaves under 16 tokens for a reply within `max_length` is left out; the rest are sorted by length, so
+    the replies of a batch get similar budgets."""
     usable = [i for i, t in enumerate(tokens) if len(t) <= max_length - 16]
     order = sorted(usable, key=lambda i: (len(tokens[i]), i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def reply_budget(prompt_length: int, max_length: int, answer_tokens: int) -> int:
-    """The most tokens a reply may take: `answer_tokens`, and no further than `max_length`, where training cuts."""
-    return min(answer_tokens, max_length - prompt_length)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [(batch, min(answer_tokens, max_length - min(len(tokens[i]) for i in batch))) for batch in batches]
 
 
 def distill(target: Target, examples: list[Messages], max_length: int, answer_tokens: int, cache_dir: Path,
-            batch_size: int = 256, lanes: int = 64, progress: bool = True,
+            batch_size: int = 64, progress: bool = True,
             text: str = "chat") -> tuple[list[Messages], LoadReport, dict | None, KeptReads]:
     """`examples` with their replies replaced by the target's greedy answers (at most `answer_tokens` each), the
     load report, the generation's time (`generation_time`, marked `reused` when an earlier run made the answers:
@@ -169,18 +163,17 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     Prompts that leave fewer than 16 tokens for a reply within `max_length`, and prompts answered with nothing,
     are counted in the report and left out. The answers are cached in `cache_dir` (one file per data set, target,
     dtype and budget), written through a temp file once complete; each batch's features in a file of its own,
-    written before the batch counts as done. A batch holds `batch_size` prompts (what a resumed run may have to
-    redo), decoded `lanes` at a time.
+    written before the batch counts as done.
     """
     prompts = [prompt_of(m) for m in examples]
     tokens = [prompt_tokens(target, p, text) for p in prompts]
-    batches = answer_batches(tokens, max_length, batch_size)
-    usable = sorted(i for batch in batches for i in batch)
+    batches = answer_batches(tokens, max_length, answer_tokens, batch_size)
+    usable = sorted(i for batch, _ in batches for i in batch)
     report = LoadReport()
     report.skip("prompt leaves under 16 tokens for a reply", len(prompts) - len(usable))
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size, lanes, text)}.jsonl"
+    final = cache_dir / f"{_fingerprint(target, prompts, max_length, answer_tokens, batch_size, text)}.jsonl"
     partial = final.with_suffix(".partial")
     read_dir = final.with_suffix(".features")
     read_dir.mkdir(exist_ok=True)
@@ -189,13 +182,12 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
     columns = [TextColumn("self-distillation"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
                TimeElapsedColumn()]
     with Progress(*columns, disable=not progress or len(done) == len(batches)) as bar:
-        task = bar.add_task("distill", total=len(usable), completed=sum(len(batches[b]) for b in done))
+        task = bar.add_task("distill", total=len(usable), completed=sum(len(batches[b][0]) for b in done))
         with partial.open("a") as sink:
-            for b, batch in enumerate(batches):
+            for b, (batch, budget) in enumerate(batches):
                 if b in done:
                     continue
-                budgets = [reply_budget(len(tokens[i]), max_length, answer_tokens) for i in batch]
-                done[b], read = _generate(target, [tokens[i] for i in batch], budgets, lanes)
+                done[b], read = _generate(target, [tokens[i] for i in batch], budget)
                 atomic_write(_read_path(read_dir, b), lambda tmp, read=read: save_file(read, tmp))
                 sink.write(json.dumps({"batch": b, **done[b]}) + "\n")
                 sink.flush()
@@ -204,8 +196,8 @@ def distill(target: Target, examples: list[Messages], max_length: int, answer_to
         atomic_write(final, lambda tmp: Path(tmp).write_text(json.dumps({"batches": done})))
     partial.unlink(missing_ok=True)
 
-    answers = {i: a for b, batch in enumerate(batches) for i, a in zip(batch, done[b]["answers"])}
-    reads = {i: (_read_path(read_dir, b), row) for b, batch in enumerate(batches)
+    answers = {i: a for b, (batch, _) in enumerate(batches) for i, a in zip(batch, done[b]["answers"])}
+    reads = {i: (_read_path(read_dir, b), row) for b, (batch, _) in enumerate(batches)
              if _read_path(read_dir, b).exists() for row, i in enumerate(batch)}
     out: list[Messages] = []
     known: dict[str, tuple[Path, int]] = {}
