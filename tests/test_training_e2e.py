@@ -400,14 +400,22 @@ def test_a_mixed_data_set_can_self_distil_one_source_only(data_dir, tokenizer, t
 
 
 def test_batched_feature_forwards_match_one_sequence_per_forward(data_dir, tokenizer, tmp_path):
+    """Batched forwards group the examples of several shards (shards of 2 here): one forward for all nine."""
     target = tiny_chat_target("qwen3", tokenizer)
     cfg = run_config("eagle2", epochs=1)
     d = cfg.data
     examples, _ = build_dataset(d.kind, d.n_math, d.n_chat, d.seed, chat_path=d.chat_path)
     solo = cache_features(target, examples, tmp_path / "solo", d.max_length, progress=False, batch_tokens=1,
                           store_dtype=torch.float32)
-    batched = cache_features(target, examples, tmp_path / "batched", d.max_length, progress=False,
-                             store_dtype=torch.float32)
+    rows: list[int] = []
+    hook = target.model.get_decoder().register_forward_hook(
+        lambda _, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        batched = cache_features(target, examples, tmp_path / "batched", d.max_length, progress=False,
+                                 store_dtype=torch.float32, shard_size=2)
+    finally:
+        hook.remove()
+    assert rows == [9]
     pairs = list(zip(load_examples(solo), load_examples(batched)))
     assert len(pairs) == 9 and len({len(a.input_ids) for a, _ in pairs}) > 1, "lengths differ: padding is exercised"
     for a, b in pairs:
