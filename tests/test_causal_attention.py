@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from training.causal_attention import CHUNK_ROWS
+from training.causal_attention import CHUNK_ROWS, NAME, chunked_causal
 from training.features import final_hidden_states, target_features
 from tiny import tiny_chat_target
 
@@ -16,7 +16,8 @@ def test_chunked_causal_features_equal_stock_attentions(tokenizer, arch):
     g = torch.Generator().manual_seed(0)
     sequences = [torch.randint(5, 90, (n,), generator=g).tolist()
                  for n in (3, CHUNK_ROWS, CHUNK_ROWS + 1, 2 * CHUNK_ROWS + 37)]
-    chunked = target_features(target, sequences, batch_tokens=4096)
+    with chunked_causal(target.model):
+        chunked = final_hidden_states(target, sequences, batch_tokens=4096)
     assert target.model.config._attn_implementation == "sdpa"
     for implementation in ("sdpa", "eager"):
         target.model.set_attn_implementation(implementation)
@@ -24,3 +25,19 @@ def test_chunked_causal_features_equal_stock_attentions(tokenizer, arch):
         for mine, theirs in zip(chunked, stock):
             torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
     target.model.set_attn_implementation("sdpa")
+
+
+@pytest.mark.parametrize("dtype, expected", [(torch.float32, "sdpa"), (torch.bfloat16, NAME)])
+def test_feature_forwards_chunk_the_attention_only_in_bf16_on_a_cpu(tokenizer, dtype, expected):
+    """Where each was measured faster: the chunks in bf16, sdpa's kernel in fp32."""
+    target = tiny_chat_target("llama", tokenizer)
+    target.model.to(dtype)
+    seen: list[str] = []
+    hook = target.model.get_decoder().register_forward_pre_hook(
+        lambda module, args: seen.append(target.model.config._attn_implementation))
+    try:
+        target_features(target, [[5, 6, 7, 8]], batch_tokens=4096)
+    finally:
+        hook.remove()
+    assert seen == [expected]
+    assert target.model.config._attn_implementation == "sdpa"

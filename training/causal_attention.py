@@ -1,4 +1,4 @@
-"""Causal self-attention over whole sequences from position 0, for the target's feature forwards.
+"""Causal self-attention over whole sequences from position 0, for the target's bf16 feature forwards on a CPU.
 
 On a CPU without AMX, sdpa's flash kernel ran at about 50 GFLOP/s on these shapes (head dim 64, a few hundred
 tokens per sequence) and took 23% of a feature forward (a scratch profile, round 13). This computes what

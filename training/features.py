@@ -55,8 +55,11 @@ def _shard_path(directory: Path, index: int) -> Path:
 
 
 def target_features(target: Target, sequences: list[list[int]], batch_tokens: int) -> list[torch.Tensor]:
-    """`final_hidden_states` with attention as `causal_chunked_attention`: 1.09x sdpa's speed here
-    (results/training/feature-forward.md)."""
+    """`final_hidden_states`, with attention as `causal_chunked_attention` on a CPU in bf16, where it ran at 1.09x
+    sdpa's speed (results/training/feature-forward.md); in fp32 sdpa's kernel was faster (0.91x,
+    feature-forward-epyc-avx2.md), and GPUs have flash kernels."""
+    if target.device.type != "cpu" or target.model.dtype != torch.bfloat16:
+        return final_hidden_states(target, sequences, batch_tokens)
     with chunked_causal(target.model):
         return final_hidden_states(target, sequences, batch_tokens)
 
