@@ -292,3 +292,15 @@ TAPS_HOME=/tmp/taps-time/r15-chat-top64 time taps train --config configs/smollm2
   --threads 2
 cp /tmp/taps-time/r15-chat-top64/drafters/smollm2-eagle2-chat-one-sitting-draft-ce-top64/train_log.json \
   results/training/rerun/train_logs/eagle2-chat-one-sitting-draft-ce-top64.round15.train_log.json
+# Round 16 (AMD EPYC, AVX2 only, no native bf16: fp32; alone on the cores): padding in feature caching's forwards by
+# how many shards are grouped, the attention of the feature forwards in fp32, throughput without native bf16, and
+# continuous batching in self-distillation (tried at commit 055996d, reverted in the next commit)
+python benchmarks/feature_padding.py --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
+  --examples 512 --threads 2
+python benchmarks/feature_forward.py --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
+  --examples 48 --threads 2 --repeats 3 --out results/training/feature-forward-epyc-avx2.md
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
+  --examples 48 --threads 2 --out results/training/throughput-epyc-avx2-chat-top64.md
+git checkout 055996d -- benchmarks taps_engine training   # the tried code; `git checkout main -- ...` restores
+python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce-top64.yaml \
+  --batches 3 --threads 2 --baseline fixed-lanes --out results/training/distill-lanes.md
