@@ -304,3 +304,6 @@ python benchmarks/train_throughput.py --config configs/smollm2/eagle2-chat-one-s
 git checkout 055996d -- benchmarks taps_engine training   # the tried code; `git checkout main -- ...` restores
 python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce-top64.yaml \
   --batches 3 --threads 2 --baseline fixed-lanes --out results/training/distill-lanes.md
+COLUMNS=120 taps demo > results/training/make-run-avx2.txt   # what `make run` prints on a CPU without native bf16
+taps bench speed --benchmark gsm8k --prompts 3 --max-new-tokens 96 --policy confidence --tree 16/3/4 --tree 8/3/2 \
+  --tree 4/2/2 --no-fallback --out results/training/speed-avx2.md
