@@ -307,3 +307,8 @@ python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-ch
 COLUMNS=120 taps demo > results/training/make-run-avx2.txt   # what `make run` prints on a CPU without native bf16
 taps bench speed --benchmark gsm8k --prompts 3 --max-new-tokens 96 --policy confidence --tree 16/3/4 --tree 8/3/2 \
   --tree 4/2/2 --no-fallback --out results/training/speed-avx2.md
+# the same with MKL's Intel code path forced on the AMD CPU (a probe; the project does not do this)
+printf 'int mkl_serv_intel_cpu_true(void) { return 1; }\n' > /tmp/fakeintel.c
+gcc -shared -fPIC -o /tmp/libfakeintel.so /tmp/fakeintel.c
+LD_PRELOAD=/tmp/libfakeintel.so taps bench speed --benchmark gsm8k --prompts 3 --max-new-tokens 96 --policy confidence \
+  --tree 16/3/4 --tree 8/3/2 --tree 4/2/2 --no-fallback --out results/training/speed-avx2-mkl-intel-path.md
