@@ -20,15 +20,14 @@ import torch
 import typer
 
 from taps_engine.fileio import write_report
-
-SHARD = 128  # cache_features' default shard size
+from training.features import SHARD_SIZE
 
 
 def padded_tokens(lengths: list[int], shards_per_pass: int, budget: int) -> int:
     """Tokens the forwards compute, padding included, when each pass groups `shards_per_pass` shards' examples."""
     from taps_engine.padding import budget_groups
 
-    total, span = 0, SHARD * shards_per_pass
+    total, span = 0, SHARD_SIZE * shards_per_pass
     for start in range(0, len(lengths), span):
         part = lengths[start:start + span]
         total += sum(max(part[i] for i in group) * len(group) for group in budget_groups(part, budget))
@@ -57,8 +56,8 @@ def main(config: Path = typer.Option(...), examples: int = 512, threads: int = 2
     lines = [f"Command: `python benchmarks/feature_padding.py --config {config} --examples {examples} "
              f"--threads {threads}`", "", f"Machine: {machine_line()}; target {cfg.target} in {target.model.dtype}.",
              "", f"Padding in feature caching's forwards over all {len(sequences)} usable examples of {cfg.name} "
-             f"({real:,} tokens; at most {PADDED_TOKENS} padded tokens per forward, shards of {SHARD}; the distilled "
-             "examples of a recipe that self-distils are forwarded too here):", "",
+             f"({real:,} tokens; at most {PADDED_TOKENS} padded tokens per forward, shards of {SHARD_SIZE}; the "
+             "distilled examples of a recipe that self-distils are forwarded too here):", "",
              "| shards grouped per pass | tokens computed | padding |", "|---|---|---|"]
     for k in (1, 2, 4, 8, 16):
         total = padded_tokens(lengths, k, PADDED_TOKENS)
@@ -67,13 +66,13 @@ def main(config: Path = typer.Option(...), examples: int = 512, threads: int = 2
     subset = sequences[:examples]
 
     def per_shard() -> list[torch.Tensor]:
-        return [f for s in range(0, len(subset), SHARD)
-                for f in target_features(target, subset[s:s + SHARD], PADDED_TOKENS)]
+        return [f for s in range(0, len(subset), SHARD_SIZE)
+                for f in target_features(target, subset[s:s + SHARD_SIZE], PADDED_TOKENS)]
 
     def together() -> list[torch.Tensor]:
         return target_features(target, subset, PADDED_TOKENS)
 
-    loops = {"one shard per pass": per_shard, f"{len(subset) // SHARD} shards per pass": together}
+    loops = {"one shard per pass": per_shard, f"{len(subset) // SHARD_SIZE} shards per pass": together}
     seconds: dict[str, list[float]] = {name: [] for name in loops}
     results = {}
     for r in range(repeats):
@@ -87,7 +86,7 @@ def main(config: Path = typer.Option(...), examples: int = 512, threads: int = 2
     tokens = sum(map(len, subset))
     lines += ["", f"Timed on the first {len(subset)} examples ({tokens:,} tokens), {repeats} runs each:", "",
               "| grouping | padding | seconds per run | tok/s |", "|---|---|---|---|"]
-    for (name, runs), k in zip(seconds.items(), (1, len(subset) // SHARD)):
+    for (name, runs), k in zip(seconds.items(), (1, len(subset) // SHARD_SIZE)):
         best = min(runs)
         padding = padded_tokens(lengths[:len(subset)], k, PADDED_TOKENS) / tokens - 1
         lines.append(f"| {name} | {padding:.2%} | {', '.join(f'{s:.1f}' for s in runs)} | {tokens / best:,.0f} |")

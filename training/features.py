@@ -27,6 +27,7 @@ from .causal_attention import chunked_causal
 from .data import RENDERERS, Messages, conversation_key
 
 MANIFEST = "manifest.json"
+SHARD_SIZE = 128  # examples per shard file: the unit written, and resumed after an interruption
 SHARDS_PER_PASS = 8  # shards whose examples are grouped by length together: the chat specialist's forwards pad
                      # 0.97% of their tokens, against 3.66% one shard at a time (results/training/feature-padding.md)
 
@@ -83,7 +84,7 @@ def final_hidden_states(target: Target, sequences: list[list[int]], batch_tokens
 
 
 def cache_features(target: Target, examples: list[Messages], directory: Path, max_length: int,
-                   shard_size: int = 128, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True,
+                   shard_size: int = SHARD_SIZE, store_dtype: torch.dtype = torch.bfloat16, progress: bool = True,
                    batch_tokens: int = PADDED_TOKENS, text: str = "chat",
                    known: Mapping[str, tuple[list[int], torch.Tensor]] | None = None) -> Path:
     """Write (or complete) the feature shards for `examples` under `directory`; returns the directory. `text`:
