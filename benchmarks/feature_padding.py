@@ -43,6 +43,8 @@ def main(config: Path = typer.Option(...), examples: int = 512, threads: int = 2
     from training.data import RENDERERS, build_dataset
     from training.features import SHARDS_PER_PASS, target_features
 
+    if examples < 2 * SHARD_SIZE:
+        raise typer.BadParameter(f"--examples must be at least {2 * SHARD_SIZE} (two shards), got {examples}")
     torch.set_num_threads(threads)
     cfg = load_config(config)
     d = cfg.data
