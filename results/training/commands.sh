@@ -304,7 +304,7 @@ python benchmarks/train_throughput.py --config configs/smollm2/eagle2-chat-one-s
 git checkout 055996d -- benchmarks taps_engine training   # the tried code; `git checkout main -- ...` restores
 python benchmarks/distill_generation.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce-top64.yaml \
   --batches 3 --threads 2 --baseline fixed-lanes --out results/training/distill-lanes.md
-COLUMNS=120 taps demo > results/training/make-run-avx2.txt   # what `make run` prints on a CPU without native bf16
+COLUMNS=120 taps demo > results/training/make-run-avx2.txt   # what `make run` prints on a CPU without native bf16; run twice, the second appended
 taps bench speed --benchmark gsm8k --prompts 3 --max-new-tokens 96 --policy confidence --tree 16/3/4 --tree 8/3/2 \
   --tree 4/2/2 --no-fallback --out results/training/speed-avx2.md
 # the same with MKL's Intel code path forced on the AMD CPU (a probe; the project does not do this)
