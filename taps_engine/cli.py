@@ -262,12 +262,14 @@ DEMO_PROMPTS = {
 
 def demo(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt,
-    policy: str = typer.Option("confidence", "--policy", help="Policy over the drafters."),
+    policy: str = typer.Option("sticky", "--policy", help="Policy over the drafters."),
     max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
 ) -> None:
     """One math and one chat prompt with the shipped drafters (or the --drafter heads, to try a candidate) under a
     routing policy, next to the engine's plain loop on the same prompt: the answer, τ, which drafter each step used,
-    and tokens/s."""
+    and tokens/s. Sticky routing by default: it drafts with one head per request, so a step costs one tree's
+    drafting instead of confidence routing's two, and it ran ahead of confidence routing on the CPUs measured
+    (results/engine/README.md, "Which policy `make run` uses")."""
     from .decoding import PlainDecoder
 
     try:

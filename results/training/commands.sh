@@ -312,3 +312,13 @@ printf 'int mkl_serv_intel_cpu_true(void) { return 1; }\n' > /tmp/fakeintel.c
 gcc -shared -fPIC -o /tmp/libfakeintel.so /tmp/fakeintel.c
 LD_PRELOAD=/tmp/libfakeintel.so taps bench speed --benchmark gsm8k --prompts 3 --max-new-tokens 96 --policy confidence \
   --tree 16/3/4 --tree 8/3/2 --tree 4/2/2 --no-fallback --out results/training/speed-avx2-mkl-intel-path.md
+
+# Round 17 (the same AMD EPYC, AVX2 only, fp32; alone on the cores): which policy `make run` uses, and a noise
+# allowance for the fallback (tried at commit 1454a60, reverted in the next commit)
+git worktree add ../taps-1454a60 1454a60 && cd ../taps-1454a60   # the tried code, beside the checkout
+PYTHONPATH=. python benchmarks/fallback_noise.py --prompts 5 --max-new-tokens 128 --out results/engine/fallback-noise.json
+PYTHONPATH=. python benchmarks/fallback_noise.py --prompts 8 --max-new-tokens 128 --policy sticky \
+  --out results/engine/fallback-noise-sticky.json
+cd - && git worktree remove --force ../taps-1454a60   # after copying its results/engine/fallback-noise* over
+for i in 1 2; do for p in sticky confidence; do echo "=== run $i policy $p"; COLUMNS=120 taps demo --policy $p; done; done \
+  > results/training/make-run-avx2-sticky.txt   # what `make run` prints, alternating the two policies
