@@ -322,3 +322,4 @@ PYTHONPATH=. python benchmarks/fallback_noise.py --prompts 8 --max-new-tokens 12
 cd - && git worktree remove --force ../taps-1454a60   # after copying its results/engine/fallback-noise* over
 for i in 1 2; do for p in sticky confidence; do echo "=== run $i policy $p"; COLUMNS=120 taps demo --policy $p; done; done \
   > results/training/make-run-avx2-sticky.txt   # what `make run` prints, alternating the two policies
+taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree --runs '^sticky'
