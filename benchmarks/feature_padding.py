@@ -41,7 +41,7 @@ def main(config: Path = typer.Option(...), examples: int = 512, threads: int = 2
     from taps_engine.padding import PADDED_TOKENS
     from training.config import load_config
     from training.data import RENDERERS, build_dataset
-    from training.features import SHARDS_PER_PASS, target_features
+    from training.features import SHARDS_PER_PASS, is_usable, target_features
 
     if examples < 2 * SHARD_SIZE:
         raise typer.BadParameter(f"--examples must be at least {2 * SHARD_SIZE} (two shards), got {examples}")
@@ -52,7 +52,7 @@ def main(config: Path = typer.Option(...), examples: int = 512, threads: int = 2
     target = load_target(cfg.target, dtype=cfg.dtype)
     render = RENDERERS[d.text]
     sequences = [ids for ids, mask in (render(target.tokenizer, m, d.max_length) for m in data)
-                 if sum(mask) and len(ids) >= 3]
+                 if is_usable(ids, mask)]
     lengths = [len(s) for s in sequences]
     real = sum(lengths)
     lines = [f"Command: `python benchmarks/feature_padding.py --config {config} --examples {examples} "

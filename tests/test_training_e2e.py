@@ -13,7 +13,7 @@ from training import features as features_module
 from training import trainer as trainer_module
 from training.config import RunConfig, load_config
 from training.data import build_dataset
-from training.features import cache_features, load_examples, read_manifest, target_features
+from training.features import cache_features, is_usable, load_examples, read_manifest, target_features
 from training.trainer import (_vocab_losses, alignment_mask, batch_losses, loss_vocabulary, train,
                               with_soft_targets)
 from tiny import FIXTURES, tiny_chat_target
@@ -397,6 +397,12 @@ def test_a_mixed_data_set_can_self_distil_one_source_only(data_dir, tokenizer, t
     assert len({base.features_dir, cfg.features_dir, whole.features_dir}) == 3
     with pytest.raises(ValueError, match="answers"):
         RunConfig.model_validate({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "answers": {"code": "target"}}})
+
+
+def test_an_example_trains_a_head_only_with_a_loss_position_and_three_tokens():
+    assert is_usable([1, 2, 3], [0, 0, 1])
+    assert not is_usable([1, 2, 3], [0, 0, 0])   # nothing to predict
+    assert not is_usable([1, 2], [0, 1])         # too short to pair a feature with a later token
 
 
 def test_batched_feature_forwards_match_one_sequence_per_forward(data_dir, tokenizer, tmp_path):

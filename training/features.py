@@ -135,15 +135,20 @@ def cache_features(target: Target, examples: list[Messages], directory: Path, ma
     return directory
 
 
+def is_usable(input_ids: list[int], loss_mask: list[int]) -> bool:
+    """Whether a rendered example can train a head: it needs a loss position and at least 3 tokens."""
+    return sum(loss_mask) > 0 and len(input_ids) >= 3
+
+
 def _rendered(examples: list[Messages], tokenizer, render, max_length: int,
               known: Mapping[str, tuple[list[int], torch.Tensor]]
               ) -> list[tuple[list[int], list[int], torch.Tensor | None]]:
     """Each usable example's token ids, loss mask and the features already read for it (None: it needs a
-    forward); an example with no loss position or under 3 tokens is left out."""
+    forward); the others are left out."""
     kept = []
     for messages in examples:
         input_ids, loss_mask = render(tokenizer, messages, max_length)
-        if sum(loss_mask) == 0 or len(input_ids) < 3:
+        if not is_usable(input_ids, loss_mask):
             continue
         read = already_read(input_ids, loss_mask, known.get(conversation_key(messages)))
         n = len(input_ids) if read is None else read.shape[0]
