@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .fileio import write_json
+from .packing import packed_layers
 from .settings import bf16_cpu_flags, taps_home
 from .target import Target
 from .tree import DraftTree
@@ -100,7 +101,8 @@ def measure_verify_costs(target: Target, context: int = 200, reps: int = 5,
 
 
 def cost_key(target: Target) -> str:
-    info = {"target": target.name, "dtype": str(target.dtype), "device": str(target.device), **machine()}
+    info = {"target": target.name, "dtype": str(target.dtype), "device": str(target.device), **machine(),
+            "packed_linears": packed_layers(target.model)}
     return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -13,6 +13,7 @@ import torch
 
 from .attention import output_logits
 from .head import DraftHead
+from .packing import PackedLinear, pack_linears
 from .slots import SlotCache
 from .target import Target
 from .tree import DraftTree, TreeSettings
@@ -66,11 +67,13 @@ class Drafter:
         self.name = name
         self.head = head
         self.embed = target.model.get_input_embeddings()
-        lm_head = target.model.get_output_embeddings()
         self.vocab = head.draft_vocab                # target ids drafted from; None: all of them
-        self.lm_weight = lm_head.weight if self.vocab is None else lm_head.weight[self.vocab].contiguous()
-        self.lm_bias = None if lm_head.bias is None else (lm_head.bias if self.vocab is None
-                                                          else lm_head.bias[self.vocab])
+        lm_head = target.model.get_output_embeddings()
+        weight, bias = lm_head.weight.detach(), lm_head.bias
+        if self.vocab is not None:
+            weight, bias = weight[self.vocab].contiguous(), None if bias is None else bias.detach()[self.vocab]
+        self.lm = PackedLinear(weight, bias)        # the draft vocabulary's rows of the target's LM head
+        pack_linears(head)
         self.device = target.device
         self.cache = cache if cache is not None else SlotCache(num_layers=1)
         self.slot = self.cache.allocate()
@@ -100,7 +103,7 @@ class Drafter:
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Draft logits over the draft vocabulary (index i is target token `_target_ids(i)`)."""
-        return output_logits(self.head.config, torch.nn.functional.linear(hidden, self.lm_weight, self.lm_bias).float())
+        return output_logits(self.head.config, self.lm(hidden).float())
 
     def _target_ids(self, index: torch.Tensor) -> torch.Tensor:
         return index if self.vocab is None else self.vocab[index]

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
 
 from .attention import architecture, attn_implementation, check_supported, output_logits
-
+from .packing import pack_linears
 from .prompt import PromptFormat
 from .settings import default_device, resolve_dtype, taps_home
 
@@ -148,8 +148,9 @@ def load_prompt_format(spec: str = DEFAULT_TARGET) -> PromptFormat:
 
 
 def load_target(spec: str = DEFAULT_TARGET, dtype: str | torch.dtype | None = "auto",
-                device: str | torch.device | None = None) -> Target:
-    """Load a Llama/Qwen-family causal LM; `spec` is a directory, a Hub id, a .gguf path or the default alias."""
+                device: str | torch.device | None = None, pack: bool = True) -> Target:
+    """Load a Llama/Qwen-family causal LM; `spec` is a directory, a Hub id, a .gguf path or the default alias.
+    `pack`: fp32 on CPU runs its linear layers on oneDNN-packed weights (packing.py)."""
     dev = torch.device(device) if device is not None else default_device()
     torch_dtype = resolve_dtype(dtype, dev)
     location = resolve_target_path(spec)
@@ -159,6 +160,8 @@ def load_target(spec: str = DEFAULT_TARGET, dtype: str | torch.dtype | None = "a
                                                  attn_implementation=attn_implementation(config))
     tokenizer = AutoTokenizer.from_pretrained(location)
     model.to(dev).eval().requires_grad_(False)
+    if pack:
+        pack_linears(model)
     check_logits_path(model)
     return Target(model=model, tokenizer=tokenizer, name=spec)
 
@@ -178,9 +181,11 @@ def check_logits_path(model: PreTrainedModel) -> None:
                          f"scaling); TAPS cannot verify drafts for it losslessly")
 
 
-def from_model(model: PreTrainedModel, tokenizer: object = None, name: str = "in-memory") -> Target:
-    """Wrap an already built model (tests, notebooks)."""
+def from_model(model: PreTrainedModel, tokenizer: object = None, name: str = "in-memory", pack: bool = True) -> Target:
+    """Wrap an already built model (tests, notebooks); `pack` as in `load_target`, in place."""
     check_supported(model.config)
     model.eval().requires_grad_(False)
+    if pack:
+        pack_linears(model)
     check_logits_path(model)
     return Target(model=model, tokenizer=tokenizer, name=name)

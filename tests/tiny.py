@@ -24,7 +24,7 @@ def on_test_device(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def tiny_target(arch: str = "llama", vocab: int = 96, layers: int = 2, seed: int = 0,
-                logit_scale: float = 1.0, embed_scale: float = 1.0) -> Target:
+                logit_scale: float = 1.0, embed_scale: float = 1.0, pack: bool = True) -> Target:
     """A random fp32 target; `logit_scale` sharpens its distributions, `embed_scale` its residual stream (which
     makes `oracle_head`'s un-normalised predictions confident)."""
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
@@ -41,7 +41,7 @@ def tiny_target(arch: str = "llama", vocab: int = 96, layers: int = 2, seed: int
         model.lm_head.weight.mul_(logit_scale)
         model.model.embed_tokens.weight.mul_(embed_scale)
     model.generation_config.eos_token_id = EOS
-    return from_model(on_test_device(model.float()), name=f"tiny-{arch}")
+    return from_model(on_test_device(model.float()), name=f"tiny-{arch}", pack=pack)
 
 
 def oracle_head(target: Target, noise: float = 0.0, seed: int = 0) -> DraftHead:
