@@ -323,3 +323,9 @@ cd - && git worktree remove --force ../taps-1454a60   # after copying its result
 for i in 1 2; do for p in sticky confidence; do echo "=== run $i policy $p"; COLUMNS=120 taps demo --policy $p; done; done \
   > results/training/make-run-avx2-sticky.txt   # what `make run` prints, alternating the two policies
 taps eval --config configs/eval/chat-heads-cpu-tree.yaml --out results/training/chat-heads-cpu-tree --runs '^sticky'
+
+# Round 18 (the same AMD EPYC, AVX2 only, fp32; alone on the cores): fp32 linear layers on oneDNN-packed weights
+python benchmarks/packed_linear.py --prompts 5 --max-new-tokens 128 --out results/engine/packed_linear.json
+for i in 1 2 3; do echo "=== run $i"; COLUMNS=120 taps demo; done > results/training/make-run-avx2-packed.txt
+python benchmarks/train_throughput.py --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
+  --examples 48 --threads 2 --packing --out results/training/throughput-epyc-avx2-packing.md
