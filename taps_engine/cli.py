@@ -21,7 +21,7 @@ from .metrics import summarize
 from .policies import POLICY_SPECS, policy_spec
 from .settings import numerics_dtype
 from .target import DEFAULT_TARGET, Target, load_target
-from .tree import TreeSettings, default_tree
+from .tree import DEMO_CPU_TREE, TreeSettings, default_tree
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
@@ -264,18 +264,23 @@ def demo(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt,
     policy: str = typer.Option("sticky", "--policy", help="Policy over the drafters."),
     max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
+    tree: Optional[str] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK, +cost for a cost-aware tree; "
+                                       "default: 32/4/4+cost on a CPU, the paper's 60/5/10 on a GPU."),
 ) -> None:
     """One math and one chat prompt with the shipped drafters (or the --drafter heads, to try a candidate) under a
     routing policy, next to the engine's plain loop on the same prompt: the answer, τ, which drafter each step used,
     and tokens/s. Sticky routing by default: it drafts with one head per request, so a step costs one tree's
     drafting instead of confidence routing's two, and it ran ahead of confidence routing on the CPUs measured
-    (results/engine/README.md, "Which policy `make run` uses")."""
+    (results/engine/README.md, "Which policy `make run` uses"). On a CPU it drafts a cost-aware tree
+    (tree.DEMO_CPU_TREE)."""
     from .decoding import PlainDecoder
 
     try:
         policy_spec(policy)
+        settings = TreeSettings.parse(tree) if tree else None
         loaded, heads = load_models(target, drafter, 0, 2, dtype, numerics)
-        decoder = Decoder(loaded, heads, policy, default_tree(loaded.device), fallback=True)
+        settings = settings or (DEMO_CPU_TREE if loaded.device.type == "cpu" else default_tree(loaded.device))
+        decoder = Decoder(loaded, heads, policy, settings, fallback=True)
         plain = PlainDecoder(loaded)
     except ValueError as e:
         fail(str(e))

@@ -68,6 +68,11 @@ PAPER_TREE = TreeSettings(60, 5, 10)
 # Measured on CPUs (README, results/engine): a 16-node tree costs 1.15-1.9x one token, 60 nodes about 3x; and
 # every depth is one more drafting pass through the LM head.
 CPU_TREE = TreeSettings(16, 3, 4)
+# What `make run` (`taps demo`) drafts on a CPU: at most 32/4/4, pruned at each step to the nodes whose expected
+# acceptance pays for their verification on this machine. Under sticky routing it ran ahead of CPU_TREE on both CPUs
+# measured (results/engine/README.md, "Which tree `make run` uses"). Not the default elsewhere: τ tables need a tree
+# that does not depend on the machine's timing.
+DEMO_CPU_TREE = TreeSettings(32, 4, 4, cost_aware=True)
 
 
 def default_tree(device: torch.device | str) -> TreeSettings:

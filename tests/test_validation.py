@@ -62,6 +62,7 @@ def test_unknown_policy_and_bad_tree_settings():
     (["generate"], "give a PROMPT or --messages FILE"),
     (["generate", "hi", "--target", "/no/such/model.gguf"], "GGUF file not found"),
     (["generate", "hi", "--dtype", "int3"], "unknown dtype 'int3'"),
+    (["demo", "--tree", "16/3"], "a tree must look like TOTAL/DEPTH/TOPK"),
 ])
 def test_cli_errors_are_one_clear_line(args, message):
     result = CliRunner().invoke(app, args)

@@ -329,3 +329,7 @@ python benchmarks/packed_linear.py --prompts 5 --max-new-tokens 128 --out result
 for i in 1 2 3; do echo "=== run $i"; COLUMNS=120 taps demo; done > results/training/make-run-avx2-packed.txt
 python benchmarks/train_throughput.py --config configs/smollm2/eagle2-chat-one-sitting-draft-ce-top64.yaml \
   --examples 48 --threads 2 --packing --out results/training/throughput-epyc-avx2-packing.md
+taps bench speed --policy sticky --policy confidence --tree 16/3/4 --tree 32/4/4+cost --prompts 5 \
+  --max-new-tokens 128 --out results/engine/packed_trees_avx2.json
+for i in 1 2; do for t in 16/3/4 32/4/4+cost; do echo "=== run $i tree $t"; COLUMNS=120 taps demo --tree $t; done; done \
+  > results/training/make-run-avx2-trees.txt   # the fixed CPU tree against the cost-aware one make run now uses
