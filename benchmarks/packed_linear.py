@@ -20,6 +20,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -42,14 +43,15 @@ def shape_table(model: torch.nn.Module, reps: int) -> list[dict]:
     """Both products for each distinct (out, in) shape among the packed model's linear layers."""
     from taps_engine.packing import PackedLinear
 
-    shapes = {(m.out_features, m.in_features): m for m in model.modules() if isinstance(m, PackedLinear)}
+    layers = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    counts = Counter((m.out_features, m.in_features) for m in layers)
+    shapes = {(m.out_features, m.in_features): m for m in layers}
     generator = torch.Generator().manual_seed(0)
     rows = []
     for (out_f, in_f), layer in shapes.items():
         x = torch.randn(max(ROWS), in_f, generator=generator)
         row0 = layer(x[:1])[0]
-        row = {"shape": f"{out_f} x {in_f}", "layers": sum(1 for m in model.modules() if isinstance(m, PackedLinear)
-                                                          and (m.out_features, m.in_features) == (out_f, in_f)),
+        row = {"shape": f"{out_f} x {in_f}", "layers": counts[out_f, in_f],
                "row0_invariant": all(torch.equal(layer(x[:n])[0], row0) for n in ROWS)}
         for n in ROWS:
             row[f"mkl_ms_{n}"] = round(_ms(lambda: torch.nn.functional.linear(x[:n], layer.weight, layer.bias), reps), 3)

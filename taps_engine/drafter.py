@@ -69,9 +69,9 @@ class Drafter:
         self.embed = target.model.get_input_embeddings()
         self.vocab = head.draft_vocab                # target ids drafted from; None: all of them
         lm_head = target.model.get_output_embeddings()
-        weight, bias = lm_head.weight.detach(), lm_head.bias
+        weight, bias = lm_head.weight.detach(), None if lm_head.bias is None else lm_head.bias.detach()
         if self.vocab is not None:
-            weight, bias = weight[self.vocab].contiguous(), None if bias is None else bias.detach()[self.vocab]
+            weight, bias = weight[self.vocab].contiguous(), None if bias is None else bias[self.vocab]
         self.lm = PackedLinear(weight, bias)        # the draft vocabulary's rows of the target's LM head
         pack_linears(head)
         self.device = target.device

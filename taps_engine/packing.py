@@ -23,10 +23,12 @@ from torch import nn
 ROWS_HINT = 64   # oneDNN picks the packed layout for this many rows; 17 and 64 measured alike for 1-1024 rows
 
 
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
 def can_pack(weight: torch.Tensor) -> bool:
     """Whether this PyTorch build and the weight's dtype and device allow packing."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+    return ONEDNN and weight.device.type == "cpu" and weight.dtype == torch.float32
 
 
 class PackedLinear(nn.Module):
@@ -54,13 +56,11 @@ class PackedLinear(nn.Module):
         self._held = self.weight.detach()   # keeps the packed-from storage alive, so its address is not reused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.weight.requires_grad or x.dtype != torch.float32 or (torch.is_grad_enabled() and x.requires_grad)
-                or self.weight.dtype != torch.float32 or self.weight.device.type != "cpu"):
+        if (not can_pack(self.weight) or self.weight.requires_grad or x.dtype != torch.float32
+                or (torch.is_grad_enabled() and x.requires_grad)):
             return F.linear(x, self.weight, self.bias)
         if self.packed is None or self._source() != self.packed_from:   # moved, converted or written in place
             self._pack()
-            if self.packed is None:
-                return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
