@@ -48,6 +48,9 @@ def test_gradients_flow_through_the_kept_weight():
     expected_x, expected_w = torch.autograd.grad(torch.nn.functional.linear(x, weight).square().sum(), (x, weight))
     torch.testing.assert_close(x.grad, expected_x)
     torch.testing.assert_close(weight.grad, expected_w)
+    weight.grad = None
+    layer(x.detach()).sum().backward()     # a trainable weight gets its gradient from an input autograd ignores
+    torch.testing.assert_close(weight.grad, x.detach().sum(0).expand(64, -1))
     frozen = PackedLinear(_weight(64, 32))
     y = torch.randn(5, 32, requires_grad=True)
     frozen(y).sum().backward()              # a frozen layer still passes the gradient to its input
@@ -61,10 +64,13 @@ def test_a_weight_written_in_place_or_converted_is_packed_again():
     with torch.no_grad():
         weight.mul_(2)
     torch.testing.assert_close(layer(x), x @ weight.t())
-    module = torch.nn.Sequential(layer).to(torch.bfloat16)
-    assert module(x.bfloat16()).dtype == torch.bfloat16
-    module.to(torch.float32)
-    torch.testing.assert_close(module(x), x @ layer.weight.t())
+    for seed in range(12):   # a converted weight may land at a freed address: each round is a chance to reuse it
+        layer = PackedLinear(torch.nn.Parameter(_weight(64, 32, seed), requires_grad=False))
+        layer(x)
+        module = torch.nn.Sequential(layer).to(torch.bfloat16)
+        assert module(x.bfloat16()).dtype == torch.bfloat16
+        module.to(torch.float32)
+        torch.testing.assert_close(module(x), x @ layer.weight.t())
 
 
 def test_copies_pack_their_own_weight():
