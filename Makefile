@@ -33,7 +33,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not real_model and not ray and not slow"
 
 bench-speed: install
-	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 128 --policy single --policy confidence --policy merged-trie --policy sticky --out results/engine/bench_speed.json
+	$(VENV)/bin/taps bench speed --prompts 8 --max-new-tokens 128 --policy single --policy confidence --policy merged-trie --policy sticky --policy probe --out results/engine/bench_speed.json
 
 # the TAPS study (results/smollm2-study/): T=0, T=1 and averaging, each resumable; many hours on 2 CPU cores
 study: install

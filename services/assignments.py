@@ -1,7 +1,8 @@
 """The assignment cache: which drafter suits a conversation, remembered across requests and router replicas.
 
-The sticky policy explores (scores every drafter on the prompt) once per conversation; later requests of the same
-conversation, on any router replica, reuse the stored choice. Keys come from a client-supplied conversation id or,
+The sticky and probe policies explore (score every drafter on the prompt, or on the first steps' output) once per
+conversation; later requests of the same conversation, on any router replica, reuse the stored choice, whichever of
+the two made it. Keys come from a client-supplied conversation id or,
 without one, from a hash of what stays fixed while a conversation grows: the system prompt and the first user
 turn (and the target, whose drafter names the assignment refers to).
 

@@ -108,7 +108,7 @@ class RouterCore:
             cached.requests += 1
             self.cache.put(parsed.assignment_key, cached)
         else:
-            self.cache.put(parsed.assignment_key, Assignment(chosen, dict(decision.prompt_agreement)))
+            self.cache.put(parsed.assignment_key, Assignment(chosen, decision.scores))
 
     def chunks(self, request: pb.GenerateRequest) -> Iterator[pb.GenerateChunk]:
         """One chunk per committed step, the last one with the finish reason, decision and stats.

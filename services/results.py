@@ -48,7 +48,7 @@ def step_stats(step: StepRecord) -> pb.StepStats:
 
 def decision_proto(decision: Decision, from_cache: bool, client_assigned: bool) -> pb.Decision:
     return pb.Decision(drafter=decision.drafter or "", from_assignment_cache=from_cache,
-                       client_assigned=client_assigned, scores=dict(decision.prompt_agreement),
+                       client_assigned=client_assigned, scores=decision.scores,
                        unavailable=decision.unavailable)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import Generator, Sequence
 
 import torch
 
@@ -93,6 +93,14 @@ class _Walk:
 def accept_greedy(logits: torch.Tensor, tree: DraftTree) -> tuple[list[int], int]:
     """Follow the target's argmax down the tree; returns accepted node indices and the bonus token."""
     return follow_tokens(logits.argmax(-1).tolist(), tree)
+
+
+def follow_continuation(continuation: Sequence[int], tree: DraftTree) -> tuple[list[int], int]:
+    """`follow_tokens` when the target's tokens from the root on are known (`continuation[0]` follows the root);
+    no draft matches past its end (bonus -1 there)."""
+    def token(index: int) -> int:
+        return continuation[index] if index < len(continuation) else -1
+    return follow_tokens([token(0)] + [token(int(d)) for d in tree.depths], tree)
 
 
 def follow_tokens(best: list[int], tree: DraftTree) -> tuple[list[int], int]:

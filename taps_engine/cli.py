@@ -85,7 +85,7 @@ def generate(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
     policy: str = PolicyOpt, total_tokens: Optional[int] = TotalOpt, depth: Optional[int] = DepthOpt,
     top_k: Optional[int] = TopKOpt,
-    use: Optional[str] = typer.Option(None, "--use", help="Drafter for `single` / assignment for `sticky`."),
+    use: Optional[str] = typer.Option(None, "--use", help="Drafter for `single` / assignment for `sticky` and `probe`."),
     max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
     top_p: float = typer.Option(1.0), sample_top_k: int = typer.Option(0, help="Target top-k when sampling."),
     seed: int = typer.Option(0), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
@@ -262,17 +262,17 @@ DEMO_PROMPTS = {
 
 def demo(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt,
-    policy: str = typer.Option("sticky", "--policy", help="Policy over the drafters."),
+    policy: str = typer.Option("probe", "--policy", help="Policy over the drafters."),
     max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
     tree: Optional[str] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK, +cost for a cost-aware tree; "
                                        "default: 32/4/4+cost on a CPU, the paper's 60/5/10 on a GPU."),
 ) -> None:
     """One math and one chat prompt with the shipped drafters (or the --drafter heads, to try a candidate) under a
     routing policy, next to the engine's plain loop on the same prompt: the answer, τ, which drafter each step used,
-    and tokens/s. Sticky routing by default: it drafts with one head per request, so a step costs one tree's
-    drafting instead of confidence routing's two, and it ran ahead of confidence routing on the CPUs measured
-    (results/engine/README.md, "Which policy `make run` uses"). On a CPU it drafts a cost-aware tree
-    (tree.DEMO_CPU_TREE)."""
+    and tokens/s. Probe routing by default: after a few steps of every head drafting it keeps the head whose trees
+    matched the output, so most steps cost one tree's drafting instead of confidence routing's two, and unlike
+    sticky (which scores the heads on the prompt) it routes by task (results/engine/README.md, "Which policy `make
+    run` uses"). On a CPU it drafts a cost-aware tree (tree.DEMO_CPU_TREE)."""
     from .decoding import PlainDecoder
 
     try:

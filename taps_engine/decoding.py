@@ -209,6 +209,7 @@ class Decoder:
             hit = next((i for i in range(n_before, len(out)) if out[i] in eos), None)
             out = out[:params.max_new_tokens if hit is None else min(hit + 1, params.max_new_tokens)]
             step.committed = len(out) - n_before
+            plan = policy.observe(plan, proposal, new)
             step.draft_s, step.verify_s, step.other_s = t1 - t0, t2 - t1, time.perf_counter() - t2
             if costs is not None:
                 costs.observe(tree, path, len(new), 1e3 * step.seconds, 1e3 * step.draft_s)

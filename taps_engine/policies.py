@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 import torch
 
 from . import tree as trees
+from .acceptance import follow_continuation
 from .drafter import Proposer
 from .tree import DraftTree, TreeSettings
 
@@ -30,16 +31,27 @@ from .tree import DraftTree, TreeSettings
 class Decision:
     """How a request's drafter was chosen, as results, records and the gRPC API report it."""
 
-    drafter: str | None = None                  # the one drafter used throughout (single, sticky)
-    assigned: bool | None = None                # sticky: given by the caller or the assignment cache (no scoring)
+    drafter: str | None = None                  # the one drafter used throughout (single, sticky), or after probing
+    assigned: bool | None = None                # sticky, probe: given by the caller or the assignment cache
     prompt_agreement: Mapping[str, float] = field(default_factory=dict)  # sticky: each drafter's prompt score
+    probe_matched: Mapping[str, int] = field(default_factory=dict)  # probe: committed tokens each drafter's
+                                                                    # trees spelled while all drafted
+    probe_steps: int = 0                        # probe: steps taken with every drafter drafting
     unavailable: tuple[str, ...] = ()           # drafters dropped after failing mid-request
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Each drafter's score behind an explored choice (sticky's prompt agreement, probe's matched tokens)."""
+        return dict(self.prompt_agreement) or {k: float(v) for k, v in self.probe_matched.items()}
 
     def to_dict(self) -> dict:
         """The fields that say something (JSON records, `taps generate --json`)."""
         out = asdict(self)
         out["prompt_agreement"] = dict(self.prompt_agreement)
+        out["probe_matched"] = dict(self.probe_matched)
         out["unavailable"] = list(self.unavailable)
+        if not self.probe_steps:
+            del out["probe_steps"]
         return {k: v for k, v in out.items() if v is not None and v != {} and v != []}
 
 
@@ -90,6 +102,11 @@ class Policy(ABC):
     def propose(self, plan: Plan, drafters: Mapping[str, Proposer], settings: TreeSettings) -> Proposal:
         """The tree to verify this step, from the drafters still active."""
 
+    def observe(self, plan: Plan, proposal: Proposal, committed: list[int]) -> Plan:
+        """The plan for the next step, given the step's proposal and the tokens it committed (the accepted path
+        and the bonus token); a policy that learns within a request (probe) returns a new plan."""
+        return plan
+
 
 class Plain(Policy):
     """No drafts: one target token per forward (the baseline through the same loop)."""
@@ -105,6 +122,11 @@ def _draft(plan: Plan, drafters: Mapping[str, Proposer], name: str, settings: Tr
     tree = drafters[name].propose(settings)
     tree.sources = torch.full_like(tree.sources, plan.roster.index(name))
     return tree
+
+
+def _chosen(plan: Plan, drafters: Mapping[str, Proposer], settings: TreeSettings) -> Proposal:
+    """The tree of the request's one drafter (`plan.drafter`)."""
+    return Proposal(_draft(plan, drafters, plan.drafter, settings), [plan.drafter])
 
 
 def _draft_all(plan: Plan, drafters: Mapping[str, Proposer], settings: TreeSettings) -> list[DraftTree]:
@@ -128,7 +150,7 @@ class Single(Policy):
         return replace(plan, drafter=chosen, decision=Decision(drafter=chosen))
 
     def propose(self, plan, drafters, settings):
-        return Proposal(_draft(plan, drafters, plan.drafter, settings), [plan.drafter])
+        return _chosen(plan, drafters, settings)
 
 
 class Routed(Policy):
@@ -185,7 +207,52 @@ class Sticky(Policy):
                        decision=Decision(drafter=chosen, assigned=False, prompt_agreement=scores))
 
     def propose(self, plan, drafters, settings):
-        return Proposal(_draft(plan, drafters, plan.drafter, settings), [plan.drafter])
+        return _chosen(plan, drafters, settings)
+
+
+PROBE_MARGIN = 3      # `probe` keeps the drafter whose trees matched this many committed tokens more than any other's
+PROBE_MAX_STEPS = 16  # ... or the leader after this many steps
+
+
+class Probe(Policy):
+    """Every drafter drafts (the most confident tree is verified, as `confidence` does), each credited with the
+    committed tokens its own tree spelled, until one leads the others by `PROBE_MARGIN` tokens (or for
+    `PROBE_MAX_STEPS` steps); then the leader drafts alone.
+
+    Sticky scores the drafters on the prompt's tokens, which say little about the reply on a short prompt (on
+    `make run`'s chat prompt it picked the head that accepts less there); the probe scores them on the request's
+    own output, at the price of a few steps of every drafter drafting.
+    """
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self._routed = Routed("confidence")
+
+    def start(self, drafters, requested):
+        plan = super().start(drafters, requested)
+        if requested is not None:
+            return replace(plan, drafter=requested, decision=Decision(drafter=requested, assigned=True))
+        return plan
+
+    def propose(self, plan, drafters, settings):
+        if plan.drafter is not None:
+            return _chosen(plan, drafters, settings)
+        return self._routed.propose(plan, drafters, settings)
+
+    def observe(self, plan, proposal, committed):
+        if plan.drafter is not None or not proposal.candidates:
+            return plan
+        matched = dict(plan.decision.probe_matched)
+        for name, tree in proposal.candidates.items():
+            matched[name] = matched.get(name, 0) + len(follow_continuation(committed, tree)[0])
+        decision = replace(plan.decision, probe_matched=matched, probe_steps=plan.decision.probe_steps + 1)
+        ranked = sorted(proposal.candidates, key=matched.__getitem__, reverse=True)   # the drafters still active
+        lead = matched[ranked[0]] - (matched[ranked[1]] if len(ranked) > 1 else 0)
+        if lead < PROBE_MARGIN and decision.probe_steps < PROBE_MAX_STEPS:
+            return replace(plan, decision=decision)
+        chosen = ranked[0]
+        return replace(plan, drafter=chosen, decision=replace(decision, drafter=chosen, assigned=False))
 
 
 PLAIN = Plain()
@@ -238,6 +305,9 @@ POLICY_SPECS: tuple[PolicySpec, ...] = (
     PolicySpec("merged-budget", lambda: Merged("budget"),
                "all draft; the merged trie reranked to one tree's node budget"),
     PolicySpec("sticky", Sticky, "one drafter per request: the assigned one, else the best on the prompt",
+               takes_drafter=True, assignable=True, sessions=_one_or_every),
+    PolicySpec("probe", Probe, f"one drafter per request: the assigned one, else the one whose trees matched the "
+               f"most output while all drafted (until one led by {PROBE_MARGIN} tokens)",
                takes_drafter=True, assignable=True, sessions=_one_or_every),
 )
 _BY_NAME = {name: spec for spec in POLICY_SPECS for name in (spec.name, *spec.aliases)}

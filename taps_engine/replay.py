@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from .acceptance import SamplingParams, follow_tokens
+from .acceptance import SamplingParams, follow_continuation
 from .decoding import Decoder, GenerationResult
 from .fileio import atomic_write
 from .greedy import greedy_batch
@@ -74,10 +74,6 @@ class ReplayVerifier:
         self.vocab_size = vocab_size
         self.committed = 0          # continuation tokens committed so far (the pending root included)
 
-    def _token(self, index: int) -> int:
-        """Continuation token `index`, or -1 past the known end (no draft matches it)."""
-        return self.ref.continuation[index] if index < len(self.ref.continuation) else -1
-
     def prefill(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         if list(ids) != self.ref.prompt_ids:
             raise ValueError("replay: the prompt differs from the reference's")
@@ -88,8 +84,7 @@ class ReplayVerifier:
 
     def _follow(self, tree: DraftTree) -> tuple[list[int], int]:
         """The path the target accepts in `tree` at the current position, and its bonus token."""
-        n = self.committed
-        return follow_tokens([self._token(n)] + [self._token(n + int(d)) for d in tree.depths], tree)
+        return follow_continuation(self.ref.continuation[self.committed:], tree)
 
     def accepted_length(self, tree: DraftTree) -> int:
         """Draft tokens `tree` would have accepted at this step (nothing is committed): an oracle's view."""

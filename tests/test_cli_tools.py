@@ -186,7 +186,7 @@ def test_demo_routes_between_the_given_heads_and_matches_plain_decoding(tmp_path
         save_head(DraftHead.random(model, seed=seed), tmp_path / name)
     output = invoke("demo", "--target", model_dir, "--drafter", f"a={tmp_path / 'a'}", "--drafter",
                     f"b={tmp_path / 'b'}", "--max-new-tokens", 6, "--dtype", "fp32")
-    assert "policy sticky over a, b, tree 32/4/4+cost" in output
+    assert "policy probe over a, b, tree 32/4/4+cost" in output
     rows = [line for line in output.splitlines() if line.startswith(("│ math", "│ chat"))]
     assert len(rows) == 2 and all(row.rstrip(" │").endswith("True") for row in rows), output
 

@@ -6,7 +6,7 @@ from taps_engine import Decoder, DraftHead, TreeSettings
 from tiny import oracle_head, tiny_target
 
 
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky"])
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky", "probe"])
 def test_heads_process_each_committed_pair_once(policy):
     target = tiny_target("llama", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)
     heads = {"oracle": oracle_head(target), "random": DraftHead.random(target.model, seed=3)}
@@ -34,7 +34,7 @@ def test_heads_process_each_committed_pair_once(policy):
         assert done + pending == len(prompt) - 1 + 1 + sum(s.acceptance_length for s in result.steps)
 
 
-@pytest.mark.parametrize("policy", ["single", "sticky", "confidence"])
+@pytest.mark.parametrize("policy", ["single", "sticky", "probe", "confidence"])
 def test_step_records_name_the_drafter_that_drafted(policy):
     target = tiny_target("qwen3", seed=2)
     heads = {"a": DraftHead.random(target.model, seed=1), "b": DraftHead.random(target.model, seed=2)}

@@ -86,7 +86,7 @@ def test_drafting_stops_when_no_frontier_node_can_pay():
     assert drafter.propose(TreeSettings(40, 4, 3, stop_below=1.0)).max_depth == 1
 
 
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky"])
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky", "probe"])
 def test_cost_aware_trees_stay_lossless(policy, tmp_path, monkeypatch):
     monkeypatch.setenv("TAPS_HOME", str(tmp_path))   # the measured cost curve is cached here
     target = tiny_target("qwen3", layers=1, seed=11, logit_scale=6.0, embed_scale=60.0)

@@ -31,7 +31,8 @@ def test_lanes_at_t0_equal_plain_greedy_and_decoding_alone(setup, policy):
     target, heads = setup
     decoder = PlainDecoder(target) if policy == "plain" else Decoder(target, heads, policy, TREE)
     params = [SamplingParams(max_new_tokens=n) for n in (40, 7, 40, 25, 40)]
-    requested = [None, "noisy", None, None, "oracle"] if policy in ("single", "sticky") else [None] * len(PROMPTS)
+    assignable = policy in ("single", "sticky", "probe")
+    requested = [None, "noisy", None, None, "oracle"] if assignable else [None] * len(PROMPTS)
     together = generate_batch(decoder, PROMPTS, params, requested)
     plain = PlainDecoder(target)
     for prompt, param, drafter, lane in zip(PROMPTS, params, requested, together):
@@ -42,7 +43,7 @@ def test_lanes_at_t0_equal_plain_greedy_and_decoding_alone(setup, policy):
     assert len({len(r.steps) for r in together}) > 1, "every lane stopped at the same step"
 
 
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky"])
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky", "probe"])
 def test_lanes_at_t1_draw_what_decoding_alone_draws(setup, policy):
     """The same seed gives the same tokens and steps: acceptance consumes each lane's own generator exactly as
     decoding alone does, so the lanes' outputs follow the target's sampling distribution (test_lossless_sampling)."""
@@ -80,7 +81,7 @@ def test_lock_step_refuses_what_it_cannot_batch(setup):
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged-concat", "merged-trie", "sticky"])
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-concat", "merged-trie", "sticky", "probe"])
 def test_path_verification_takes_the_steps_of_tree_verification(setup, policy, temperature):
     """`path_only`: the target runs on the accepted path only (one token per lane and forward) and the lanes take
     the same steps and tokens as verifying whole trees, at T=0 and, seed for seed, at T=1."""

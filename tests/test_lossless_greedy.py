@@ -84,7 +84,7 @@ def test_two_layer_targets_with_random_heads():
                 assert decoder.generate(ids, max_new_tokens=20).token_ids == hf_greedy(target, ids, 20)
 
 
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged-concat", "sticky"])
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-concat", "sticky", "probe"])
 def test_plain_steps_between_speculative_ones_stay_lossless(setup, policy, monkeypatch):
     """The fallback's plain steps interleaved with speculative ones (every third step speculates): the drafters
     catch up on the tokens committed plainly and the output is still plain greedy decoding."""

@@ -50,7 +50,7 @@ def test_lock_step_replay_takes_each_lanes_drafter_and_length():
     params = SamplingParams(max_new_tokens=30)
     refs = [reference(target, prompt, 30, TREE.depth + 2) for prompt in prompts]
     requested = ["noisy", None, "oracle", "noisy"]
-    for policy in ("single", "sticky"):
+    for policy in ("single", "sticky", "probe"):
         decoder = Decoder(target, heads, policy, TREE)
         alone = [replay(decoder, ref, params, drafter) for ref, drafter in zip(refs, requested)]
         together = replay_batch(decoder, refs, params, requested)

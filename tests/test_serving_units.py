@@ -37,6 +37,7 @@ from taps_engine import Decoder
 from taps_engine.acceptance import SamplingParams
 from taps_engine.drafter import Drafter, DrafterUnavailable
 from taps_engine.head import load_head
+from taps_engine.policies import PROBE_MARGIN
 from taps_engine.target import load_prompt_format, load_target
 from taps_engine.tree import TreeSettings
 
@@ -338,12 +339,12 @@ def test_router_traffic_grows_linearly_with_the_answer(models, servers):
 
 # ----- the router core against the in-process engine -----
 
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky"])
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged-trie", "sticky", "probe"])
 def test_router_core_matches_the_engine(core, engine, servers, policy):
     target, heads = engine
     expected = Decoder(target, heads, policy, SETTINGS).generate([{"role": "user", "content": PROMPT}],
                                                                  max_new_tokens=24)
-    tokens, text, final = run(core, prompt=PROMPT, policy=policy)
+    tokens, text, final = run(core, prompt=PROMPT, policy=policy, conversation_id=f"matches-{policy}")  # unassigned
     assert tokens == expected.token_ids and text == expected.text
     assert final.stats.mean_acceptance_length == pytest.approx(expected.tau)
     assert final.stats.n_steps == len(expected.steps) and final.policy == expected.policy
@@ -376,16 +377,16 @@ def colocated(models):
 
 
 @pytest.mark.parametrize("policy,temperature", [("single", 0.0), ("confidence", 0.0), ("merged-trie", 0.0),
-                                                ("sticky", 0.0), ("merged", 0.9)])
+                                                ("sticky", 0.0), ("probe", 0.0), ("merged", 0.9)])
 def test_colocated_drafters_match_the_engine_in_one_round_trip_per_step(colocated, engine, policy, temperature):
     """Trees come back with each Verify: per request, Draft calls only for the first step (and sticky's scoring),
-    whatever the number of steps; tokens as in process."""
+    whatever the number of steps (probe's choice included); tokens as in process."""
     core, verifier, handle = colocated
     target, heads = engine
     sampling = dict(max_new_tokens=24, temperature=temperature, seed=5)
     expected = Decoder(target, heads, policy, SETTINGS).generate([{"role": "user", "content": PROMPT}], **sampling)
     handle.calls.clear()
-    tokens, text, final = run(core, prompt=PROMPT, policy=policy, **sampling)
+    tokens, text, final = run(core, prompt=PROMPT, policy=policy, conversation_id=f"colocated-{policy}", **sampling)
     assert tokens == expected.token_ids and text == expected.text
     assert final.stats.n_steps == len(expected.steps) > 4, "the drafters drafted what they draft in process"
     assert final.stats.mean_acceptance_length == pytest.approx(expected.tau)
@@ -499,6 +500,14 @@ def test_sticky_reuses_the_cached_assignment(core):
     assert core.cache.stats.hits == 1 and len(core.drafters["b"].calls) == b_calls  # b never contacted
     _, _, forced = run(core, prompt=PROMPT, policy="sticky", drafter="b", conversation_id="c1")
     assert forced.decision.client_assigned and forced.decision.drafter == "b"
+
+
+def test_probe_stores_its_choice_in_the_assignment_cache(core):
+    _, _, first = run(core, prompt=PROMPT, policy="probe", conversation_id="p1")
+    assert not first.decision.from_assignment_cache and first.decision.drafter == "a"
+    assert first.decision.scores["a"] >= first.decision.scores["b"] + PROBE_MARGIN   # tokens matched while probing
+    _, _, second = run(core, prompt="Another question.", policy="probe", conversation_id="p1")
+    assert second.decision.from_assignment_cache and second.decision.drafter == "a" and not second.decision.scores
 
 
 def test_a_stream_closed_early_releases_its_sessions(core, servers):

@@ -333,3 +333,15 @@ taps bench speed --policy sticky --policy confidence --tree 16/3/4 --tree 32/4/4
   --max-new-tokens 128 --out results/engine/packed_trees_avx2.json
 for i in 1 2; do for t in 16/3/4 32/4/4+cost; do echo "=== run $i tree $t"; COLUMNS=120 taps demo --tree $t; done; done \
   > results/training/make-run-avx2-trees.txt   # the fixed CPU tree against the cost-aware one make run now uses
+
+# Round 19 (the same AMD EPYC, AVX2 only, fp32; alone on the cores except the two replay evaluations): the probe policy
+taps eval --config configs/eval/probe-cpu-tree.yaml --out results/engine/probe-cpu-tree
+taps eval --config configs/eval/probe-specialists-cpu-tree.yaml --out results/engine/probe-specialists-cpu-tree
+taps bench speed --policy sticky --policy probe --policy confidence --tree 32/4/4+cost --prompts 5 \
+  --max-new-tokens 128 --out results/engine/probe_speed_defaults_avx2.json
+taps bench speed --drafter math=taps_engine/drafters/smollm2-135m-instruct/eagle2-math \
+  --drafter chat=taps_engine/drafters/smollm2-135m-instruct/eagle2-chat-one-sitting-draft-ce \
+  --policy sticky --policy probe --policy confidence --tree 32/4/4+cost --prompts 5 --max-new-tokens 128 \
+  --out results/engine/probe_speed_specialists_avx2.json
+for c in 120 160; do for i in 1 2; do for p in sticky probe; do echo "=== run $i policy $p"; COLUMNS=$c taps demo --policy $p
+  done; done; done > results/training/make-run-avx2-probe.txt   # (the file adds a header and the two sets' titles)
