@@ -337,6 +337,7 @@ for i in 1 2; do for t in 16/3/4 32/4/4+cost; do echo "=== run $i tree $t"; COLU
 # Round 19 (the same AMD EPYC, AVX2 only, fp32; alone on the cores except the two replay evaluations): the probe policy
 taps eval --config configs/eval/probe-cpu-tree.yaml --out results/engine/probe-cpu-tree
 taps eval --config configs/eval/probe-specialists-cpu-tree.yaml --out results/engine/probe-specialists-cpu-tree
+taps eval --config configs/eval/probe-specialists-paper-tree.yaml --out results/engine/probe-specialists-paper-tree
 taps bench speed --policy sticky --policy probe --policy confidence --tree 32/4/4+cost --prompts 5 \
   --max-new-tokens 128 --out results/engine/probe_speed_defaults_avx2.json
 taps bench speed --drafter math=taps_engine/drafters/smollm2-135m-instruct/eagle2-math \
