@@ -2,9 +2,9 @@
 
 The sticky and probe policies explore (score every drafter on the prompt, or on the first steps' output) once per
 conversation; later requests of the same conversation, on any router replica, reuse the stored choice, whichever of
-the two made it. Keys come from a client-supplied conversation id or,
-without one, from a hash of what stays fixed while a conversation grows: the system prompt and the first user
-turn (and the target, whose drafter names the assignment refers to).
+the two made it. Keys come from a client-supplied conversation id or, without one, from a hash of what stays fixed
+while a conversation grows: the system prompt and the first user turn (and the target, whose drafter names the
+assignment refers to).
 
 The cache is an optimisation, never a dependency: `RedisAssignmentCache` logs and bypasses every Redis error
 (refused connection, timeout, a server gone mid-run) so requests never fail because of it, and after an error it
