@@ -21,7 +21,7 @@ from .metrics import summarize
 from .policies import POLICY_SPECS, policy_spec
 from .settings import numerics_dtype
 from .target import DEFAULT_TARGET, Target, load_target
-from .tree import DEMO_CPU_TREE, TreeSettings, default_tree
+from .tree import DEMO_CPU_TREE, PAPER_TREE, TreeSettings, default_tree
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
@@ -85,7 +85,8 @@ def generate(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
     policy: str = PolicyOpt, total_tokens: Optional[int] = TotalOpt, depth: Optional[int] = DepthOpt,
     top_k: Optional[int] = TopKOpt,
-    use: Optional[str] = typer.Option(None, "--use", help="Drafter for `single` / assignment for `sticky` and `probe`."),
+    use: Optional[str] = typer.Option(None, "--use",
+                                      help="Drafter for `single` / assignment for `sticky` and `probe`."),
     max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
     top_p: float = typer.Option(1.0), sample_top_k: int = typer.Option(0, help="Target top-k when sampling."),
     seed: int = typer.Option(0), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
@@ -264,8 +265,8 @@ def demo(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt,
     policy: str = typer.Option("probe", "--policy", help="Policy over the drafters."),
     max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
-    tree: Optional[str] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK, +cost for a cost-aware tree; "
-                                       "default: 32/4/4+cost on a CPU, the paper's 60/5/10 on a GPU."),
+    tree: Optional[str] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK, +cost for a cost-aware tree; default: "
+                                       f"{DEMO_CPU_TREE.label} on a CPU, the paper's {PAPER_TREE.label} on a GPU."),
 ) -> None:
     """One math and one chat prompt with the shipped drafters (or the --drafter heads, to try a candidate) under a
     routing policy, next to the engine's plain loop on the same prompt: the answer, τ, which drafter each step used,

@@ -4,7 +4,7 @@ alone."""
 import pytest
 import torch
 
-from taps_engine import Decoder, DraftHead, DraftTree, TreeSettings
+from taps_engine import Decoder, DraftHead, DraftTree, PlainDecoder, TreeSettings
 from taps_engine import policies
 from taps_engine.acceptance import follow_continuation
 from taps_engine.policies import PROBE_MARGIN, PROBE_MAX_STEPS, Proposal, make_policy
@@ -78,8 +78,7 @@ def test_probe_picks_the_head_that_predicts_the_target(monkeypatch):
     ids = [0, 17, 33, 52, 8]
     result = Decoder(target, heads, "probe", TreeSettings(8, 3, 2)).generate(ids, max_new_tokens=48,
                                                                              stop_on_eos=False)
-    plain = Decoder(target, {"oracle": heads["oracle"]}, "single", TreeSettings(8, 3, 2)).generate(
-        ids, max_new_tokens=48, stop_on_eos=False)
+    plain = PlainDecoder(target).generate(ids, max_new_tokens=48, stop_on_eos=False)
     decision = result.decision
     assert result.token_ids == plain.token_ids
     assert decision.drafter == "oracle" and decision.probe_matched["oracle"] >= decision.probe_matched["random"] \
