@@ -33,6 +33,7 @@ import zlib
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Callable
 
 from taps_engine.drafter_specs import default_drafters, parse_drafter_specs
 from taps_engine.policies import policy_names
@@ -63,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", default=DEFAULT_TARGET, help="target spec (alias, directory, Hub id, .gguf)")
     p.add_argument("--dtype", default="auto", help="target dtype, for the service and the in-process engine")
     p.add_argument("--drafter", action="append", default=[], metavar="NAME=PATH",
-                   help="a drafter head (repeatable); PATH 'random' serves a random head. Default: the trained "
-                        "smollm2-eagle2-math/-chat heads in ~/.cache/taps/drafters if present, else random heads")
+                   help="a drafter head (repeatable); PATH 'random' serves a random head. Default: the math and chat "
+                        "drafters shipped for the target, else random heads")
     p.add_argument("--policy", default="single", choices=policy_names(servable_only=True),
                    help="composition policy")
     p.add_argument("--transport", default="handle", choices=("handle", "grpc"),
@@ -309,52 +310,66 @@ def breakdown(wall_s: float, generation_s: float, draft_s: float, verify_s: floa
     return parts
 
 
-def concurrent(address: str, prompts: list[str], args: argparse.Namespace, drafter: str, n_clients: int) -> dict:
-    """n_clients threads, each with its own channel, each sending every prompt (starting at a different one)."""
+def client_load(address: str, prompts: list[str], n_clients: int, timeout_s: float,
+                request_fields: Callable[[], dict]) -> dict:
+    """n_clients threads, each with its own channel, each sending every prompt (starting at a different one) with
+    the fields `request_fields()` gives: the responses, their latencies, the errors and the wall time from the
+    moment every client is connected."""
     from services.client import TapsClient, TapsError
 
-    fields = dict(policy=args.policy, drafter=drafter, max_new_tokens=args.max_new_tokens, temperature=0.0)
-    latencies: list[float] = []
-    tokens = [0]
-    errors: list[str] = []
+    responses, latencies, errors = [], [], []
     lock = threading.Lock()
     barrier = threading.Barrier(n_clients + 1)
 
     def worker(k: int) -> None:
-        with TapsClient(address, timeout_s=args.timeout) as client:
+        with TapsClient(address, timeout_s=timeout_s) as client:
             client.health()  # connect before the clock starts
             barrier.wait()
             for j in range(len(prompts)):
                 prompt = prompts[(j + k) % len(prompts)]
                 start = time.perf_counter()
                 try:
-                    response = client.generate(prompt, **fields)
+                    response = client.generate(prompt, **request_fields())
                 except TapsError as e:
                     with lock:
                         errors.append(str(e))
                     continue
                 with lock:
                     latencies.append(time.perf_counter() - start)
-                    tokens[0] += len(response.token_ids)
+                    responses.append(response)
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n_clients)]
     for t in threads:
         t.start()
-    forwards, steps = verifier_counters()
     barrier.wait()
     start = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    forwards, steps = (now - before for now, before in zip(verifier_counters(), (forwards, steps)))
     if errors:
         print(f"  {len(errors)} of {n_clients * len(prompts)} requests failed, first: {errors[0]}", file=sys.stderr)
-    return {"clients": n_clients, "requests": len(latencies), "failed": len(errors),
-            "first_error": errors[0] if errors else None, "new_tokens": tokens[0], "wall_s": round(wall, 3),
-            "total_tokens_per_s": round(tokens[0] / wall, 2) if wall else None,
+    return {"responses": responses, "latencies": latencies, "errors": errors, "wall_s": wall}
+
+
+def latency_summary(load: dict) -> dict:
+    """What a client_load answer says about throughput and latency."""
+    latencies, wall = load["latencies"], load["wall_s"]
+    tokens = sum(len(r.token_ids) for r in load["responses"])
+    return {"requests": len(latencies), "failed": len(load["errors"]), "new_tokens": tokens,
+            "wall_s": round(wall, 3), "total_tokens_per_s": round(tokens / wall, 2) if wall else None,
             "mean_latency_s": round(statistics.fmean(latencies), 3) if latencies else None,
             "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
-            "max_latency_s": round(max(latencies), 3) if latencies else None,
+            "max_latency_s": round(max(latencies), 3) if latencies else None}
+
+
+def concurrent(address: str, prompts: list[str], args: argparse.Namespace, drafter: str, n_clients: int) -> dict:
+    """The service's throughput with n_clients concurrent clients, and how many steps a verify forward held."""
+    fields = dict(policy=args.policy, drafter=drafter, max_new_tokens=args.max_new_tokens, temperature=0.0)
+    forwards, steps = verifier_counters()
+    load = client_load(address, prompts, n_clients, args.timeout, lambda: fields)
+    forwards, steps = (now - before for now, before in zip(verifier_counters(), (forwards, steps)))
+    return {"clients": n_clients, **latency_summary(load),
+            "first_error": load["errors"][0] if load["errors"] else None,
             "verify_forwards": forwards, "mean_verify_batch": round(steps / forwards, 2) if forwards else None}
 
 

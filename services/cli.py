@@ -126,7 +126,7 @@ def client_generate(
     system: str = typer.Option("", help="System prompt."),
     raw: bool = typer.Option(False, help="Send the prompt as raw text, without the chat template."),
     policy: str = typer.Option("", help=f"{', '.join(SERVE_POLICIES)}; default: the server's."),
-    drafter: str = typer.Option("", help="Drafter for `single`, or the forced assignment for `sticky`."),
+    drafter: str = typer.Option("", help="Drafter for `single`, or the forced assignment for `sticky` and `probe`."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     temperature: Optional[float] = typer.Option(None), top_p: Optional[float] = typer.Option(None),
     top_k: int = typer.Option(0), seed: int = typer.Option(0),

@@ -174,7 +174,7 @@ class ApiKeys(Strict):
 
 
 class RouterConfig(Strict):
-    default_policy: str = "sticky"
+    default_policy: str = "probe"  # results/serving/README.md, "Which policy the service routes with"
     default_max_new_tokens: int = Field(128, ge=1)
     max_new_tokens_cap: int = Field(1024, ge=1)   # above it: RESOURCE_EXHAUSTED
     max_prompt_tokens: int = Field(4096, ge=1)    # above it: INVALID_ARGUMENT

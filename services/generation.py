@@ -1,7 +1,7 @@
 """One generation request over remote drafters and a remote verifier: the router's work, without Ray.
 
-`RouterCore` validates a request (services/validation.py), picks the policy and, for `sticky`, looks up the
-conversation's drafter in the assignment cache (a hit skips exploration; a miss explores and stores the choice),
+`RouterCore` validates a request (services/validation.py), picks the policy and, for `sticky` and `probe`, looks up
+the conversation's drafter in the assignment cache (a hit skips exploration; a miss explores and stores the choice),
 then runs the engine's own decoding loop with remote drafters and a remote verifier (services/remote.py), yielding
 one chunk per committed step. Whatever happens (completion, an error, a stream closed early), the sessions it
 opened on the drafter and verifier replicas are released. Handles are anything with Ray Serve's

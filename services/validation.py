@@ -46,9 +46,9 @@ def invalid(message: str) -> RequestError:
 class ParsedRequest:
     prompt_ids: list[int]
     policy: PolicySpec
-    drafter: str | None        # the client's drafter (single) or forced assignment (sticky)
+    drafter: str | None        # the client's drafter (single) or forced assignment (sticky, probe)
     params: SamplingParams
-    assignment_key: str | None  # sticky: the conversation's key in the assignment cache
+    assignment_key: str | None  # sticky, probe: the conversation's key in the assignment cache
 
 
 def _prompt(request: pb.GenerateRequest, prompt_format: PromptFormat) -> tuple[list[int], tuple[str, str] | None]:

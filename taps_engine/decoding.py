@@ -140,7 +140,7 @@ class Decoder:
     def generate(self, prompt: Prompt, params: SamplingParams | None = None, drafter: str | None = None,
                  **sampling) -> GenerationResult:
         """Decode `prompt` (text, chat messages or token ids) with `params`, or SamplingParams fields given as
-        keywords; `drafter` names the drafter for `single` or the assignment for `sticky`."""
+        keywords; `drafter` names the drafter for `single` or the assignment for `sticky` and `probe`."""
         for event in self.stream(prompt, params or SamplingParams(**sampling), drafter):
             pass
         return event.result

@@ -140,10 +140,11 @@ def test_calls_without_a_valid_key_are_refused_and_health_stays_open(cluster):
             assert stranger.health() == "SERVING"
 
 
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged", "sticky"])
+@pytest.mark.parametrize("policy", ["single", "confidence", "merged", "sticky", "probe"])
 def test_unary_and_stream_equal_the_engine(cluster, engine, policy):
     expected = engine.generate(policy, max_new_tokens=24)
-    response = cluster.client.generate(PROMPT, policy=policy)
+    # a conversation of its own: sticky and probe share the assignment cache, and a cached choice skips exploring
+    response = cluster.client.generate(PROMPT, policy=policy, conversation_id=f"unary-{policy}")
     assert list(response.token_ids) == expected.token_ids and response.text == expected.text
     assert response.stats.mean_acceptance_length == pytest.approx(expected.tau)
     assert response.stats.n_steps == len(expected.steps) > 0

@@ -546,7 +546,7 @@ def test_bad_requests_get_their_status(models, core, case, fields, code):
 def test_request_defaults_and_assignment_keys(models, core):
     config = make_config(models)
     parsed = parse_request(pb.GenerateRequest(prompt=PROMPT), core.format, config)
-    assert parsed.policy.name == "sticky" and parsed.params == SamplingParams(max_new_tokens=24)
+    assert parsed.policy.name == "probe" and parsed.params == SamplingParams(max_new_tokens=24)
     as_messages = parse_request(pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content=PROMPT),
                                                             pb.ChatMessage(role="assistant", content="5"),
                                                             pb.ChatMessage(role="user", content="Why?")]),
@@ -554,7 +554,7 @@ def test_request_defaults_and_assignment_keys(models, core):
     assert as_messages.assignment_key == parsed.assignment_key  # same first user turn: same conversation
     assert parse_request(pb.GenerateRequest(prompt_token_ids=[5, 6]), core.format, config).assignment_key is None
     assert parse_request(pb.GenerateRequest(prompt=PROMPT, policy="single"), core.format, config).assignment_key \
-        is None   # only assignable policies (sticky) use the assignment cache
+        is None   # only assignable policies (sticky, probe) use the assignment cache
 
 
 # ----- text, affinity, pickling -----
