@@ -29,8 +29,8 @@ TargetOpt = typer.Option(DEFAULT_TARGET, "--target", help="HF directory, Hub id,
 DrafterOpt = typer.Option(None, "--drafter", "-d",
                           help="NAME=PATH of a draft head (repeatable); default: the trained heads of the target.")
 RandomOpt = typer.Option(0, "--random-drafters", help="Add N untrained heads (used when no drafter is found).")
-PolicyOpt = typer.Option("single", "--policy",
-                         help="; ".join(f"{s.name}: {s.summary}" for s in POLICY_SPECS) + ".")
+POLICY_HELP = "; ".join(f"{s.name}: {s.summary}" for s in POLICY_SPECS) + "."
+PolicyOpt = typer.Option("single", "--policy", help=POLICY_HELP)
 TotalOpt = typer.Option(None, "--total-tokens", help="Tree nodes verified per step, root included "
                                                      "(default: 60 on GPUs, 16 on CPUs).")
 DepthOpt = typer.Option(None, "--depth", help="Expansions after the root's top-k, EAGLE-2's convention: the deepest "
@@ -83,8 +83,9 @@ def generate(
     system: Optional[str] = typer.Option(None, help="System prompt."),
     raw: bool = typer.Option(False, help="Send the prompt as raw text, without the chat template."),
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
-    policy: str = PolicyOpt, total_tokens: Optional[int] = TotalOpt, depth: Optional[int] = DepthOpt,
-    top_k: Optional[int] = TopKOpt,
+    policy: str = typer.Option("probe", "--policy", help=POLICY_HELP + " The default routes as `make run` and "
+                               "`taps serve` do (results/serving/README.md)."),
+    total_tokens: Optional[int] = TotalOpt, depth: Optional[int] = DepthOpt, top_k: Optional[int] = TopKOpt,
     use: Optional[str] = typer.Option(None, "--use",
                                       help="Drafter for `single` / assignment for `sticky` and `probe`."),
     max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
@@ -117,7 +118,7 @@ def generate(
         fail(str(e))
     stats = summarize([result])
     if json_out:
-        console.print_json(json.dumps({"text": result.text, "token_ids": result.token_ids,
+        console.print_json(json.dumps({"policy": result.policy, "text": result.text, "token_ids": result.token_ids,
                                        "finish_reason": result.finish_reason, "decision": result.decision.to_dict(),
                                        "tokens_per_s": result.tokens_per_s, "plain_steps": result.plain_steps,
                                        **stats}))

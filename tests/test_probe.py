@@ -1,12 +1,16 @@
 """The probe policy: every drafter drafts until one's trees have matched clearly more of the output, then it drafts
 alone."""
 
+import json
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from taps_engine import Decoder, DraftHead, DraftTree, PlainDecoder, TreeSettings
 from taps_engine import policies
 from taps_engine.acceptance import follow_continuation
+from taps_engine.cli_root import app
 from taps_engine.policies import PROBE_MARGIN, PROBE_MAX_STEPS, Proposal, make_policy
 from tiny import oracle_head, tiny_target
 
@@ -95,3 +99,13 @@ def test_probe_at_one_drafter_left(requested):
     result = Decoder(target, heads, "probe", TreeSettings(8, 3, 2)).generate([0, 5, 6], max_new_tokens=24,
                                                                              drafter=requested, stop_on_eos=False)
     assert result.decision.drafter == "noisy"
+
+
+def test_taps_generate_routes_with_probe_by_default(models):
+    """`taps generate` without --policy routes as `make run` and `taps serve` do."""
+    args = ["generate", "Name a color.", "--target", str(models["target"]), "--dtype", "fp32", "--max-new-tokens", "6",
+            "--no-fallback", "--json"] + [f"--drafter={name}={path}" for name, path in models["heads"].items()]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["policy"] == "probe" and answer["token_ids"] and answer["decision"]["probe_steps"] >= 1
