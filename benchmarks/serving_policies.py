@@ -77,19 +77,14 @@ def load_config(path: Path, drafter_specs: list[str]):
     """The serving config with the heads of `--drafter` and a free gRPC port, so a running `taps serve` is left
     alone."""
     from services.app import free_port
-    from services.config import load_serve_config
+    from services.config import load_serve_config, use_heads
     from taps_engine.drafter_specs import parse_drafter_specs
-    from taps_engine.head import head_method
 
     try:
-        config = load_serve_config(path)
-        heads = parse_drafter_specs(drafter_specs)
+        config = use_heads(load_serve_config(path), {name: head.resolve()
+                                                     for name, head in parse_drafter_specs(drafter_specs).items()})
     except (OSError, ValueError) as e:
         fail(str(e))
-    for name, head in heads.items():
-        if name not in config.drafters:
-            fail(f"--drafter {name}: {path} has no drafter {name!r} (it has {', '.join(config.drafters)})")
-        config.drafters[name].path, config.drafters[name].method = head.resolve(), head_method(head)
     config.router.grpc_port = free_port()
     return config
 

@@ -12,14 +12,14 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Mapping, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.drafter_specs import default_drafters
 from taps_engine.head import head_method
-from taps_engine.policies import policy_names, policy_spec
+from taps_engine.policies import DEFAULT_ROUTING, policy_names, policy_spec
 from taps_engine.settings import DTYPES, numerics_dtype
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import TreeSettings, default_tree
@@ -174,7 +174,7 @@ class ApiKeys(Strict):
 
 
 class RouterConfig(Strict):
-    default_policy: str = "probe"  # results/serving/README.md, "Which policy the service routes with"
+    default_policy: str = DEFAULT_ROUTING
     default_max_new_tokens: int = Field(128, ge=1)
     max_new_tokens_cap: int = Field(1024, ge=1)   # above it: RESOURCE_EXHAUSTED
     max_prompt_tokens: int = Field(4096, ge=1)    # above it: INVALID_ARGUMENT
@@ -302,11 +302,20 @@ def load_serve_config(path: str | Path) -> ServeConfig:
     return config
 
 
+def use_heads(config: ServeConfig, heads: Mapping[str, Path]) -> ServeConfig:
+    """Serve these checkpoints as the config's drafters of the same names, each with the method it records;
+    ValueError for a name the config has no drafter for."""
+    unknown = [name for name in heads if name not in config.drafters]
+    if unknown:
+        raise ValueError(f"the config has no drafter {unknown[0]!r} (it has {', '.join(config.drafters)})")
+    for name, path in heads.items():
+        config.drafters[name].path = path
+        config.drafters[name].method = head_method(path)
+    return config
+
+
 def embedded_defaults() -> ServeConfig:
     """The no-config system: the default target with its trained math/chat heads when they exist (random heads
     otherwise, with a warning)."""
     config = ServeConfig()
-    for name, path in default_drafters(config.target).items():
-        config.drafters[name].path = path
-        config.drafters[name].method = head_method(path)
-    return config
+    return use_heads(config, default_drafters(config.target))

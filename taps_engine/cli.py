@@ -18,7 +18,7 @@ from .drafter_specs import default_drafters, parse_drafter_specs
 from .fileio import atomic_write, write_json
 from .head import DraftHead, head_method, load_head
 from .metrics import summarize
-from .policies import POLICY_SPECS, policy_spec
+from .policies import DEFAULT_ROUTING, POLICY_SPECS, policy_spec
 from .settings import numerics_dtype
 from .target import DEFAULT_TARGET, Target, load_target
 from .tree import DEMO_CPU_TREE, PAPER_TREE, TreeSettings, default_tree
@@ -83,8 +83,8 @@ def generate(
     system: Optional[str] = typer.Option(None, help="System prompt."),
     raw: bool = typer.Option(False, help="Send the prompt as raw text, without the chat template."),
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt, random_drafters: int = RandomOpt,
-    policy: str = typer.Option("probe", "--policy", help=POLICY_HELP + " The default routes as `make run` and "
-                               "`taps serve` do (results/serving/README.md)."),
+    policy: str = typer.Option(DEFAULT_ROUTING, "--policy", help=POLICY_HELP + " The default routes as `make run` "
+                               "and `taps serve` do (results/serving/README.md)."),
     total_tokens: Optional[int] = TotalOpt, depth: Optional[int] = DepthOpt, top_k: Optional[int] = TopKOpt,
     use: Optional[str] = typer.Option(None, "--use",
                                       help="Drafter for `single` / assignment for `sticky` and `probe`."),
@@ -264,7 +264,7 @@ DEMO_PROMPTS = {
 
 def demo(
     target: str = TargetOpt, drafter: Optional[list[str]] = DrafterOpt,
-    policy: str = typer.Option("probe", "--policy", help="Policy over the drafters."),
+    policy: str = typer.Option(DEFAULT_ROUTING, "--policy", help="Policy over the drafters."),
     max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
     tree: Optional[str] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK, +cost for a cost-aware tree; default: "
                                        f"{DEMO_CPU_TREE.label} on a CPU, the paper's {PAPER_TREE.label} on a GPU."),

@@ -311,6 +311,9 @@ POLICY_SPECS: tuple[PolicySpec, ...] = (
                takes_drafter=True, assignable=True, sessions=_one_or_every),
 )
 _BY_NAME = {name: spec for spec in POLICY_SPECS for name in (spec.name, *spec.aliases)}
+# how a request is routed when it names no policy: `taps generate`, `taps demo` (`make run`) and the service
+# (results/engine/README.md and results/serving/README.md, "Which policy ...")
+DEFAULT_ROUTING = "probe"
 
 
 def policy_names(servable_only: bool = False) -> tuple[str, ...]:
