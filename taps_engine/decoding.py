@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -119,6 +119,7 @@ class Decoder:
         self.tree = tree or default_tree(loaded.device if loaded is not None else "cpu")
         self.verifier = verifier or TargetVerifier(target)
         self.fallback = fallback
+        self.economics: Callable[[], StepEconomics] = StepEconomics   # the fallback's rule, per request
         if self.tree.cost_aware and loaded is None:
             raise ValueError("cost-aware trees need the target in process (its verify cost curve)")
         self._target = loaded
@@ -168,7 +169,7 @@ class Decoder:
             d.extend(prompt_ids[1:] + out, features)
         plan = self._start(active, drafter)
         chosen, dropped = plan, {}
-        economics = StepEconomics() if self.fallback else None
+        economics = self.economics() if self.fallback else None
         costs = self.costs
         judge = getattr(self.verifier, "accepted_length", None)   # a verifier that knows the continuation
         yield StepEvent(list(out), None)

@@ -15,6 +15,7 @@ poor fit costs a few steps, not the whole request. Output is unaffected: plain s
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import replace
 
@@ -114,10 +115,21 @@ class StepEconomics:
     The first full window is followed by `measure` plain steps (what a plain step costs on this machine, for this
     prompt length); from then on, speculation losing (fewer tokens per second than plain) buys `backoff` plain
     steps, doubling up to `max_backoff` while it keeps losing and reset when a probe wins.
+
+    "Losing" allows for the window's noise: a step commits 1 to depth + 1 tokens and its time varies with the
+    machine's load, so six steps of a drafter that pays can fall below break-even by chance, and each such verdict
+    costs `backoff` or more steps at one token.
+    Each step's gain is the tokens it committed beyond what plain steps commit in its time; speculation loses when
+    the window's mean gain is below zero by more than `noise` standard errors (results/engine/README.md, "The
+    fallback's noise allowance").
     """
 
-    def __init__(self, window: int = 6, measure: int = 2, backoff: int = 8, max_backoff: int = 64) -> None:
+    def __init__(self, window: int = 6, measure: int = 2, backoff: int = 8, max_backoff: int = 64,
+                 noise: float = 1.0) -> None:
+        if window < 2:
+            raise ValueError("the fallback's window needs at least two steps to estimate its noise")
         self.window = window
+        self.noise = noise
         self.measure = measure
         self.base_backoff = backoff
         self.backoff = backoff
@@ -142,11 +154,11 @@ class StepEconomics:
         self.recent.append((tokens, seconds))
         if len(self.recent) < self.window:
             return
-        rate = sum(t for t, _ in self.recent) / sum(s for _, s in self.recent)
         if self.plain_seconds is None:
             self.plain_left = self.measure
             return
-        if rate * self.plain_seconds < 1.0:
+        gains = [tokens - seconds / self.plain_seconds for tokens, seconds in self.recent]
+        if statistics.fmean(gains) + self.noise * statistics.stdev(gains) / len(gains) ** 0.5 < 0:
             self.plain_left = self.backoff
             self.backoff = min(self.max_backoff, self.backoff * 2)
         else:
