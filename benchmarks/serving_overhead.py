@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from taps_engine.drafter_specs import default_drafters, parse_drafter_specs
-from taps_engine.policies import policy_names
+from taps_engine.policies import POLICIES
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import CPU_TREE
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drafter", action="append", default=[], metavar="NAME=PATH",
                    help="a drafter head (repeatable); PATH 'random' serves a random head. Default: the math and chat "
                         "drafters shipped for the target, else random heads")
-    p.add_argument("--policy", default="single", choices=policy_names(servable_only=True),
+    p.add_argument("--policy", default="single", choices=POLICIES,
                    help="composition policy")
     p.add_argument("--transport", default="handle", choices=("handle", "grpc"),
                    help="how the router reaches drafters and the verifier (router.transport)")
@@ -135,6 +135,7 @@ def serving_config(args: argparse.Namespace, drafters: dict[str, Path | None], n
     try:
         return ServeConfig.model_validate({
             "target": args.target, "dtype": args.dtype, "tree": TREE,
+            "fallback": False,   # every step drafts, as in the in-process engine: the same steps on both sides
             "drafters": {name: {"path": str(path) if path is not None else None, "deployment": deployment,
                                 "max_batch_size": args.max_batch_size, "torch_threads": args.replica_threads,
                                 "colocated": args.colocated}

@@ -14,6 +14,9 @@ probing steps) as a new conversation's first turn does; a cached assignment woul
 
 Writes JSON and a Markdown table (command, machine, versions) atomically to --out (and the same path with .md).
 
+With `plain` first (`--policies plain,sticky,probe`) the ratios say what speculation buys through the service: plain
+decodes through the same router, verifier and transport, drafting nothing.
+
 Usage: python benchmarks/serving_policies.py --prompts 4 --max-new-tokens 64 --policies sticky,probe
 """
 
@@ -44,7 +47,7 @@ def fail(message: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from services.config import SERVE_POLICIES
+    from taps_engine.policies import POLICIES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -53,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="serve this head as the config's drafter NAME instead of the config's (repeatable)")
     p.add_argument("--policies", default="sticky,probe",
                    help=f"comma-separated policies, the first being the baseline of the ratios; any of "
-                        f"{', '.join(SERVE_POLICIES)}")
+                        f"{', '.join(POLICIES)}")
+    p.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the config's fallback (plain steps while a request's speculation loses)")
     p.add_argument("--prompts", type=int, default=4, help="prompts per benchmark (GSM8K and MT-Bench)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--clients", type=int, default=8, help="concurrent clients of part 2 (0 skips it)")
@@ -62,9 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output; the Markdown goes next to it")
     args = p.parse_args(argv)
     args.policies = [x.strip() for x in args.policies.split(",") if x.strip()]
-    unknown = [x for x in args.policies if x not in SERVE_POLICIES]
+    unknown = [x for x in args.policies if x not in POLICIES]
     if unknown or len(args.policies) < 2 or len(set(args.policies)) != len(args.policies):
-        p.error(f"--policies needs two or more distinct policies of {', '.join(SERVE_POLICIES)}, got "
+        p.error(f"--policies needs two or more distinct policies of {', '.join(POLICIES)}, got "
                 f"{args.policies}")
     if args.prompts < 1 or args.max_new_tokens < 1 or args.clients < 0:
         p.error("--prompts and --max-new-tokens must be positive, --clients not negative")
@@ -169,8 +174,9 @@ def markdown(report: dict) -> str:
         f"{m.get('bf16_flags') or 'no'}; load average at end {m['load_average_at_end']}.",
         "Versions: " + ", ".join(f"{k} {x}" for k, x in report["versions"].items()) + ".", "",
         f"Config `{s['config']}`: target {s['target']} ({s['dtype']}), drafters {s['drafters']}, tree {s['tree']}, "
-        f"transport `{s['transport']}`; {s['n_prompts']} prompts (GSM8K / MT-Bench first turns), greedy, max "
-        f"{s['max_new_tokens']} new tokens; every request a new conversation.", "",
+        f"transport `{s['transport']}`, fallback {'on' if s['fallback'] else 'off'}; {s['n_prompts']} prompts "
+        f"(GSM8K / MT-Bench first turns), greedy, max {s['max_new_tokens']} new tokens; every request a new "
+        "conversation.", "",
         "## One client, the policies in turn on each prompt", "",
         f"| policy | new tokens | seconds | tokens/s | τ | per-token time / {base} [95% CI over prompts] | "
         "drafter kept (prompts) |", "|---|---|---|---|---|---|---|"]
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.speed import bench_prompts
 
     config = load_config(args.config, args.drafter)
+    if args.fallback is not None:
+        config.fallback = args.fallback
     prompts = bench_prompts(args.prompts)
     num_cpus = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
     print(f"starting Ray Serve on {num_cpus:g} CPUs (gRPC port {config.router.grpc_port})", file=sys.stderr)
@@ -235,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
               "settings": {"config": shareable(args.config), "target": config.target,
                            "dtype": str(resolve_dtype(config.compute_dtype, default_device())).removeprefix("torch."),
                            "drafters": {k: shareable(d.path) if d.path else None for k, d in config.drafters.items()},
-                           "tree": asdict(config.tree) if config.tree else "the device's default", "transport": config.router.transport,
+                           "tree": asdict(config.tree) if config.tree else "the device's default",
+                           "transport": config.router.transport,
+                           "fallback": config.fallback,
                            "policies": args.policies, "n_prompts": len(prompts), "clients": args.clients,
                            "max_new_tokens": args.max_new_tokens, "temperature": 0.0},
               "one_client": {"summary": summary(rows, args.policies), "per_prompt": rows}, "concurrent": crowd}

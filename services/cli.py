@@ -20,8 +20,9 @@ from google.protobuf.json_format import MessageToDict
 
 from taps_engine.cli_common import console, err, fail
 from taps_engine.fileio import atomic_write
+from taps_engine.policies import POLICIES
 
-from .config import SERVE_POLICIES, ServeConfig, embedded_defaults, load_serve_config
+from .config import ServeConfig, embedded_defaults, load_serve_config
 from .logs import LogLevel, configure_logging
 
 DEFAULT_SERVER = "127.0.0.1:9000"
@@ -125,7 +126,7 @@ def client_generate(
     server: str = ServerOpt,
     system: str = typer.Option("", help="System prompt."),
     raw: bool = typer.Option(False, help="Send the prompt as raw text, without the chat template."),
-    policy: str = typer.Option("", help=f"{', '.join(SERVE_POLICIES)}; default: the server's."),
+    policy: str = typer.Option("", help=f"{', '.join(POLICIES)}; default: the server's."),
     drafter: str = typer.Option("", help="Drafter for `single`, or the forced assignment for `sticky` and `probe`."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     temperature: Optional[float] = typer.Option(None), top_p: Optional[float] = typer.Option(None),

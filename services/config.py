@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from taps_engine.configfile import Strict, load_yaml_config
 from taps_engine.drafter_specs import default_drafters
 from taps_engine.head import head_method
-from taps_engine.policies import DEFAULT_ROUTING, policy_names, policy_spec
+from taps_engine.policies import DEFAULT_ROUTING, policy_spec
 from taps_engine.settings import DTYPES, numerics_dtype
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import TreeSettings, default_tree
@@ -29,7 +29,6 @@ from .logs import LogLevel
 
 log = logging.getLogger(__name__)
 
-SERVE_POLICIES = policy_names(servable_only=True)   # `plain` is a benchmark baseline, not a serving policy
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"  # becomes part of application and Kubernetes names
 
 
@@ -199,7 +198,7 @@ class RouterConfig(Strict):
     @field_validator("default_policy")
     @classmethod
     def _policy(cls, value: str) -> str:
-        policy_spec(value, servable_only=True)
+        policy_spec(value)
         return value
 
     @field_validator("redis_url")
@@ -238,6 +237,9 @@ class ServeConfig(Strict):
     router: RouterConfig = Field(default_factory=RouterConfig)
     log_level: LogLevel = LogLevel.warning        # TAPS log lines from every replica (services/logs.py)
     numerics: Literal["fast", "exact"] = "fast"   # exact: fp32, T=0 output is plain greedy decoding's on every path
+    # a request steps plainly while its speculative steps commit fewer tokens per second than plain ones
+    # (taps_engine/economics.py); off, every step drafts (step counts then follow the drafts alone)
+    fallback: bool = True
 
     @property
     def compute_dtype(self) -> str:

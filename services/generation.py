@@ -19,14 +19,14 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from taps_engine.decoding import Decoder, StepEvent
-from taps_engine.policies import Decision
+from taps_engine.policies import POLICIES, Decision
 from taps_engine.prompt import PromptFormat
 
 from .assignments import Assignment, AssignmentCache
 from .auth import authorize, load_digests
 from .breaker import Breaker
 from .codec import settings_to_proto
-from .config import SERVE_POLICIES, ServeConfig
+from .config import ServeConfig
 from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
 from .remote import (VERIFIER, ColocatedProposer, RemoteProposer, RemoteVerifier, VerifierUnavailable, drafter_key,
@@ -72,7 +72,7 @@ class RouterCore:
                                 path=str(d.path or ""))
                  for name, d in self.config.drafters.items()]
         limits = self.config.router
-        return pb.ListDraftersResponse(target=self.config.target, drafters=infos, policies=SERVE_POLICIES,
+        return pb.ListDraftersResponse(target=self.config.target, drafters=infos, policies=POLICIES,
                                        default_policy=limits.default_policy,
                                        max_new_tokens_cap=limits.max_new_tokens_cap,
                                        max_prompt_tokens=limits.max_prompt_tokens,
@@ -128,7 +128,8 @@ class RouterCore:
         proposers = {name: self._proposer(name, verifier, session_id)
                      for name in parsed.policy.sessions(list(self.drafters), requested)}
         remote = [d for d in proposers.values() if isinstance(d, RemoteProposer)]
-        decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier)
+        decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier,
+                          fallback=self.config.fallback)
         events = decoder.stream(parsed.prompt_ids, parsed.params, requested)
         try:
             yield from self._chunks(events, parsed, cached)

@@ -29,10 +29,11 @@ import grpc
 from grpc_health.v1 import health_pb2
 from ray import serve
 
+from taps_engine.policies import POLICIES
 from taps_engine.target import load_prompt_format
 
 from .assignments import make_assignment_cache
-from .config import SERVE_POLICIES, ServeConfig
+from .config import ServeConfig
 from .deployments import VERIFIER_APP, drafter_app_name
 from .generation import RouterCore
 from .grpc_transport import GrpcHandle
@@ -80,7 +81,7 @@ class Router:
 
     def _refuse(self, error: RequestError, request: pb.GenerateRequest, grpc_context) -> None:
         policy = request.policy or self.core.config.router.default_policy
-        self.core.metrics.failed(policy if policy in SERVE_POLICIES else "unknown", error.code.name.lower())
+        self.core.metrics.failed(policy if policy in POLICIES else "unknown", error.code.name.lower())
         grpc_context.set_code(error.code)
         grpc_context.set_details(error.message)
 

@@ -22,8 +22,8 @@ from .config import ServeConfig
 from .protos_gen.taps.v1 import taps_pb2 as pb
 
 ROLES = ("system", "user", "assistant")
-# policies that take a `drafter` from the request (the others draft with every drafter each step)
-DRAFTER_POLICIES = tuple(spec.name for spec in POLICY_SPECS if spec.servable and spec.takes_drafter)
+# policies that take a `drafter` from the request (the others draft with every drafter each step, plain with none)
+DRAFTER_POLICIES = tuple(spec.name for spec in POLICY_SPECS if spec.takes_drafter)
 
 
 class RequestError(Exception):
@@ -102,7 +102,7 @@ def _params(request: pb.GenerateRequest, config: ServeConfig) -> SamplingParams:
 
 def parse_request(request: pb.GenerateRequest, prompt_format: PromptFormat, config: ServeConfig) -> ParsedRequest:
     try:
-        policy = policy_spec(request.policy or config.router.default_policy, servable_only=True)
+        policy = policy_spec(request.policy or config.router.default_policy)
     except ValueError as e:
         raise invalid(str(e)) from e
     drafter = request.drafter or None

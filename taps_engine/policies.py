@@ -285,15 +285,14 @@ class PolicySpec:
     max_drafters: int | None = None    # drafters a run may configure (None: any number)
     takes_drafter: bool = False        # a request may name the drafter (single) or the assignment (sticky)
     assignable: bool = False           # its per-request choice is remembered per conversation (assignment cache)
-    servable: bool = True              # offered by the router (plain is a benchmark baseline)
     aliases: tuple[str, ...] = ()
     # the drafters a request needs sessions for, given the configured ones and the requested drafter
     sessions: Callable[[list[str], str | None], list[str]] = _every
 
 
 POLICY_SPECS: tuple[PolicySpec, ...] = (
-    PolicySpec("plain", Plain, "no drafts: the target alone, through the same loop", needs_drafters=False,
-               max_drafters=0, servable=False, sessions=_none),
+    PolicySpec("plain", Plain, "no drafts: the target alone, through the same loop (the baseline)",
+               needs_drafters=False, max_drafters=0, sessions=_none),
     PolicySpec("single", Single, "one drafter (the requested one, else the first)", max_drafters=1,
                takes_drafter=True, sessions=_requested_or_first),
     PolicySpec("confidence", lambda: Routed("confidence"),
@@ -316,20 +315,19 @@ _BY_NAME = {name: spec for spec in POLICY_SPECS for name in (spec.name, *spec.al
 DEFAULT_ROUTING = "probe"
 
 
-def policy_names(servable_only: bool = False) -> tuple[str, ...]:
+def policy_names() -> tuple[str, ...]:
     """Every accepted name, aliases included, in registry order."""
-    return tuple(name for spec in POLICY_SPECS if spec.servable or not servable_only
-                 for name in (spec.name, *spec.aliases))
+    return tuple(name for spec in POLICY_SPECS for name in (spec.name, *spec.aliases))
 
 
 POLICIES = policy_names()
 
 
-def policy_spec(name: str, servable_only: bool = False) -> PolicySpec:
+def policy_spec(name: str) -> PolicySpec:
     """The spec for a name or alias; ValueError listing the choices otherwise."""
     spec = _BY_NAME.get(name)
-    if spec is None or (servable_only and not spec.servable):
-        raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(policy_names(servable_only))}")
+    if spec is None:
+        raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
     return spec
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.config import (SERVE_POLICIES, DeploymentConfig, ServeConfig, embedded_defaults,
+from services.config import (DeploymentConfig, ServeConfig, embedded_defaults,
                              load_serve_config)
 from taps_engine.drafter_specs import DEFAULTS, SHIPPED, default_drafters
 from taps_engine.head import head_method
+from taps_engine.policies import POLICIES
 from taps_engine.target import DEFAULT_TARGET
 from taps_engine.tree import CPU_TREE, PAPER_TREE
-from taps_engine.policies import make_policy
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "serve" / "local.yaml"
 
@@ -31,17 +31,15 @@ def test_defaults_are_valid_and_fit_one_machine():
     assert gpu.tree == PAPER_TREE
     assert set(config.drafters) == {"math", "chat"} and all(d.path is None for d in config.drafters.values())
     assert config.router.grpc_port == 9000 and config.router.redis_url is None
-    assert config.router.default_policy in SERVE_POLICIES
+    assert config.router.default_policy in POLICIES
     assert DeploymentConfig().serve_options() == {"ray_actor_options": {"num_cpus": 0.25, "num_gpus": 0.0},
                                                   "num_replicas": 1}
     apps = [*config.drafters.values(), config.verifier, config.router]
     assert sum(a.deployment.ray_actor_options.num_cpus for a in apps) <= 2
 
 
-def test_every_serving_policy_is_an_engine_policy():
-    for name in SERVE_POLICIES:
-        make_policy(name)
-    for name in ("merged", "merged-trie", "merged-budget", "confidence", "single", "sticky"):
+def test_every_policy_can_be_the_server_default():
+    for name in POLICIES:
         assert ServeConfig.model_validate({"router": {"default_policy": name}}).router.default_policy == name
 
 
@@ -94,7 +92,7 @@ def test_relative_drafter_paths_are_relative_to_the_file(tmp_path):
     ({"router": {"deployment": {"autoscaling_config": {"min_replicas": 3, "max_replicas": 2}}}},
      "min_replicas (3) exceeds max_replicas (2)"),
     ({"router": {"grpc_port": 70000}}, "router.grpc_port: Input should be less than or equal to 65535"),
-    ({"router": {"default_policy": "fastest"}}, "router.default_policy: unknown policy 'fastest'; choose one of single"),
+    ({"router": {"default_policy": "fastest"}}, "router.default_policy: unknown policy 'fastest'; choose one of plain, single"),
     ({"router": {"default_max_new_tokens": 4000}}, "default_max_new_tokens (4000) exceeds max_new_tokens_cap (1024)"),
     ({"router": {"redis_url": "localhost:6379"}}, "redis_url must start with redis://"),
     ({"router": {"assignment_ttl_s": 0}}, "router.assignment_ttl_s: Input should be greater than 0"),

@@ -67,6 +67,7 @@ def cluster(models, redis_process, tmp_path_factory):
     os.environ[KEYS_ENV] = digest(API_KEY)  # the local Ray's replicas inherit it
     config = ServeConfig.model_validate({
         "target": models["target"], "dtype": "fp32", "tree": TREE,
+        "fallback": False,   # every step drafts, as the engine references do: step counts and τ compare exactly
         "drafters": {"a": {"path": models["heads"]["a"], "deployment": replica()},
                      "b": {"path": models["heads"]["b"], "deployment": replica(2)},
                      "c": {"path": models["heads"]["a"], "colocated": True}},   # in the verifier's replica
@@ -140,7 +141,7 @@ def test_calls_without_a_valid_key_are_refused_and_health_stays_open(cluster):
             assert stranger.health() == "SERVING"
 
 
-@pytest.mark.parametrize("policy", ["single", "confidence", "merged", "sticky", "probe"])
+@pytest.mark.parametrize("policy", ["plain", "single", "confidence", "merged", "sticky", "probe"])
 def test_unary_and_stream_equal_the_engine(cluster, engine, policy):
     expected = engine.generate(policy, max_new_tokens=24)
     # a conversation of its own: sticky and probe share the assignment cache, and a cached choice skips exploring

@@ -36,6 +36,7 @@ from services.verifier_server import VerifierServer
 from taps_engine import Decoder
 from taps_engine.acceptance import SamplingParams
 from taps_engine.drafter import Drafter, DrafterUnavailable
+from taps_engine.economics import StepEconomics
 from taps_engine.head import load_head
 from taps_engine.policies import PROBE_MARGIN
 from taps_engine.target import load_prompt_format, load_target
@@ -58,9 +59,11 @@ def servers(models):
     return drafters, VerifierServer(models["target"], "fp32")
 
 
-def make_config(models, **router) -> ServeConfig:
+def make_config(models, fallback: bool = False, **router) -> ServeConfig:
+    """The serving config of these tests; without the fallback (by default) every step drafts, as the engine
+    references below do, so step counts and τ compare exactly (the fallback's verdicts depend on timing)."""
     return ServeConfig.model_validate({
-        "target": models["target"], "dtype": "fp32", "tree": TREE,
+        "target": models["target"], "dtype": "fp32", "tree": TREE, "fallback": fallback,
         "drafters": {name: {"path": path} for name, path in models["heads"].items()},
         "router": {"default_max_new_tokens": 24, "max_new_tokens_cap": 64, "max_prompt_tokens": 200, **router}})
 
@@ -352,6 +355,24 @@ def test_router_core_matches_the_engine(core, engine, servers, policy):
     assert final.stats.draft_seconds + final.stats.verify_seconds <= final.stats.seconds
     assert final.finish_reason in (pb.FINISH_REASON_EOS, pb.FINISH_REASON_LENGTH)
     assert len(servers[1].sessions) == 0 and all(len(d.sessions) == 0 for d in servers[0].values())
+
+
+def test_the_router_falls_back_to_plain_steps_and_keeps_the_output(models, servers, engine):
+    """With the fallback on (the serving default), the first full window of speculative steps is followed by plain
+    steps that measure what a plain step costs: they verify no draft, and the output stays the engine's."""
+    drafters, verifier = servers
+    core = RouterCore(make_config(models, fallback=True), load_prompt_format(models["target"]),
+                      {name: InProcessHandle(server) for name, server in drafters.items()},
+                      InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+    target, heads = engine
+    expected = Decoder(target, heads, "probe", SETTINGS).generate([{"role": "user", "content": PROMPT}],
+                                                                  max_new_tokens=48, stop_on_eos=False)
+    chunks = list(core.chunks(pb.GenerateRequest(prompt=PROMPT, policy="probe", max_new_tokens=48, ignore_eos=True,
+                                                 conversation_id="fallback")))
+    assert [t for c in chunks for t in c.token_ids] == expected.token_ids
+    window = StepEconomics().window
+    sizes = [c.step.tree_size for c in chunks if c.HasField("step")]
+    assert all(sizes[:window]) and sizes[window:window + 2] == [0, 0]
 
 
 def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):
