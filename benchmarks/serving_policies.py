@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{', '.join(POLICIES)}")
     p.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
                    help="override the config's fallback (plain steps while a request's speculation loses)")
+    p.add_argument("--colocated", action="store_true",
+                   help="run every drafter inside the verifier's replica (one round trip per step)")
     p.add_argument("--prompts", type=int, default=4, help="prompts per benchmark (GSM8K and MT-Bench)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--clients", type=int, default=8, help="concurrent clients of part 2 (0 skips it)")
@@ -174,7 +176,8 @@ def markdown(report: dict) -> str:
         f"{m.get('bf16_flags') or 'no'}; load average at end {m['load_average_at_end']}.",
         "Versions: " + ", ".join(f"{k} {x}" for k, x in report["versions"].items()) + ".", "",
         f"Config `{s['config']}`: target {s['target']} ({s['dtype']}), drafters {s['drafters']}, tree {s['tree']}, "
-        f"transport `{s['transport']}`, fallback {'on' if s['fallback'] else 'off'}; {s['n_prompts']} prompts "
+        f"transport `{s['transport']}`, fallback {'on' if s['fallback'] else 'off'}"
+        f"{', drafters co-located in the verifier replica' if s.get('colocated') else ''}; {s['n_prompts']} prompts "
         f"(GSM8K / MT-Bench first turns), greedy, max {s['max_new_tokens']} new tokens; every request a new "
         "conversation.", "",
         "## One client, the policies in turn on each prompt", "",
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, args.drafter)
     if args.fallback is not None:
         config.fallback = args.fallback
+    for drafter in config.drafters.values() if args.colocated else ():
+        drafter.colocated = True
     prompts = bench_prompts(args.prompts)
     num_cpus = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
     print(f"starting Ray Serve on {num_cpus:g} CPUs (gRPC port {config.router.grpc_port})", file=sys.stderr)
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
               "settings": {"config": shareable(args.config), "target": config.target,
                            "dtype": str(resolve_dtype(config.compute_dtype, default_device())).removeprefix("torch."),
                            "drafters": {k: shareable(d.path) if d.path else None for k, d in config.drafters.items()},
+                           "colocated": args.colocated,
                            "tree": asdict(config.tree) if config.tree else "the device's default",
                            "transport": config.router.transport,
                            "fallback": config.fallback,
