@@ -131,11 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.cli import load_models
     from taps_engine.costs import machine, machine_line
     from taps_engine.fileio import atomic_write, write_json
+    from taps_engine.policies import DEFAULT_ROUTING, policy_spec
     from taps_engine.speed import bench_prompts, report_markdown, run_speed_bench
     from taps_engine.target import DEFAULT_TARGET
     from taps_engine.tree import DEMO_CPU_TREE, default_tree
-
-    from taps_engine.policies import DEFAULT_ROUTING, policy_spec
 
     policy = args.policy or DEFAULT_ROUTING
     try:

@@ -80,18 +80,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_config(path: Path, drafter_specs: list[str]):
-    """The serving config with the heads of `--drafter` and a free gRPC port, so a running `taps serve` is left
-    alone."""
+def load_config(args: argparse.Namespace):
+    """The serving config with the heads of `--drafter`, `--fallback` and `--colocated` applied (each drafter
+    validated again: one served elsewhere cannot be co-located), and a free gRPC port, so a running `taps serve` is
+    left alone."""
     from services.app import free_port
-    from services.config import load_serve_config, use_heads
+    from services.config import DrafterConfig, load_serve_config, use_heads
     from taps_engine.drafter_specs import parse_drafter_specs
 
     try:
-        config = use_heads(load_serve_config(path), {name: head.resolve()
-                                                     for name, head in parse_drafter_specs(drafter_specs).items()})
+        config = use_heads(load_serve_config(args.config),
+                           {name: head.resolve() for name, head in parse_drafter_specs(args.drafter).items()})
+        if args.colocated:
+            config.drafters = {name: DrafterConfig.model_validate({**d.model_dump(), "colocated": True})
+                               for name, d in config.drafters.items()}
     except (OSError, ValueError) as e:
         fail(str(e))
+    if args.fallback is not None:
+        config.fallback = args.fallback
     config.router.grpc_port = free_port()
     return config
 
@@ -216,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.settings import default_device, resolve_dtype
     from taps_engine.speed import bench_prompts
 
-    config = load_config(args.config, args.drafter)
-    if args.fallback is not None:
-        config.fallback = args.fallback
-    for drafter in config.drafters.values() if args.colocated else ():
-        drafter.colocated = True
+    config = load_config(args)
     prompts = bench_prompts(args.prompts)
     num_cpus = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
     print(f"starting Ray Serve on {num_cpus:g} CPUs (gRPC port {config.router.grpc_port})", file=sys.stderr)

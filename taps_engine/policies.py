@@ -310,17 +310,10 @@ POLICY_SPECS: tuple[PolicySpec, ...] = (
                takes_drafter=True, assignable=True, sessions=_one_or_every),
 )
 _BY_NAME = {name: spec for spec in POLICY_SPECS for name in (spec.name, *spec.aliases)}
+POLICIES = tuple(_BY_NAME)   # every accepted name, aliases included, in registry order
 # how a request is routed when it names no policy: `taps generate`, `taps demo` (`make run`) and the service
 # (results/engine/README.md and results/serving/README.md, "Which policy ...")
 DEFAULT_ROUTING = "probe"
-
-
-def policy_names() -> tuple[str, ...]:
-    """Every accepted name, aliases included, in registry order."""
-    return tuple(name for spec in POLICY_SPECS for name in (spec.name, *spec.aliases))
-
-
-POLICIES = policy_names()
 
 
 def policy_spec(name: str) -> PolicySpec:

@@ -68,12 +68,16 @@ def make_config(models, fallback: bool = False, **router) -> ServeConfig:
         "router": {"default_max_new_tokens": 24, "max_new_tokens_cap": 64, "max_prompt_tokens": 200, **router}})
 
 
-@pytest.fixture
-def core(models, servers):
-    drafters, verifier = servers
-    return RouterCore(make_config(models), load_prompt_format(models["target"]),
+def in_process_core(models, drafters: dict, verifier, config: ServeConfig | None = None) -> RouterCore:
+    """A router core that calls these drafter and verifier servers in process."""
+    return RouterCore(config or make_config(models), load_prompt_format(models["target"]),
                       {name: InProcessHandle(server) for name, server in drafters.items()},
                       InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+
+
+@pytest.fixture
+def core(models, servers):
+    return in_process_core(models, *servers)
 
 
 def idle_breaker() -> Breaker:
@@ -360,10 +364,7 @@ def test_router_core_matches_the_engine(core, engine, servers, policy):
 def test_the_router_falls_back_to_plain_steps_and_keeps_the_output(models, servers, engine):
     """With the fallback on (the serving default), the first full window of speculative steps is followed by plain
     steps that measure what a plain step costs: they verify no draft, and the output stays the engine's."""
-    drafters, verifier = servers
-    core = RouterCore(make_config(models, fallback=True), load_prompt_format(models["target"]),
-                      {name: InProcessHandle(server) for name, server in drafters.items()},
-                      InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+    core = in_process_core(models, *servers, make_config(models, fallback=True))
     target, heads = engine
     expected = Decoder(target, heads, "probe", SETTINGS).generate([{"role": "user", "content": PROMPT}],
                                                                   max_new_tokens=48, stop_on_eos=False)
@@ -487,9 +488,7 @@ def test_concurrent_requests_share_forwards_with_unchanged_output(models, temper
     drafters = {name: DrafterServer(name, path, models["target"], "fp32", max_batch_size=4, batch_wait_s=0.05)
                 for name, path in models["heads"].items()}
     verifier = VerifierServer(models["target"], "fp32", max_batch_size=4, batch_wait_s=0.05)
-    core = RouterCore(make_config(models), load_prompt_format(models["target"]),
-                      {name: InProcessHandle(server) for name, server in drafters.items()},
-                      InProcessHandle(verifier), LocalAssignmentCache(60.0), RouterMetrics())
+    core = in_process_core(models, drafters, verifier)
     requests = [dict(prompt=f"{PROMPT} Case {i}.", policy=policy, max_new_tokens=20, temperature=temperature,
                      seed=i) for i, policy in enumerate(["single", "confidence", "merged-trie", "single"])]
     batchers = [verifier.batcher, drafters["a"].batcher]
