@@ -86,13 +86,15 @@ def load_config(args: argparse.Namespace):
     left alone."""
     from services.app import free_port
     from services.config import DrafterConfig, load_serve_config, use_heads
+    from taps_engine.configfile import validate
     from taps_engine.drafter_specs import parse_drafter_specs
 
     try:
         config = use_heads(load_serve_config(args.config),
                            {name: head.resolve() for name, head in parse_drafter_specs(args.drafter).items()})
         if args.colocated:
-            config.drafters = {name: DrafterConfig.model_validate({**d.model_dump(), "colocated": True})
+            config.drafters = {name: validate(DrafterConfig, {**d.model_dump(), "colocated": True},
+                                              f"--colocated: drafter {name!r}")
                                for name, d in config.drafters.items()}
     except (OSError, ValueError) as e:
         fail(str(e))
