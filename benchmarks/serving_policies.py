@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{', '.join(POLICIES)}")
     p.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
                    help="override the config's fallback (plain steps while a request's speculation loses)")
+    p.add_argument("--tree", default=None, metavar="TOTAL/DEPTH/TOPK[+cost]",
+                   help="override the config's tree (`+cost`: pruned per step by the verifier's cost curve)")
     p.add_argument("--colocated", action="store_true",
                    help="run every drafter inside the verifier's replica (one round trip per step)")
     p.add_argument("--prompts", type=int, default=4, help="prompts per benchmark (GSM8K and MT-Bench)")
@@ -81,13 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace):
-    """The serving config with the heads of `--drafter`, `--fallback` and `--colocated` applied (each drafter
+    """The serving config with the heads of `--drafter`, `--tree`, `--fallback` and `--colocated` applied (each drafter
     validated again: one served elsewhere cannot be co-located), and a free gRPC port, so a running `taps serve` is
     left alone."""
     from services.app import free_port
     from services.config import DrafterConfig, load_serve_config, use_heads
     from taps_engine.configfile import validate
     from taps_engine.drafter_specs import parse_drafter_specs
+    from taps_engine.tree import TreeSettings
 
     try:
         config = use_heads(load_serve_config(args.config),
@@ -96,6 +99,8 @@ def load_config(args: argparse.Namespace):
             config.drafters = {name: validate(DrafterConfig, {**d.model_dump(), "colocated": True},
                                               f"--colocated: drafter {name!r}")
                                for name, d in config.drafters.items()}
+        if args.tree is not None:
+            config.tree = TreeSettings.parse(args.tree)
     except (OSError, ValueError) as e:
         fail(str(e))
     if args.fallback is not None:

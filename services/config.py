@@ -231,6 +231,7 @@ def _default_drafters() -> dict[str, DrafterConfig]:
 class ServeConfig(Strict):
     target: str = DEFAULT_TARGET                  # spec string, as for `taps generate --target`
     dtype: str = "auto"
+    # a cost-aware tree (`cost_aware: true`) is pruned per step by the verifier replica's measured cost curve
     tree: Optional[TreeSettings] = None           # None: the verifier's device decides (taps_engine.tree)
     drafters: dict[str, DrafterConfig] = Field(default_factory=_default_drafters, min_length=1)
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
@@ -263,9 +264,6 @@ class ServeConfig(Strict):
         """Fill in the tree for the device the verifier replicas get (GPUs if they ask for any)."""
         if self.tree is None:
             self.tree = default_tree("cuda" if self.verifier.deployment.ray_actor_options.num_gpus else "cpu")
-        if self.tree.cost_aware:
-            raise ValueError("tree.cost_aware is not served yet (the router has no verify cost curve); use a fixed "
-                             "tree")
         return self
 
     @field_validator("drafters")

@@ -11,6 +11,7 @@ opened on the drafter and verifier replicas are released. Handles are anything w
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from typing import Any, Iterable, Iterator, Mapping
@@ -19,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from taps_engine.decoding import Decoder, StepEvent
+from taps_engine.economics import Calibration, CostModel
 from taps_engine.policies import POLICIES, Decision
 from taps_engine.prompt import PromptFormat
 
@@ -55,6 +57,10 @@ class RouterCore:
         self._probed = {VERIFIER: verifier, **{drafter_key(name): h for name, h in self.drafters.items()}}
         self.breaker = Breaker(self._probe, limits.breaker_cooldown_s, limits.breaker_probe_interval_s)
         self.key_digests = load_digests(limits.api_keys) if limits.api_keys is not None else None
+        # cost-aware trees: the verifier's cost curve, fetched once; per policy, one calibration all requests teach
+        self._verify_ms: dict[int, float] | None = None
+        self._costs_lock = threading.Lock()
+        self._calibrations: dict[str, Calibration] = {}
 
     def authorize(self, metadata: Iterable[tuple[str, str]]) -> None:
         """RequestError (UNAUTHENTICATED / PERMISSION_DENIED) unless the call carries an accepted API key."""
@@ -128,8 +134,9 @@ class RouterCore:
         proposers = {name: self._proposer(name, verifier, session_id)
                      for name in parsed.policy.sessions(list(self.drafters), requested)}
         remote = [d for d in proposers.values() if isinstance(d, RemoteProposer)]
+        costs = self._cost_model(parsed.policy.name, verifier)   # before any session is opened on a replica
         decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier,
-                          fallback=self.config.fallback)
+                          fallback=self.config.fallback, costs=costs)
         events = decoder.stream(parsed.prompt_ids, parsed.params, requested)
         try:
             yield from self._chunks(events, parsed, cached)
@@ -137,6 +144,21 @@ class RouterCore:
             events.close()
             self.metrics.state_losses(verifier.rebuilds, {d.name: d.resends for d in remote})
             release([verifier] + [d for d in remote if not d.failed], RELEASE_TIMEOUT_S)
+
+    def _cost_model(self, policy: str, verifier: RemoteVerifier) -> CostModel | None:
+        """A request's cost model for a cost-aware tree (None for a fixed one): the verifier replica's cost curve,
+        this request's own step rates, and the policy's shared calibration. RequestError UNAVAILABLE when the
+        verifier cannot say what verifying costs."""
+        if not self.tree.cost_aware:
+            return None
+        with self._costs_lock:
+            if self._verify_ms is None:
+                try:
+                    self._verify_ms = verifier.verify_costs()
+                except VerifierUnavailable as e:
+                    raise RequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from e
+            calibration = self._calibrations.setdefault(policy, Calibration())
+        return CostModel(self._verify_ms, calibration)
 
     def _proposer(self, name: str, verifier: RemoteVerifier, session_id: str) -> RemoteProposer | ColocatedProposer:
         drafter = self.config.drafters[name]

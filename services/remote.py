@@ -16,6 +16,7 @@ uses to keep a session on the replica that holds its state. A drafter co-located
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Callable, Sequence, TypeVar
 
 import torch
@@ -265,6 +266,13 @@ class RemoteVerifier:
             asks=asks_to_proto(asks),
             agreement=list(agreement)), pb.DraftResponse).drafted
 
+    def verify_costs(self) -> dict[int, float]:
+        """The replica's verify cost curve (ms per verification of n tokens), for cost-aware trees."""
+        info = self._call("Info", pb.InfoRequest(verify_costs=True), pb.VerifierInfo)
+        if not info.verify_ms:
+            raise VerifierUnavailable("the verifier answered without its verify cost curve")
+        return dict(info.verify_ms)
+
     def features(self, start: int, end: int) -> torch.Tensor:
         """Target features of committed positions [start, end), recomputed by a replica (drafter rebuilds)."""
         response = self._call("Features", pb.FeaturesRequest(token_ids=self.ids[:end], start=start),
@@ -313,7 +321,9 @@ class ColocatedProposer:
         return drafted
 
     def propose(self, settings: TreeSettings) -> DraftTree:
-        if self._next is not None and self._next[0] == settings:
+        # a cost-aware tree moves `stop_below` every step (the drafting-stop hint): a tree drafted with the last
+        # step's is used, as redrafting would cost the round trip prefetching saves
+        if self._next is not None and replace(self._next[0], stop_below=0.0) == replace(settings, stop_below=0.0):
             encoded = self._next[1]
         else:
             encoded = by_drafter(self._drafted([(self.name, settings)]).trees).get(self.name, pb.DraftTree())

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from taps_engine.acceptance import SamplingParams
+from taps_engine.costs import verify_costs
 from taps_engine.drafter import Drafter
 from taps_engine.target import load_target
 from taps_engine.tree import DraftTree, TreeSettings
@@ -80,6 +81,7 @@ class VerifierServer:
         self.sessions: SessionCache[VerifierSession] = SessionCache(cache_size, on_drop=self._drop)
         self.batcher = StepBatcher(self._steps, max_batch_size, batch_wait_s, self.forward_lock,
                                    peers=lambda: len(self.sessions))
+        self.verify_ms: dict[int, float] | None = None   # this machine's verify cost curve, once asked for
         shape = self.target.format
         self.info = pb.VerifierInfo(target=target_spec, vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,
                                     max_position_embeddings=shape.context_length or 0,
@@ -100,7 +102,17 @@ class VerifierServer:
         info.sessions = len(self.sessions)
         info.verify_forwards, info.verified_steps = self.batcher.batches, self.batcher.steps
         info.verify_seconds = self.batcher.busy_s
+        if request.verify_costs:
+            info.verify_ms.update(self._verify_costs())
         return info
+
+    def _verify_costs(self) -> dict[int, float]:
+        """The cost curve cost-aware trees prune by, measured once (cached under TAPS_HOME across restarts) while
+        no session's forward runs, so the timings are the target's alone."""
+        with self.forward_lock:
+            if self.verify_ms is None:
+                self.verify_ms = verify_costs(self.target)
+        return self.verify_ms
 
     def _check_ids(self, ids: list[int], what: str) -> None:
         if not ids:

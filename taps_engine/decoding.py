@@ -103,9 +103,11 @@ class Decoder:
 
     def __init__(self, target: Target | PromptFormat, drafters: Mapping[str, DraftHead | Proposer] | None = None,
                  policy: str | Policy = "single", tree: TreeSettings | None = None,
-                 verifier: Verifier | None = None, fallback: bool = False) -> None:
+                 verifier: Verifier | None = None, fallback: bool = False, costs: CostModel | None = None) -> None:
         """`fallback`: step plainly while this request's measured speculative steps commit fewer tokens per second
-        than plain ones (taps_engine/economics.py); off, every step speculates (what acceptance studies measure)."""
+        than plain ones (taps_engine/economics.py); off, every step speculates (what acceptance studies measure).
+        `costs`: the cost model of a cost-aware tree when the verifier is remote (the target's machine measured
+        it); in process it is built from the target's cost curve on first use."""
         loaded = target if isinstance(target, Target) else None
         self.format = loaded.format if loaded is not None else target
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
@@ -120,10 +122,10 @@ class Decoder:
         self.verifier = verifier or TargetVerifier(target)
         self.fallback = fallback
         self.economics: Callable[[], StepEconomics] = StepEconomics   # the fallback's rule, per request
-        if self.tree.cost_aware and loaded is None:
-            raise ValueError("cost-aware trees need the target in process (its verify cost curve)")
+        if self.tree.cost_aware and loaded is None and costs is None:
+            raise ValueError("cost-aware trees need the target in process or a cost model (its verify cost curve)")
         self._target = loaded
-        self._costs: CostModel | None = None
+        self._costs = costs
 
     @property
     def target(self) -> Target | None:

@@ -16,6 +16,7 @@ poor fit costs a few steps, not the whole request. Output is unaffected: plain s
 from __future__ import annotations
 
 import statistics
+import threading
 from collections import deque
 from dataclasses import replace
 
@@ -28,19 +29,24 @@ PRIOR_WEIGHT = 4.0     # pseudo-observations pulling an empty bin towards the co
 
 
 class Calibration:
-    """P(a drafted node is accepted | its draft confidence), binned, learned from verified steps."""
+    """P(a drafted node is accepted | its draft confidence), binned, learned from verified steps.
+
+    One calibration may learn from concurrent requests (a router's); updates are serialized so no count is lost.
+    """
 
     def __init__(self, bins: int = CALIBRATION_BINS) -> None:
         self.accepted = torch.zeros(bins)
         self.total = torch.zeros(bins)
+        self._lock = threading.Lock()
 
     def _bins(self, confidence: torch.Tensor) -> torch.Tensor:
         return (confidence.clamp(0, 1) * len(self.total)).long().clamp(max=len(self.total) - 1)
 
     def update(self, confidence: torch.Tensor, accepted: torch.Tensor) -> None:
         bins = self._bins(confidence)
-        self.total.index_add_(0, bins, torch.ones_like(confidence))
-        self.accepted.index_add_(0, bins, accepted.float())
+        with self._lock:
+            self.total.index_add_(0, bins, torch.ones_like(confidence))
+            self.accepted.index_add_(0, bins, accepted.float())
 
     def __call__(self, confidence: torch.Tensor) -> torch.Tensor:
         bins = self._bins(confidence)
@@ -55,14 +61,18 @@ class Calibration:
 
 
 class CostModel:
-    """Prunes drafted trees to what pays on this machine, and tells drafting when to stop expanding."""
+    """Prunes drafted trees to what pays on this machine, and tells drafting when to stop expanding.
 
-    def __init__(self, verify_ms: dict[int, float]) -> None:
+    `calibration`: one shared with other cost models (a router's requests each have their own step rates, and
+    learn the acceptance of the same drafters together); default a fresh one.
+    """
+
+    def __init__(self, verify_ms: dict[int, float], calibration: Calibration | None = None) -> None:
         sizes = sorted(verify_ms)
         top = sizes[-1]
         # c(n) for n = 1 .. a generous maximum, interpolated between measured sizes
         self.cost = torch.tensor([_interpolate(verify_ms, sizes, n) for n in range(1, 4 * top + 1)])
-        self.calibration = Calibration()
+        self.calibration = calibration if calibration is not None else Calibration()
         self.rate = None           # recent tokens per ms of whole steps
         self.pass_ms = None        # recent drafting time per expansion pass
 

@@ -376,6 +376,40 @@ def test_the_router_falls_back_to_plain_steps_and_keeps_the_output(models, serve
     assert all(sizes[:window]) and sizes[window:window + 2] == [0, 0]
 
 
+@pytest.mark.parametrize("colocate", [False, True])
+def test_the_router_serves_cost_aware_trees_with_the_verifiers_cost_curve(models, engine, tmp_path, monkeypatch,
+                                                                          colocate):
+    """A cost-aware tree prunes each step by the verifier replica's cost curve (asked for once per router) and a
+    calibration the policy's requests share; greedy output stays plain decoding's. Co-located drafters keep their
+    one round trip per step although the drafting-stop hint moves every step."""
+    monkeypatch.setenv("TAPS_HOME", str(tmp_path))   # the replica caches its measured curve here
+    target, _ = engine
+    verifier = VerifierServer(models["target"], "fp32", drafters=models["heads"] if colocate else None)
+    config = make_config(models)
+    config.tree = TreeSettings(**TREE, cost_aware=True)
+    for drafter in config.drafters.values():
+        drafter.colocated = colocate
+    drafters = {name: DrafterServer(name, path, models["target"], "fp32") for name, path in models["heads"].items()}
+    handle = InProcessHandle(verifier)
+    core = RouterCore(config, load_prompt_format(models["target"]),
+                      {name: handle if colocate else InProcessHandle(drafters[name]) for name in config.drafters},
+                      handle, LocalAssignmentCache(60.0), RouterMetrics())
+    plain = Decoder(target, {}, "plain")
+    for prompt in (PROMPT, "Name three colors."):
+        expected = plain.generate([{"role": "user", "content": prompt}], max_new_tokens=32, stop_on_eos=False)
+        handle.calls.clear()
+        chunks = list(core.chunks(pb.GenerateRequest(prompt=prompt, policy="single", drafter="a", max_new_tokens=32,
+                                                     ignore_eos=True)))
+        assert [t for c in chunks for t in c.token_ids] == expected.token_ids
+        steps = [c.step for c in chunks if c.HasField("step")]
+        assert all(1 <= s.tree_size <= SETTINGS.max_nodes for s in steps)
+        assert handle.calls.count("Info") == (prompt == PROMPT), "the cost curve is asked for once"
+        if colocate:
+            assert handle.calls.count("Verify") == len(steps) and handle.calls.count("Draft") == 1
+    assert list((tmp_path / "costs").glob("*.json")) and set(verifier.verify_ms) == {1, 2, 4, 8, 16, 32, 64}
+    assert core._calibrations["single"].total.sum() > 0, "the requests taught the policy's calibration"
+
+
 def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):
     target, heads = engine
     expected = Decoder(target, heads, "merged", SETTINGS).generate(

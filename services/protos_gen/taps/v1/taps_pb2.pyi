@@ -247,8 +247,10 @@ class ListDraftersResponse(_message.Message):
     def __init__(self, target: _Optional[str] = ..., drafters: _Optional[_Iterable[_Union[DrafterInfo, _Mapping]]] = ..., policies: _Optional[_Iterable[str]] = ..., default_policy: _Optional[str] = ..., max_new_tokens_cap: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., tree: _Optional[_Union[TreeSettings, _Mapping]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("verify_costs",)
+    VERIFY_COSTS_FIELD_NUMBER: _ClassVar[int]
+    verify_costs: bool
+    def __init__(self, verify_costs: _Optional[bool] = ...) -> None: ...
 
 class PairUpdate(_message.Message):
     __slots__ = ("session_id", "drafter", "offset", "tokens", "features")
@@ -315,7 +317,14 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class VerifierInfo(_message.Message):
-    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions", "verify_forwards", "verified_steps", "verify_seconds")
+    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions", "verify_forwards", "verified_steps", "verify_seconds", "verify_ms")
+    class VerifyMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: float
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +335,7 @@ class VerifierInfo(_message.Message):
     VERIFY_FORWARDS_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_STEPS_FIELD_NUMBER: _ClassVar[int]
     VERIFY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_MS_FIELD_NUMBER: _ClassVar[int]
     target: str
     vocab_size: int
     hidden_size: int
@@ -336,7 +346,8 @@ class VerifierInfo(_message.Message):
     verify_forwards: int
     verified_steps: int
     verify_seconds: float
-    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ..., verify_forwards: _Optional[int] = ..., verified_steps: _Optional[int] = ..., verify_seconds: _Optional[float] = ...) -> None: ...
+    verify_ms: _containers.ScalarMap[int, float]
+    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ..., verify_forwards: _Optional[int] = ..., verified_steps: _Optional[int] = ..., verify_seconds: _Optional[float] = ..., verify_ms: _Optional[_Mapping[int, float]] = ...) -> None: ...
 
 class Acceptance(_message.Message):
     __slots__ = ("sampling", "rng_state")
