@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.policies import DEFAULT_ROUTING, policy_spec
     from taps_engine.speed import bench_prompts, report_markdown, run_speed_bench
     from taps_engine.target import DEFAULT_TARGET
-    from taps_engine.tree import DEMO_CPU_TREE, default_tree
+    from taps_engine.tree import speed_tree
 
     policy = args.policy or DEFAULT_ROUTING
     try:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         target, heads = load_models(DEFAULT_TARGET, args.drafter, 0, 2, "auto")
     except ValueError as e:
         p.error(str(e))
-    tree = DEMO_CPU_TREE if target.device.type == "cpu" else default_tree(target.device)
+    tree = speed_tree(target.device)
     command = shlex.join(["python", "benchmarks/fallback_noise.py", *sys.argv[1:]])
     report = {"command": command, "machine": machine(), "target": target.name,
               "dtype": str(target.dtype).replace("torch.", ""), "policy": policy, "tree": tree.label,

@@ -22,7 +22,7 @@ from taps_engine.head import head_method
 from taps_engine.policies import DEFAULT_ROUTING, policy_spec
 from taps_engine.settings import DTYPES, numerics_dtype
 from taps_engine.target import DEFAULT_TARGET
-from taps_engine.tree import TreeSettings, default_tree
+from taps_engine.tree import TreeSettings, speed_tree
 
 from .assignments import redacted
 from .logs import LogLevel
@@ -231,8 +231,9 @@ def _default_drafters() -> dict[str, DrafterConfig]:
 class ServeConfig(Strict):
     target: str = DEFAULT_TARGET                  # spec string, as for `taps generate --target`
     dtype: str = "auto"
-    # a cost-aware tree (`cost_aware: true`) is pruned per step by the verifier replica's measured cost curve
-    tree: Optional[TreeSettings] = None           # None: the verifier's device decides (taps_engine.tree)
+    # None: the verifier's device decides (taps_engine.tree.speed_tree: cost-aware on CPUs); a cost-aware tree
+    # (`cost_aware: true`) is pruned per step by the verifier replica's measured cost curve
+    tree: Optional[TreeSettings] = None
     drafters: dict[str, DrafterConfig] = Field(default_factory=_default_drafters, min_length=1)
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
@@ -263,7 +264,7 @@ class ServeConfig(Strict):
     def _device_tree(self) -> "ServeConfig":
         """Fill in the tree for the device the verifier replicas get (GPUs if they ask for any)."""
         if self.tree is None:
-            self.tree = default_tree("cuda" if self.verifier.deployment.ray_actor_options.num_gpus else "cpu")
+            self.tree = speed_tree("cuda" if self.verifier.deployment.ray_actor_options.num_gpus else "cpu")
         return self
 
     @field_validator("drafters")

@@ -21,7 +21,7 @@ from .metrics import summarize
 from .policies import DEFAULT_ROUTING, POLICY_SPECS, policy_spec
 from .settings import numerics_dtype
 from .target import DEFAULT_TARGET, Target, load_target
-from .tree import DEMO_CPU_TREE, PAPER_TREE, TreeSettings, default_tree
+from .tree import PAPER_TREE, SPEED_CPU_TREE, TreeSettings, default_tree, speed_tree
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
@@ -267,21 +267,21 @@ def demo(
     policy: str = typer.Option(DEFAULT_ROUTING, "--policy", help="Policy over the drafters."),
     max_new_tokens: int = typer.Option(96), dtype: str = DtypeOpt, numerics: str = NumericsOpt,
     tree: Optional[str] = typer.Option(None, "--tree", help="TOTAL/DEPTH/TOPK, +cost for a cost-aware tree; default: "
-                                       f"{DEMO_CPU_TREE.label} on a CPU, the paper's {PAPER_TREE.label} on a GPU."),
+                                       f"{SPEED_CPU_TREE.label} on a CPU, the paper's {PAPER_TREE.label} on a GPU."),
 ) -> None:
     """One math and one chat prompt with the shipped drafters (or the --drafter heads, to try a candidate) under a
     routing policy, next to the engine's plain loop on the same prompt: the answer, τ, which drafter each step used,
     and tokens/s. Probe routing by default: after a few steps of every head drafting it keeps the head whose trees
     matched the output, so most steps cost one tree's drafting instead of confidence routing's two, and unlike
     sticky (which scores the heads on the prompt) it routes by task (results/engine/README.md, "Which policy `make
-    run` uses"). On a CPU it drafts a cost-aware tree (tree.DEMO_CPU_TREE)."""
+    run` uses"). On a CPU it drafts a cost-aware tree (tree.speed_tree)."""
     from .decoding import PlainDecoder
 
     try:
         policy_spec(policy)
         settings = TreeSettings.parse(tree) if tree else None
         loaded, heads = load_models(target, drafter, 0, 2, dtype, numerics)
-        settings = settings or (DEMO_CPU_TREE if loaded.device.type == "cpu" else default_tree(loaded.device))
+        settings = settings or speed_tree(loaded.device)
         decoder = Decoder(loaded, heads, policy, settings, fallback=True)
         plain = PlainDecoder(loaded)
     except ValueError as e:

@@ -68,17 +68,24 @@ PAPER_TREE = TreeSettings(60, 5, 10)
 # Measured on CPUs (README, results/engine): a 16-node tree costs 1.15-1.9x one token, 60 nodes about 3x; and
 # every depth is one more drafting pass through the LM head.
 CPU_TREE = TreeSettings(16, 3, 4)
-# What `make run` (`taps demo`) drafts on a CPU: at most 32/4/4, pruned at each step to the nodes whose expected
-# acceptance pays for their verification on this machine. Under sticky routing it ran ahead of CPU_TREE on both CPUs
-# measured (results/engine/README.md, "Which tree `make run` uses"). Not the default elsewhere: τ tables need a tree
-# that does not depend on the machine's timing.
-DEMO_CPU_TREE = TreeSettings(32, 4, 4, cost_aware=True)
+# What `make run` (`taps demo`) and the service draft on a CPU: at most 32/4/4, pruned at each step to the nodes
+# whose expected acceptance pays for their verification on this machine. Under sticky routing it ran ahead of
+# CPU_TREE on both CPUs measured (results/engine/README.md, "Which tree `make run` uses"), and through the service
+# probe ran 1.19-1.22x plain decoding with it against level with 16/4/4 (results/serving/README.md). Not the default
+# elsewhere: τ tables need a tree that does not depend on the machine's timing.
+SPEED_CPU_TREE = TreeSettings(32, 4, 4, cost_aware=True)
 
 
 def default_tree(device: torch.device | str) -> TreeSettings:
     """The tree a device affords: the paper's on accelerators, where verifying 60 nodes costs about one token;
     a small one on CPUs, where verify cost grows with the node count."""
     return CPU_TREE if torch.device(device).type == "cpu" else PAPER_TREE
+
+
+def speed_tree(device: torch.device | str) -> TreeSettings:
+    """The tree that decodes fastest where it was measured (`make run`, the service): the cost-aware one on CPUs,
+    the paper's on accelerators (cost-aware trees were not measured on a GPU)."""
+    return SPEED_CPU_TREE if torch.device(device).type == "cpu" else PAPER_TREE
 
 
 @dataclass

@@ -12,7 +12,7 @@ from taps_engine.drafter_specs import DEFAULTS, SHIPPED, default_drafters
 from taps_engine.head import head_method
 from taps_engine.policies import POLICIES
 from taps_engine.target import DEFAULT_TARGET
-from taps_engine.tree import CPU_TREE, PAPER_TREE
+from taps_engine.tree import PAPER_TREE, SPEED_CPU_TREE
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "serve" / "local.yaml"
 
@@ -26,7 +26,7 @@ def _write(tmp_path: Path, raw) -> Path:
 def test_defaults_are_valid_and_fit_one_machine():
     config = ServeConfig()
     assert config.target == "smollm2-135m-instruct" and config.dtype == "auto"
-    assert config.tree == CPU_TREE   # no GPUs asked for: the CPU tree
+    assert config.tree == SPEED_CPU_TREE   # no GPUs asked for: the CPU's cost-aware tree
     gpu = ServeConfig.model_validate({"verifier": {"deployment": {"ray_actor_options": {"num_gpus": 1}}}})
     assert gpu.tree == PAPER_TREE
     assert set(config.drafters) == {"math", "chat"} and all(d.path is None for d in config.drafters.values())
