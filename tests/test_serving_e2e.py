@@ -77,11 +77,20 @@ def cluster(models, redis_process, tmp_path_factory):
                    "max_new_tokens_cap": CAP, "max_prompt_tokens": MAX_PROMPT, "drafter_timeout_s": 5,
                    "verifier_timeout_s": 60, "breaker_cooldown_s": 0.5, "api_keys": {"env": KEYS_ENV},
                    "expose_services": True, "max_message_bytes": MESSAGE_LIMIT, "deployment": replica()}})
-    address = run_local(config, num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
+    home = os.environ.get("TAPS_HOME")
+    os.environ["TAPS_HOME"] = str(tmp_path_factory.mktemp("taps-home"))   # where the verifier caches its cost curve
+    try:
+        address = run_local(config, num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
+    finally:   # the replicas keep the environment they started with
+        if home is None:
+            del os.environ["TAPS_HOME"]
+        else:
+            os.environ["TAPS_HOME"] = home
     a, b, c = (config.drafters[name] for name in "abc")
 
-    def variant(drafters: dict, **router) -> ServeConfig:
-        return config.model_copy(update={"drafters": drafters, "router": config.router.model_copy(update=router)})
+    def variant(drafters: dict, tree: TreeSettings = config.tree, **router) -> ServeConfig:
+        return config.model_copy(update={"drafters": drafters, "tree": tree,
+                                         "router": config.router.model_copy(update=router)})
 
     # the default route serves drafters a and b; more routers on the same Serve instance: every service over gRPC
     # through the proxy, the handle transport with drafter b reached over gRPC as if it ran elsewhere (a mixed
@@ -89,16 +98,17 @@ def cluster(models, redis_process, tmp_path_factory):
     variants = {"router": variant({"a": a, "b": b}),
                 "router-grpc": variant({"a": a, "b": b}, transport="grpc"),
                 "router-mixed": variant({"a": a, "b": DrafterConfig(address=address, application="drafter-b")}),
-                "router-colocated": variant({"a": a, "c": c})}
+                "router-colocated": variant({"a": a, "c": c}),
+                "router-cost": variant({"a": a, "c": c}, TreeSettings(**TREE, cost_aware=True))}
     clients = {}
     for name, changed in variants.items():
         spec = next(s for s in app_specs(changed) if s.name == "router")
         serve.run(build_router(spec.args, spec.options()), name=name,
                   route_prefix=spec.route_prefix if name == "router" else f"/{name}")
         clients[name] = TapsClient(address, timeout_s=120, api_key=API_KEY, application=name)
-    client, colocated = clients.pop("router"), clients.pop("router-colocated")
-    yield SimpleNamespace(client=client, address=address, routers=clients, colocated=colocated)
-    for open_client in [client, colocated, *clients.values()]:
+    client, colocated, cost = clients.pop("router"), clients.pop("router-colocated"), clients.pop("router-cost")
+    yield SimpleNamespace(client=client, address=address, routers=clients, colocated=colocated, cost=cost)
+    for open_client in [client, colocated, cost, *clients.values()]:
         open_client.close()
     shutdown_local()
 
@@ -232,6 +242,19 @@ def test_a_colocated_drafter_drafts_in_the_verifier_replica_as_the_engine_does(c
     routed = cluster.colocated.generate(PROMPT, policy="confidence")
     assert list(routed.token_ids) == expected.token_ids and not routed.decision.unavailable
     assert set(routed.stats.drafter_selections) <= {"a", "c"} and routed.stats.mean_acceptance_length > 1.0
+
+
+def test_a_cost_aware_tree_is_served_with_the_verifiers_cost_curve(cluster, engine):
+    """A router serving a cost-aware tree asks the verifier replica for its measured cost curve and prunes every
+    step by it, over a remote drafter and a co-located one: output stays plain greedy decoding's."""
+    expected = engine.generate("plain", max_new_tokens=24)
+    for policy in ("confidence", "single"):
+        tokens, text, final = streamed(cluster.cost, policy=policy, drafter="c" if policy == "single" else "")
+        assert tokens == expected.token_ids and text == expected.text
+        assert final.stats.n_steps > 0 and final.stats.mean_acceptance_length >= 1.0
+    costs = service_call(cluster, "Verifier", "verifier", "Info", pb.InfoRequest(verify_costs=True)).verify_ms
+    assert sorted(costs) == [1, 2, 4, 8, 16, 32, 64] and all(ms > 0 for ms in costs.values())
+    assert not verifier_info().verify_ms, "only asked for"
 
 
 def test_session_affinity_keeps_a_session_on_the_replica_holding_it(cluster):
