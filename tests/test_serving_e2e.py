@@ -245,8 +245,9 @@ def test_a_colocated_drafter_drafts_in_the_verifier_replica_as_the_engine_does(c
 
 
 def test_a_cost_aware_tree_is_served_with_the_verifiers_cost_curve(cluster, engine):
-    """A router serving a cost-aware tree asks the verifier replica for its measured cost curve and prunes every
-    step by it, over a remote drafter and a co-located one: output stays plain greedy decoding's."""
+    """A router serving a cost-aware tree works on the real cluster, over a remote drafter and a co-located one:
+    output stays plain greedy decoding's, and the verifier answers its measured cost curve only when asked (the
+    pruning itself, and the curve asked for once per router, are checked in test_serving_units.py)."""
     expected = engine.generate("plain", max_new_tokens=24)
     for policy in ("confidence", "single"):
         tokens, text, final = streamed(cluster.cost, policy=policy, drafter="c" if policy == "single" else "")
