@@ -14,13 +14,14 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from taps_engine.decoding import Decoder, StepEvent
-from taps_engine.economics import Calibration, CostModel
+from taps_engine.economics import CostModel
 from taps_engine.policies import POLICIES, Decision
 from taps_engine.prompt import PromptFormat
 
@@ -31,8 +32,8 @@ from .codec import settings_to_proto
 from .config import ServeConfig
 from .prometheus import RouterMetrics
 from .protos_gen.taps.v1 import taps_pb2 as pb
-from .remote import (VERIFIER, ColocatedProposer, RemoteProposer, RemoteVerifier, VerifierUnavailable, drafter_key,
-                     release)
+from .remote import (VERIFIER, ColocatedProposer, CostsUnmeasured, RemoteProposer, RemoteVerifier, VerifierUnavailable,
+                     drafter_key, release)
 from .results import FINISH, TextDeltas, decision_proto, generation_stats, step_stats
 from .validation import ParsedRequest, RequestError, parse_request
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RELEASE_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 5.0
+COSTS_RETRY_S = 60.0   # how long a router serves fixed trees after a verifier could not measure its cost curve
 
 
 class RouterCore:
@@ -57,10 +59,12 @@ class RouterCore:
         self._probed = {VERIFIER: verifier, **{drafter_key(name): h for name, h in self.drafters.items()}}
         self.breaker = Breaker(self._probe, limits.breaker_cooldown_s, limits.breaker_probe_interval_s)
         self.key_digests = load_digests(limits.api_keys) if limits.api_keys is not None else None
-        # cost-aware trees: the verifier's cost curve, fetched once; per policy, one calibration all requests teach
+        # cost-aware trees: the verifier's cost curve, fetched once; per policy, a cost model all requests fork
+        # (one calibration they all teach)
         self._verify_ms: dict[int, float] | None = None
+        self._costs_retry_at = 0.0
         self._costs_lock = threading.Lock()
-        self._calibrations: dict[str, Calibration] = {}
+        self._cost_models: dict[str, CostModel] = {}
 
     def authorize(self, metadata: Iterable[tuple[str, str]]) -> None:
         """RequestError (UNAUTHENTICATED / PERMISSION_DENIED) unless the call carries an accepted API key."""
@@ -135,7 +139,8 @@ class RouterCore:
                      for name in parsed.policy.sessions(list(self.drafters), requested)}
         remote = [d for d in proposers.values() if isinstance(d, RemoteProposer)]
         costs = self._cost_model(parsed.policy.name, verifier)   # before any session is opened on a replica
-        decoder = Decoder(self.format, proposers, parsed.policy.name, self.tree, verifier=verifier,
+        tree = self.tree if costs is not None else replace(self.tree, cost_aware=False)
+        decoder = Decoder(self.format, proposers, parsed.policy.name, tree, verifier=verifier,
                           fallback=self.config.fallback, costs=costs)
         events = decoder.stream(parsed.prompt_ids, parsed.params, requested)
         try:
@@ -146,19 +151,27 @@ class RouterCore:
             release([verifier] + [d for d in remote if not d.failed], RELEASE_TIMEOUT_S)
 
     def _cost_model(self, policy: str, verifier: RemoteVerifier) -> CostModel | None:
-        """A request's cost model for a cost-aware tree (None for a fixed one): the verifier replica's cost curve,
-        this request's own step rates, and the policy's shared calibration. RequestError UNAVAILABLE when the
-        verifier cannot say what verifying costs."""
+        """A request's cost model for a cost-aware tree: the verifier replica's cost curve, this request's own step
+        rates, and the policy's shared calibration. None for a fixed tree, and while the verifier cannot measure its
+        curve (the request then drafts the tree unpruned; asked again after COSTS_RETRY_S). RequestError
+        UNAVAILABLE when the verifier does not answer."""
         if not self.tree.cost_aware:
             return None
         with self._costs_lock:
-            if self._verify_ms is None:
+            if self._verify_ms is None and time.monotonic() >= self._costs_retry_at:
                 try:
                     self._verify_ms = verifier.verify_costs()
                 except VerifierUnavailable as e:
                     raise RequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from e
-            calibration = self._calibrations.setdefault(policy, Calibration())
-        return CostModel(self._verify_ms, calibration)
+                except CostsUnmeasured as e:
+                    log.warning("%s; serving fixed trees, asking again in %.0f s", e, COSTS_RETRY_S)
+                    self._costs_retry_at = time.monotonic() + COSTS_RETRY_S
+            if self._verify_ms is None:
+                return None
+            template = self._cost_models.get(policy)
+            if template is None:
+                template = self._cost_models[policy] = CostModel(self._verify_ms)
+        return template.fork()
 
     def _proposer(self, name: str, verifier: RemoteVerifier, session_id: str) -> RemoteProposer | ColocatedProposer:
         drafter = self.config.drafters[name]

@@ -50,6 +50,10 @@ class VerifierUnavailable(RuntimeError):
     """The verifier deployment failed: the request cannot complete (gRPC UNAVAILABLE)."""
 
 
+class CostsUnmeasured(RuntimeError):
+    """The verifier answered but could not measure its verify cost curve: it still verifies."""
+
+
 def call(handle: Any, method: str, request: Message, response_type: type[M], session_id: str,
          timeout_s: float) -> M:
     """One round trip: serialized request in, parsed response out.
@@ -270,7 +274,7 @@ class RemoteVerifier:
         """The replica's verify cost curve (ms per verification of n tokens), for cost-aware trees."""
         info = self._call("Info", pb.InfoRequest(verify_costs=True), pb.VerifierInfo)
         if not info.verify_ms:
-            raise VerifierUnavailable("the verifier answered without its verify cost curve")
+            raise CostsUnmeasured(info.verify_costs_error or "the verifier answered without its verify cost curve")
         return dict(info.verify_ms)
 
     def features(self, start: int, end: int) -> torch.Tensor:

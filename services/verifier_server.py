@@ -103,12 +103,18 @@ class VerifierServer:
         info.verify_forwards, info.verified_steps = self.batcher.batches, self.batcher.steps
         info.verify_seconds = self.batcher.busy_s
         if request.verify_costs:
-            info.verify_ms.update(self._verify_costs())
+            try:
+                info.verify_ms.update(self._verify_costs())
+            except Exception as e:   # a replica that cannot measure its curve still verifies: say why, stay up
+                log.exception("measuring the verify cost curve failed")
+                info.verify_costs_error = f"the verifier could not measure its verify cost curve: " \
+                                          f"{type(e).__name__}: {e}"
         return info
 
     def _verify_costs(self) -> dict[int, float]:
         """The cost curve cost-aware trees prune by, measured once (cached under TAPS_HOME across restarts) while
-        no session's forward runs, so the timings are the target's alone."""
+        no session's forward runs, so the timings are the target's alone; a failed measurement is retried when
+        asked again."""
         with self.forward_lock:
             if self.verify_ms is None:
                 self.verify_ms = verify_costs(self.target)

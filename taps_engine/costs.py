@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -116,6 +117,9 @@ def verify_costs(target: Target, remeasure: bool = False) -> dict[int, float]:
     if path.exists() and not remeasure:
         return {int(n): ms for n, ms in json.loads(path.read_text())["verify_ms"].items()}
     curve = measure_verify_costs(target)
-    write_json(path, {"target": target.name, "dtype": str(target.dtype).replace("torch.", ""),
-                      "device": str(target.device), "machine": machine(), "verify_ms": curve})
+    try:
+        write_json(path, {"target": target.name, "dtype": str(target.dtype).replace("torch.", ""),
+                          "device": str(target.device), "machine": machine(), "verify_ms": curve})
+    except OSError as e:   # the cache only saves the next start a measurement
+        warnings.warn(f"could not cache the verify cost curve in {path}: {e}")
     return curve

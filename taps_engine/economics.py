@@ -15,6 +15,7 @@ poor fit costs a few steps, not the whole request. Output is unaffected: plain s
 
 from __future__ import annotations
 
+import copy
 import statistics
 import threading
 from collections import deque
@@ -75,6 +76,12 @@ class CostModel:
         self.calibration = calibration if calibration is not None else Calibration()
         self.rate = None           # recent tokens per ms of whole steps
         self.pass_ms = None        # recent drafting time per expansion pass
+
+    def fork(self) -> CostModel:
+        """A model for another request: this one's cost table and calibration, step rates of its own."""
+        model = copy.copy(self)
+        model.rate = model.pass_ms = None
+        return model
 
     def settings(self, tree: TreeSettings) -> TreeSettings:
         """The tree to draft this step: stop expanding below the confidence a pass is worth."""

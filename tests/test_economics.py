@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from taps_engine import Decoder, TreeSettings
+from taps_engine.costs import verify_costs
 from taps_engine.economics import Calibration, CostModel, StepEconomics
 from taps_engine.tree import DraftTree
 from tiny import oracle_head, tiny_target
@@ -94,6 +95,25 @@ def test_pruning_follows_the_machines_cost_curve():
     assert len(steep.prune(tree, draft_ms=5.0)) == 1
     middle = CostModel({1: 10.0, 4: 12.0, 8: 30.0, 64: 300.0})
     assert 1 < len(middle.prune(tree, draft_ms=5.0)) < 6
+
+
+def test_a_forked_cost_model_shares_costs_and_calibration_not_rates():
+    model = CostModel({1: 10.0, 8: 20.0})
+    tree = chain([0.9, 0.5])
+    model.observe(tree, [0], tokens=2, step_ms=30.0, draft_ms=5.0)
+    fork = model.fork()
+    assert fork.calibration is model.calibration and fork.cost is model.cost
+    assert (fork.rate, fork.pass_ms) == (None, None) and model.rate == pytest.approx(2 / 30)
+
+
+def test_an_unwritable_cache_still_gives_the_measured_cost_curve(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("a file where TAPS_HOME's directory should be")
+    monkeypatch.setenv("TAPS_HOME", str(home))
+    target = tiny_target("llama", layers=1)
+    with pytest.warns(UserWarning, match="could not cache the verify cost curve"):
+        curve = verify_costs(target)
+    assert sorted(curve) == [1, 2, 4, 8, 16, 32, 64] and all(ms > 0 for ms in curve.values())
 
 
 def test_calibration_learns_acceptance_per_confidence():

@@ -28,7 +28,7 @@ from services.codec import from_proto, settings_to_proto, to_proto, tree_from_pr
 from services.embedding_target import load_embedding_target
 from services.prometheus import RouterMetrics
 from services.protos_gen.taps.v1 import taps_pb2 as pb
-from services.remote import RemoteProposer, RemoteVerifier, VerifierUnavailable
+from services.remote import VERIFIER, RemoteProposer, RemoteVerifier, VerifierUnavailable
 from services.results import TextDeltas
 from services.sessions import SessionCache
 from services.validation import RequestError, parse_request
@@ -407,7 +407,35 @@ def test_the_router_serves_cost_aware_trees_with_the_verifiers_cost_curve(models
         if colocate:
             assert handle.calls.count("Verify") == len(steps) and handle.calls.count("Draft") == 1
     assert list((tmp_path / "costs").glob("*.json")) and set(verifier.verify_ms) == {1, 2, 4, 8, 16, 32, 64}
-    assert core._calibrations["single"].total.sum() > 0, "the requests taught the policy's calibration"
+    assert core._cost_models["single"].calibration.total.sum() > 0, "the requests taught the policy's calibration"
+
+
+def test_a_verifier_that_cannot_measure_its_costs_still_serves_fixed_trees(models, engine, servers, monkeypatch,
+                                                                           caplog):
+    """A failed cost measurement degrades the service to the configured tree unpruned: the verifier stays up,
+    answers say why, requests keep plain decoding's output, and the router does not ask again at every request."""
+    def fail(target):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr("services.verifier_server.verify_costs", fail)
+    target, _ = engine
+    drafters, _ = servers
+    verifier = VerifierServer(models["target"], "fp32")
+    config = make_config(models)
+    config.tree = TreeSettings(**TREE, cost_aware=True)
+    handle = InProcessHandle(verifier)
+    core = RouterCore(config, load_prompt_format(models["target"]),
+                      {name: InProcessHandle(server) for name, server in drafters.items()},
+                      handle, LocalAssignmentCache(60.0), RouterMetrics())
+    assert "out of memory" in verifier.Info(pb.InfoRequest(verify_costs=True)).verify_costs_error
+    plain = Decoder(target, {}, "plain")
+    for prompt in (PROMPT, "Name three colors."):
+        expected = plain.generate([{"role": "user", "content": prompt}], max_new_tokens=24, stop_on_eos=False)
+        chunks = list(core.chunks(pb.GenerateRequest(prompt=prompt, policy="single", drafter="a", max_new_tokens=24,
+                                                     ignore_eos=True)))
+        assert [t for c in chunks for t in c.token_ids] == expected.token_ids
+        assert all(c.step.tree_size == SETTINGS.max_nodes for c in chunks if c.HasField("step")), "unpruned"
+    assert handle.calls.count("Info") == 1 and core.breaker.up(VERIFIER)
+    assert "serving fixed trees" in caplog.text and verifier.verify_ms is None
 
 
 def test_router_core_sampling_matches_the_engine_for_a_seed(core, engine):

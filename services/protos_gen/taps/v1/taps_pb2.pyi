@@ -317,7 +317,7 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class VerifierInfo(_message.Message):
-    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions", "verify_forwards", "verified_steps", "verify_seconds", "verify_ms")
+    __slots__ = ("target", "vocab_size", "hidden_size", "max_position_embeddings", "eos_token_ids", "dtype", "sessions", "verify_forwards", "verified_steps", "verify_seconds", "verify_ms", "verify_costs_error")
     class VerifyMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +336,7 @@ class VerifierInfo(_message.Message):
     VERIFIED_STEPS_FIELD_NUMBER: _ClassVar[int]
     VERIFY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VERIFY_MS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_COSTS_ERROR_FIELD_NUMBER: _ClassVar[int]
     target: str
     vocab_size: int
     hidden_size: int
@@ -347,7 +348,8 @@ class VerifierInfo(_message.Message):
     verified_steps: int
     verify_seconds: float
     verify_ms: _containers.ScalarMap[int, float]
-    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ..., verify_forwards: _Optional[int] = ..., verified_steps: _Optional[int] = ..., verify_seconds: _Optional[float] = ..., verify_ms: _Optional[_Mapping[int, float]] = ...) -> None: ...
+    verify_costs_error: str
+    def __init__(self, target: _Optional[str] = ..., vocab_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_position_embeddings: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., sessions: _Optional[int] = ..., verify_forwards: _Optional[int] = ..., verified_steps: _Optional[int] = ..., verify_seconds: _Optional[float] = ..., verify_ms: _Optional[_Mapping[int, float]] = ..., verify_costs_error: _Optional[str] = ...) -> None: ...
 
 class Acceptance(_message.Message):
     __slots__ = ("sampling", "rng_state")
