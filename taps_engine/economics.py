@@ -89,14 +89,19 @@ class CostModel:
             return tree
         return replace(tree, stop_below=min(1.0, self.pass_ms * self.rate))
 
+    def rates(self, ranked: torch.Tensor, fixed_ms: float) -> torch.Tensor:
+        """Expected tokens per ms of a step verifying the first n of `ranked` node confidences (highest first),
+        for n = 0, 1, ...: (1 + the sum of their acceptance probabilities) / (fixed_ms + c(n + 1))."""
+        gain = 1 + torch.cat([torch.zeros(1), self.calibration(ranked).cumsum(0)])
+        n_max = min(len(ranked), len(self.cost) - 1)
+        return gain[:n_max + 1] / (fixed_ms + self.cost[:n_max + 1])
+
     def prune(self, tree: DraftTree, draft_ms: float) -> DraftTree:
-        """The best-ranked n nodes, n maximizing (1 + sum of their acceptance probabilities) / (draft + c(n + 1))."""
+        """The best-ranked n nodes, n maximizing the step's expected tokens per ms (`rates`) after drafting."""
         if len(tree) == 0:
             return tree
         order = torch.sort(-tree.scores, stable=True).indices
-        gain = 1 + torch.cat([torch.zeros(1), self.calibration(tree.confidences[order]).cumsum(0)])
-        n_max = min(len(tree), len(self.cost) - 1)
-        rate = gain[:n_max + 1] / (draft_ms + self.cost[:n_max + 1])
+        rate = self.rates(tree.confidences[order], draft_ms)
         rate[0] = -1.0   # verify at least one node: the calibration learns only from verified nodes
         return tree.select(order[:int(rate.argmax())])
 

@@ -1,0 +1,126 @@
+"""Should cost-aware pruning count a fixed cost per step? What it would change, modeled on real drafted trees.
+
+The cost model (taps_engine/economics.py) picks the n nodes maximizing (1 + their acceptance probabilities) /
+(drafting + c(n + 1)), c being the verify cost curve measured in process. A step also pays costs that do not grow
+with n: acceptance and bookkeeping in process, and through the service a round trip to the verifier (6.7-15.1 ms
+per token beyond compute, results/serving/README.md). Counting such a fixed cost O makes more nodes worth it.
+
+This decodes GSM8K prompts with the math drafter and MT-Bench prompts with the chat drafter (the shipped default
+pair, policy `single`, greedy) on a fixed tree, so every step's tree is drafted unpruned; fits one calibration on
+all the verified nodes, as a router's requests teach it; then, for each O, prunes every step's tree both ways and
+reports the nodes kept and the modeled speed of counting O over ignoring it, both judged with O counted (the
+step's true cost). It also reports the fixed cost measured in process: a step's time minus drafting and c(n + 1).
+
+Writes JSON and Markdown (command, machine) atomically.
+
+Usage: python benchmarks/cost_overhead.py --prompts 5 --max-new-tokens 128 --out results/engine/cost_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+OVERHEADS_MS = (0.0, 2.5, 5.0, 10.0, 15.0, 20.0)
+DRAFTER = {"gsm8k": "math", "mt_bench": "chat"}
+
+
+def best(rates: torch.Tensor) -> int:
+    """The verified node count the cost model picks from `rates` (n = 0..): at least one node."""
+    return 1 + int(rates[1:].argmax())
+
+
+def modeled(costs, steps: list, overhead_ms: float) -> dict:
+    """Pruning each step's drafted tree ignoring and counting a fixed `overhead_ms`, judged with it counted."""
+    kept_ignoring, kept_counting, speed = [], [], []
+    for step in steps:
+        if not step.tree_size:
+            continue
+        ranked = torch.tensor(sorted(step.node_confidence, reverse=True))
+        draft_ms = 1e3 * step.draft_s
+        true = costs.rates(ranked, draft_ms + overhead_ms)
+        n_ignoring, n_counting = best(costs.rates(ranked, draft_ms)), best(true)
+        kept_ignoring.append(n_ignoring)
+        kept_counting.append(n_counting)
+        speed.append(float(true[n_counting] / true[n_ignoring]))
+    return {"overhead_ms": overhead_ms, "steps": len(speed),
+            "nodes_ignoring": round(statistics.mean(kept_ignoring), 2),
+            "nodes_counting": round(statistics.mean(kept_counting), 2),
+            "speed_ratio_mean": round(statistics.mean(speed), 4), "speed_ratio_max": round(max(speed), 4)}
+
+
+def markdown(report: dict, command: str) -> str:
+    from taps_engine.costs import machine_line
+
+    fixed = report["in_process_fixed_ms"]
+    lines = [f"Command: `{command}`", "", f"Machine: {machine_line(report['machine'])}.", "",
+             f"{report['steps']} steps of {report['prompts']} prompts drafted on the fixed tree {report['tree']} "
+             f"(mean τ {report['tau']}); verify cost curve (ms): {report['verify_ms']}.", "",
+             f"Fixed cost per step in process (step time minus drafting minus c(n + 1)): median "
+             f"{fixed['median']} ms, mean {fixed['mean']} ms.", "",
+             "| fixed cost O, ms | nodes verified, O ignored | nodes verified, O counted | modeled speed, counting "
+             "O / ignoring it: mean over steps | max |", "|---|---|---|---|---|"]
+    for row in report["rows"]:
+        lines.append(f"| {row['overhead_ms']} | {row['nodes_ignoring']} | {row['nodes_counting']} | "
+                     f"{row['speed_ratio_mean']} | {row['speed_ratio_max']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--prompts", type=int, default=5, help="prompts per benchmark (GSM8K and MT-Bench first turns)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--out", type=Path, default=Path("results/engine/cost_overhead.json"))
+    args = p.parse_args(argv)
+    if min(args.prompts, args.max_new_tokens) < 1:
+        p.error("--prompts and --max-new-tokens must be positive")
+    if args.out.suffix != ".json":
+        p.error("--out must end in .json (the Markdown goes next to it)")
+    from dataclasses import replace
+
+    from taps_engine import Decoder
+    from taps_engine.costs import machine, verify_costs
+    from taps_engine.drafter_specs import default_drafters
+    from taps_engine.economics import CostModel
+    from taps_engine.fileio import atomic_write, write_json
+    from taps_engine.head import load_head
+    from taps_engine.speed import bench_prompts
+    from taps_engine.target import DEFAULT_TARGET, load_target
+    from taps_engine.tree import speed_tree
+
+    target = load_target(DEFAULT_TARGET)
+    heads = {name: load_head(path, target.model) for name, path in default_drafters(DEFAULT_TARGET).items()}
+    tree = replace(speed_tree(target.device), cost_aware=False)
+    decoder = Decoder(target, heads, "single", tree)
+    costs = CostModel(verify_costs(target))
+    steps, taus = [], []
+    prompts = bench_prompts(args.prompts)
+    for i, (benchmark, prompt) in enumerate(prompts):
+        print(f"[{i + 1}/{len(prompts)}] {benchmark}", file=sys.stderr, flush=True)
+        result = decoder.generate([{"role": "user", "content": prompt}], max_new_tokens=args.max_new_tokens,
+                                  drafter=DRAFTER[benchmark])
+        steps += result.steps
+        taus.append(result.tau)
+    for step in steps:
+        costs.calibration.update(torch.tensor(step.node_confidence), torch.tensor(step.node_accepted))
+    fixed = [1e3 * (s.seconds - s.draft_s) - float(costs.cost[s.tree_size]) for s in steps]
+    report = {"machine": machine(), "tree": tree.label,
+              "prompts": len(prompts), "steps": len(steps), "tau": round(statistics.mean(taus), 3),
+              "verify_ms": verify_costs(target),
+              "in_process_fixed_ms": {"median": round(statistics.median(fixed), 2),
+                                      "mean": round(statistics.mean(fixed), 2)},
+              "rows": [modeled(costs, steps, o) for o in OVERHEADS_MS]}
+    text = markdown(report, shlex.join(["python", "benchmarks/cost_overhead.py", *sys.argv[1:]]))
+    write_json(args.out, report)
+    atomic_write(args.out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(text))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
