@@ -54,7 +54,7 @@ def modeled(costs, steps: list, overhead_ms: float) -> dict:
             "speed_ratio_mean": round(statistics.mean(speed), 4), "speed_ratio_max": round(max(speed), 4)}
 
 
-def markdown(report: dict, command: str) -> str:
+def markdown(report: dict, command: str) -> list[str]:
     from taps_engine.costs import machine_line
 
     fixed = report["in_process_fixed_ms"]
@@ -68,7 +68,7 @@ def markdown(report: dict, command: str) -> str:
     for row in report["rows"]:
         lines.append(f"| {row['overhead_ms']} | {row['nodes_ignoring']} | {row['nodes_counting']} | "
                      f"{row['speed_ratio_mean']} | {row['speed_ratio_max']} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from taps_engine.costs import machine, verify_costs
     from taps_engine.drafter_specs import default_drafters
     from taps_engine.economics import CostModel
-    from taps_engine.fileio import atomic_write, write_json
+    from taps_engine.fileio import write_json, write_report
     from taps_engine.head import load_head
     from taps_engine.speed import bench_prompts
     from taps_engine.target import DEFAULT_TARGET, load_target
@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
               "in_process_fixed_ms": {"median": round(statistics.median(fixed), 2),
                                       "mean": round(statistics.mean(fixed), 2)},
               "rows": [modeled(costs, steps, o) for o in OVERHEADS_MS]}
-    text = markdown(report, shlex.join(["python", "benchmarks/cost_overhead.py", *sys.argv[1:]]))
     write_json(args.out, report)
-    atomic_write(args.out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(text))
-    print(text)
+    write_report(args.out.with_suffix(".md"),
+                 markdown(report, shlex.join(["python", "benchmarks/cost_overhead.py", *sys.argv[1:]])))
     return 0
 
 
