@@ -30,13 +30,10 @@ OVERHEADS_MS = (0.0, 2.5, 5.0, 10.0, 15.0, 20.0)
 DRAFTER = {"gsm8k": "math", "mt_bench": "chat"}
 
 
-def best(rates: torch.Tensor) -> int:
-    """The verified node count the cost model picks from `rates` (n = 0..): at least one node."""
-    return 1 + int(rates[1:].argmax())
-
-
 def modeled(costs, steps: list, overhead_ms: float) -> dict:
     """Pruning each step's drafted tree ignoring and counting a fixed `overhead_ms`, judged with it counted."""
+    from taps_engine.economics import best_size
+
     kept_ignoring, kept_counting, speed = [], [], []
     for step in steps:
         if not step.tree_size:
@@ -44,7 +41,7 @@ def modeled(costs, steps: list, overhead_ms: float) -> dict:
         ranked = torch.tensor(sorted(step.node_confidence, reverse=True))
         draft_ms = 1e3 * step.draft_s
         true = costs.rates(ranked, draft_ms + overhead_ms)
-        n_ignoring, n_counting = best(costs.rates(ranked, draft_ms)), best(true)
+        n_ignoring, n_counting = best_size(costs.rates(ranked, draft_ms)), best_size(true)
         kept_ignoring.append(n_ignoring)
         kept_counting.append(n_counting)
         speed.append(float(true[n_counting] / true[n_ignoring]))
@@ -97,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     heads = {name: load_head(path, target.model) for name, path in default_drafters(DEFAULT_TARGET).items()}
     tree = replace(speed_tree(target.device), cost_aware=False)
     decoder = Decoder(target, heads, "single", tree)
-    costs = CostModel(verify_costs(target))
+    curve = verify_costs(target)
+    costs = CostModel(curve)
     steps, taus = [], []
     prompts = bench_prompts(args.prompts)
     for i, (benchmark, prompt) in enumerate(prompts):
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed = [1e3 * (s.seconds - s.draft_s) - float(costs.cost[s.tree_size]) for s in steps]
     report = {"machine": machine(), "tree": tree.label,
               "prompts": len(prompts), "steps": len(steps), "tau": round(statistics.mean(taus), 3),
-              "verify_ms": verify_costs(target),
+              "verify_ms": curve,
               "in_process_fixed_ms": {"median": round(statistics.median(fixed), 2),
                                       "mean": round(statistics.mean(fixed), 2)},
               "rows": [modeled(costs, steps, o) for o in OVERHEADS_MS]}

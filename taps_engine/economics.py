@@ -101,9 +101,7 @@ class CostModel:
         if len(tree) == 0:
             return tree
         order = torch.sort(-tree.scores, stable=True).indices
-        rate = self.rates(tree.confidences[order], draft_ms)
-        rate[0] = -1.0   # verify at least one node: the calibration learns only from verified nodes
-        return tree.select(order[:int(rate.argmax())])
+        return tree.select(order[:best_size(self.rates(tree.confidences[order], draft_ms))])
 
     def observe(self, tree: DraftTree, accepted_nodes: list[int], tokens: int, step_ms: float,
                 draft_ms: float) -> None:
@@ -115,6 +113,12 @@ class CostModel:
             passes = max(1, tree.max_depth)
             self.pass_ms = _ema(self.pass_ms, draft_ms / passes)
         self.rate = _ema(self.rate, tokens / step_ms)
+
+
+def best_size(rates: torch.Tensor) -> int:
+    """The node count of the highest rate (`CostModel.rates`), at least one node: the calibration learns only from
+    verified nodes."""
+    return 1 + int(rates[1:].argmax())
 
 
 def _ema(old: float | None, new: float, weight: float = 0.2) -> float:

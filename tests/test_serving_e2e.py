@@ -77,15 +77,9 @@ def cluster(models, redis_process, tmp_path_factory):
                    "max_new_tokens_cap": CAP, "max_prompt_tokens": MAX_PROMPT, "drafter_timeout_s": 5,
                    "verifier_timeout_s": 60, "breaker_cooldown_s": 0.5, "api_keys": {"env": KEYS_ENV},
                    "expose_services": True, "max_message_bytes": MESSAGE_LIMIT, "deployment": replica()}})
-    home = os.environ.get("TAPS_HOME")
-    os.environ["TAPS_HOME"] = str(tmp_path_factory.mktemp("taps-home"))   # where the verifier caches its cost curve
-    try:
+    with pytest.MonkeyPatch.context() as env:   # the replicas keep the environment they started with
+        env.setenv("TAPS_HOME", str(tmp_path_factory.mktemp("taps-home")))   # where the verifier caches its curve
         address = run_local(config, num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
-    finally:   # the replicas keep the environment they started with
-        if home is None:
-            del os.environ["TAPS_HOME"]
-        else:
-            os.environ["TAPS_HOME"] = home
     a, b, c = (config.drafters[name] for name in "abc")
 
     def variant(drafters: dict, tree: TreeSettings = config.tree, **router) -> ServeConfig:

@@ -422,10 +422,7 @@ def test_a_verifier_that_cannot_measure_its_costs_still_serves_fixed_trees(model
     verifier = VerifierServer(models["target"], "fp32")
     config = make_config(models)
     config.tree = TreeSettings(**TREE, cost_aware=True)
-    handle = InProcessHandle(verifier)
-    core = RouterCore(config, load_prompt_format(models["target"]),
-                      {name: InProcessHandle(server) for name, server in drafters.items()},
-                      handle, LocalAssignmentCache(60.0), RouterMetrics())
+    core = in_process_core(models, drafters, verifier, config)
     assert "out of memory" in verifier.Info(pb.InfoRequest(verify_costs=True)).verify_costs_error
     plain = Decoder(target, {}, "plain")
     for prompt in (PROMPT, "Name three colors."):
@@ -434,7 +431,7 @@ def test_a_verifier_that_cannot_measure_its_costs_still_serves_fixed_trees(model
                                                      ignore_eos=True)))
         assert [t for c in chunks for t in c.token_ids] == expected.token_ids
         assert all(c.step.tree_size == SETTINGS.max_nodes for c in chunks if c.HasField("step")), "unpruned"
-    assert handle.calls.count("Info") == 1 and core.breaker.up(VERIFIER)
+    assert core.verifier.calls.count("Info") == 1 and core.breaker.up(VERIFIER)
     assert "serving fixed trees" in caplog.text and verifier.verify_ms is None
 
 
