@@ -163,3 +163,12 @@ def test_reports_name_the_machine_in_words():
         "Xeon, no native bf16, 2 cores, 1 torch threads, GPU H200"
     assert machine_line({**capped, "bf16_flags": ["avx512_bf16"]}).startswith("Xeon, native bf16 (avx512_bf16), capped")
     assert machine_line().startswith(machine()["cpu"])
+
+
+def test_the_cpu_is_named_with_its_generation():
+    from taps_engine.costs import cpu_model
+
+    two = "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n" \
+          "processor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: Other\n"
+    assert cpu_model(two) == "AMD EPYC (family 26, model 2)"
+    assert cpu_model("model name\t: Neoverse\n") == "Neoverse"
