@@ -347,13 +347,14 @@ taps bench speed --drafter math=taps_engine/drafters/smollm2-135m-instruct/eagle
 for c in 120 160; do for i in 1 2; do for p in sticky probe; do echo "=== run $i policy $p"; COLUMNS=$c taps demo --policy $p
   done; done; done > results/training/make-run-avx2-probe.txt   # (the file adds a header and the two sets' titles)
 
-# Round 24 (AMD EPYC family 26 model 2, AVX512-BF16, no AMX: bf16; alone on the cores): throughput, the two chat
+# Round 24 (AMD EPYC family 26 model 2, AVX512-BF16, no AMX: bf16; alone on the cores): throughput, the three
 # recipes timed whole from an empty cache, and what `make run` prints from a fresh clone
 python benchmarks/train_throughput.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --examples 48 \
   --threads 2 --out results/training/throughput-epyc-zen5.md
 python benchmarks/feature_forward.py --config configs/smollm2/eagle2-mixed-chat-hour-draft-ce.yaml --examples 48 \
   --threads 2 --repeats 3 --out results/training/feature-forward-epyc-zen5.md
-for c in eagle2-mixed-chat-hour-draft-ce eagle2-chat-one-sitting-draft-ce; do
+for c in eagle2-mixed-chat-hour-draft-ce eagle2-chat-one-sitting-draft-ce \
+    eagle2-mixed-one-sitting; do
   TAPS_HOME=/tmp/taps-time/r24-$c /usr/bin/time -v taps train --config configs/smollm2/$c.yaml --threads 2
   cp /tmp/taps-time/r24-$c/drafters/smollm2-$c/train_log.json results/training/rerun/train_logs/$c.round24.train_log.json
 done
