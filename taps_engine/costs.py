@@ -31,18 +31,19 @@ SIZES = (1, 2, 4, 8, 16, 32, 64)   # tokens per verification: the root plus n - 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's name, with its family and model numbers: a virtual machine's name can hide the generation (two
-    "AMD EPYC" CPUs with AVX512-BF16 multiplied bf16 matrices at 418 and 932 GFLOP/s on 2 cores,
+    "AMD EPYC" CPUs with AVX512-BF16 multiplied bf16 matrices at 418 and 924 GFLOP/s on 2 cores,
     results/training/feature-forward.md and feature-forward-epyc-zen5.md)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
-    except OSError:
-        return platform.processor() or "unknown"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if not key.strip():
             break                                # the first processor's block is enough
-        fields.setdefault(key.strip(), value.strip())
+        fields[key.strip()] = value.strip()
     name = fields.get("model name") or platform.processor() or "unknown"
     if "cpu family" in fields and "model" in fields:
         return f"{name} (family {fields['cpu family']}, model {fields['model']})"
