@@ -27,6 +27,7 @@ from .tree import DraftTree
 from .verifier import TargetVerifier
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)   # tokens per verification: the root plus n - 1 draft nodes
+MEASUREMENT = 2   # how the curve is measured (2: sizes interleaved in rounds); a change retires cached curves
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
@@ -50,7 +51,8 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     return name
 
 
-ISA_LIMITS = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")   # caps on the instructions the math libraries use
+# caps on the instructions the math libraries and torch's own kernels use
+ISA_LIMITS = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 def isa_limits() -> dict[str, str]:
@@ -91,30 +93,29 @@ def _sync(target: Target) -> None:
 def measure_verify_costs(target: Target, context: int = 200, reps: int = 5,
                          sizes: tuple[int, ...] = SIZES) -> dict[int, float]:
     """Median milliseconds of one verification of `n` tokens (a chain of n - 1 drafts under the root) after a
-    `context`-token prefix, for each n in `sizes`."""
+    `context`-token prefix, for each n in `sizes`. Each round verifies every size once, so a slow spell of the
+    machine (another process, a clock change) costs every size one sample, not one size its median."""
     generator = torch.Generator().manual_seed(0)
     vocab = target.format.vocab_size
     verifier = TargetVerifier(target)
     verifier.prefill(torch.randint(0, vocab, (context,), generator=generator).tolist())
     root = int(torch.randint(0, vocab, (1,), generator=generator))
-    curve = {}
-    for n in sizes:
-        tree = _chain(n - 1, vocab, generator)
-        times = []
-        for _ in range(reps + 1):                    # the first run of each size warms up
+    trees = {n: _chain(n - 1, vocab, generator) for n in sizes}
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(reps + 1):                        # the first round warms up
+        for n, tree in trees.items():
             _sync(target)
             start = time.perf_counter()
             verifier.verify(root, tree)
             _sync(target)
-            times.append(time.perf_counter() - start)
+            times[n].append(time.perf_counter() - start)
             verifier.commit([])                      # back to the prefix
-        curve[n] = round(1e3 * statistics.median(times[1:]), 3)
-    return curve
+    return {n: round(1e3 * statistics.median(t[1:]), 3) for n, t in times.items()}
 
 
 def cost_key(target: Target) -> str:
     info = {"target": target.name, "dtype": str(target.dtype), "device": str(target.device), **machine(),
-            "packed_linears": packed_layers(target.model)}
+            "packed_linears": packed_layers(target.model), "measurement": MEASUREMENT}
     return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -27,6 +27,7 @@ from .tree import DraftTree, TreeSettings
 
 CALIBRATION_BINS = 20
 PRIOR_WEIGHT = 4.0     # pseudo-observations pulling an empty bin towards the confidence itself
+RATE_TOLERANCE = 0.02  # modeled rates this close to the best are a tie, settled towards the larger tree
 
 
 class Calibration:
@@ -65,15 +66,17 @@ class CostModel:
     """Prunes drafted trees to what pays on this machine, and tells drafting when to stop expanding.
 
     `calibration`: one shared with other cost models (a router's requests each have their own step rates, and
-    learn the acceptance of the same drafters together); default a fresh one.
+    learn the acceptance of the same drafters together); default a fresh one. `tolerance`: `best_size`'s.
     """
 
-    def __init__(self, verify_ms: dict[int, float], calibration: Calibration | None = None) -> None:
+    def __init__(self, verify_ms: dict[int, float], calibration: Calibration | None = None,
+                 tolerance: float = RATE_TOLERANCE) -> None:
         sizes = sorted(verify_ms)
         top = sizes[-1]
         # c(n) for n = 1 .. a generous maximum, interpolated between measured sizes
         self.cost = torch.tensor([_interpolate(verify_ms, sizes, n) for n in range(1, 4 * top + 1)])
         self.calibration = calibration if calibration is not None else Calibration()
+        self.tolerance = tolerance
         self.rate = None           # recent tokens per ms of whole steps
         self.pass_ms = None        # recent drafting time per expansion pass
 
@@ -101,7 +104,7 @@ class CostModel:
         if len(tree) == 0:
             return tree
         order = torch.sort(-tree.scores, stable=True).indices
-        return tree.select(order[:best_size(self.rates(tree.confidences[order], draft_ms))])
+        return tree.select(order[:best_size(self.rates(tree.confidences[order], draft_ms), self.tolerance)])
 
     def observe(self, tree: DraftTree, accepted_nodes: list[int], tokens: int, step_ms: float,
                 draft_ms: float) -> None:
@@ -115,10 +118,13 @@ class CostModel:
         self.rate = _ema(self.rate, tokens / step_ms)
 
 
-def best_size(rates: torch.Tensor) -> int:
-    """The node count of the highest rate (`CostModel.rates`), at least one node: the calibration learns only from
-    verified nodes."""
-    return 1 + int(rates[1:].argmax())
+def best_size(rates: torch.Tensor, tolerance: float = RATE_TOLERANCE) -> int:
+    """The largest node count whose rate (`CostModel.rates`) is within `tolerance` of the highest, at least one
+    node: the calibration learns only from verified nodes. The rate is flat near its peak, where the model's
+    errors (calibration, the cost curve's noise) exceed the differences, so a tie goes to the tree that commits
+    more tokens per step and gives the calibration more nodes to learn from."""
+    candidates = rates[1:]
+    return 1 + int(torch.nonzero(candidates >= (1 - tolerance) * candidates.max()).max())
 
 
 def _ema(old: float | None, new: float, weight: float = 0.2) -> float:

@@ -145,7 +145,18 @@ def run_speed_bench(target: Target, engines: dict[str, Decoder], prompts: list[t
                                "fallback": d.fallback,
                                "calibration": d.costs.calibration.curve() if d.costs is not None else None}
                         for name, d in engines.items()},
-            "verify_ms": measure_verify_costs(target), "rows": rows}
+            "verify_ms": measure_verify_costs(target), "rows": rows,
+            "per_prompt": {name: _per_prompt(r) for name, r in runs.items()}}
+
+
+def _per_prompt(runs: Runs) -> dict:
+    """Each prompt's new tokens and seconds, and its verification steps and tokens they committed (engine
+    decoders): what a paired interval over prompts resamples."""
+    out = {"new_tokens": [len(o) for o in runs.outputs], "seconds": [round(s, 4) for s in runs.seconds]}
+    if all(r is not None for r in runs.results):
+        out.update(steps=[len(r.steps) for r in runs.results],
+                   committed=[sum(s.acceptance_length for s in r.steps) for r in runs.results])
+    return out
 
 
 def report_markdown(report: dict, command: str) -> str:

@@ -1,14 +1,15 @@
 """When speculation stops paying, a request steps plainly for a while and probes again."""
 
 import itertools
+import time
 from typing import Iterator
 
 import pytest
 import torch
 
 from taps_engine import Decoder, TreeSettings
-from taps_engine.costs import verify_costs
-from taps_engine.economics import Calibration, CostModel, StepEconomics
+from taps_engine.costs import SIZES, measure_verify_costs, verify_costs
+from taps_engine.economics import Calibration, CostModel, StepEconomics, best_size
 from taps_engine.tree import DraftTree
 from tiny import oracle_head, tiny_target
 
@@ -95,6 +96,31 @@ def test_pruning_follows_the_machines_cost_curve():
     assert len(steep.prune(tree, draft_ms=5.0)) == 1
     middle = CostModel({1: 10.0, 4: 12.0, 8: 30.0, 64: 300.0})
     assert 1 < len(middle.prune(tree, draft_ms=5.0)) < 6
+
+
+def test_a_tie_in_modeled_rate_goes_to_the_larger_tree():
+    rates = torch.tensor([0.020, 0.0300, 0.0310, 0.0306, 0.0290])   # n = 0 .. 4 nodes; the best is n = 2
+    assert best_size(rates, tolerance=0.0) == 2
+    assert best_size(rates, tolerance=0.02) == 3                       # 0.0306 is within 2% of 0.0310
+    assert best_size(rates, tolerance=0.1) == 4
+    assert best_size(torch.tensor([0.05, 0.01, 0.04])) == 2           # never zero nodes, whatever the rates
+
+
+def test_a_slow_spell_of_the_machine_costs_each_size_one_sample(monkeypatch):
+    from taps_engine.verifier import TargetVerifier
+
+    target = tiny_target("llama", layers=1)
+    calls, verify = itertools.count(), TargetVerifier.verify
+    spell = range(len(SIZES) + 3, 2 * len(SIZES) + 2)      # fewer calls in a row than sizes, after the warm-up
+
+    def slow_in_the_spell(self, root, tree):
+        if next(calls) in spell:
+            time.sleep(0.2)
+        return verify(self, root, tree)
+
+    monkeypatch.setattr(TargetVerifier, "verify", slow_in_the_spell)
+    curve = measure_verify_costs(target)
+    assert max(curve.values()) < 100, curve
 
 
 def test_a_forked_cost_model_shares_costs_and_calibration_not_rates():

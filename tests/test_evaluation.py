@@ -366,6 +366,19 @@ def test_intervals_cover_tau_and_paired_differences_resample_prompts_jointly():
     assert tau_interval(recs[:1]) is None and paired_difference(recs, recs[:1]) is None
 
 
+def test_a_paired_speed_ratio_resamples_prompts_jointly():
+    from taps_engine.evaluation.intervals import paired_ratio
+
+    tokens = [96.0] * 20
+    seconds = [2.0 + (i % 7) for i in range(20)]                  # prompts differ in speed 4-fold
+    faster = paired_ratio((tokens, seconds), (tokens, [s / 1.25 for s in seconds]))
+    assert faster["ratio"] == pytest.approx(1.25) and faster["ci"][1] - faster["ci"][0] < 1e-6
+    jitter = [s * (1.1 if i % 2 else 0.9) for i, s in enumerate(seconds)]
+    level = paired_ratio((tokens, seconds), (tokens, jitter))
+    assert level["ci"][0] < 1 < level["ci"][1] and level["n_prompts"] == 20
+    assert paired_ratio(([1.0], [1.0]), ([1.0], [1.0])) is None
+
+
 def test_samples_of_one_prompt_are_resampled_together():
     """At T>0 a prompt's seeds are one unit: three identical samples per prompt give the interval of one sample
     per prompt (treating them as independent would narrow it about sqrt(3)-fold), and a difference counts prompts."""

@@ -40,6 +40,18 @@ def ratio_interval(numerators: list[float], denominators: list[float], seed: int
                             _draws(len(numerators), seed)))
 
 
+def paired_ratio(a: tuple[list[float], list[float]], b: tuple[list[float], list[float]], seed: int = 0
+                 ) -> dict | None:
+    """(sum(b's numerators) / sum(b's denominators)) / (the same for a), e.g. tokens per second of two methods on
+    the same prompts, with its paired 95% interval: the same prompts are drawn for both."""
+    if len(a[0]) < 2:
+        return None
+    (na, da), (nb, db) = ((np.array(x, dtype=float) for x in side) for side in (a, b))
+    draws, whole = _draws(len(na), seed), np.arange(len(na))[None]
+    ratio = lambda d: (nb[d].sum(axis=1) / db[d].sum(axis=1)) / (na[d].sum(axis=1) / da[d].sum(axis=1))
+    return {"ratio": round(float(ratio(whole)[0]), 4), "ci": list(_interval(ratio(draws))), "n_prompts": len(na)}
+
+
 def prompt_key(rec: dict) -> tuple:
     """The prompt a record samples: the T>0 samples of one prompt are items `id`, `id~1`, `id~2`, ... (the
     runner's `sample_ids`)."""
