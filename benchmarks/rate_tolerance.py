@@ -51,7 +51,7 @@ def comparison_lines(rows: list[dict]) -> list[str]:
     def cell(value: float, ci: list[float] | None) -> str:
         return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
-    lines = ["", "Against the first engine on the same prompts (paired 95% bootstrap intervals over prompts):", "",
+    lines = ["Against the first engine on the same prompts (paired 95% bootstrap intervals over prompts):", "",
              "| engine | prompts | tokens/s ratio | τ difference |", "|---|---|---|---|"]
     for r in rows:
         speed, tau = r["speed"], r["tau"]
