@@ -18,11 +18,9 @@ Usage: python benchmarks/cost_overhead.py --prompts 5 --max-new-tokens 128 --out
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
@@ -69,15 +67,9 @@ def markdown(report: dict, command: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", type=int, default=5, help="prompts per benchmark (GSM8K and MT-Bench first turns)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--out", type=Path, default=Path("results/engine/cost_overhead.json"))
-    args = p.parse_args(argv)
-    if min(args.prompts, args.max_new_tokens) < 1:
-        p.error("--prompts and --max-new-tokens must be positive")
-    if args.out.suffix != ".json":
-        p.error("--out must end in .json (the Markdown goes next to it)")
+    from taps_engine.bench_cli import parse_prompt_bench, prompt_bench_parser
+
+    args = parse_prompt_bench(prompt_bench_parser(__doc__, 5, 128, "results/engine/cost_overhead.json"), argv)
     from dataclasses import replace
 
     from taps_engine import Decoder

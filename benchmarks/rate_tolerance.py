@@ -16,10 +16,8 @@ Usage: python benchmarks/rate_tolerance.py --prompts 6 --tolerance 0 --tolerance
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
-from pathlib import Path
 
 
 def comparisons(report: dict, prompts: list[tuple[str, str]]) -> list[dict]:
@@ -63,17 +61,12 @@ def comparison_lines(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", type=int, default=6, help="prompts per benchmark (GSM8K and MT-Bench first turns)")
-    p.add_argument("--max-new-tokens", type=int, default=96, help="96: what `make run` generates")
+    from taps_engine.bench_cli import parse_prompt_bench, prompt_bench_parser
+
+    p = prompt_bench_parser(__doc__, 6, 96, "results/engine/rate_tolerance.json", "96: what `make run` generates")
     p.add_argument("--tolerance", type=float, action="append", help="repeatable; default 0 and the engine's")
     p.add_argument("--dtype", default="auto", help="auto, bf16 or fp32")
-    p.add_argument("--out", type=Path, default=Path("results/engine/rate_tolerance.json"))
-    args = p.parse_args(argv)
-    if min(args.prompts, args.max_new_tokens) < 1:
-        p.error("--prompts and --max-new-tokens must be positive")
-    if args.out.suffix != ".json":
-        p.error("--out must end in .json (the Markdown goes next to it)")
+    args = parse_prompt_bench(p, argv)
     from taps_engine import Decoder
     from taps_engine.cli import DEMO_PROMPTS
     from taps_engine.costs import machine_line, verify_costs
@@ -106,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/rate_tolerance.py", *(argv if argv is not None else sys.argv[1:])])
     write_json(args.out, report)
     write_report(args.out.with_suffix(".md"), [
-        report_markdown(report, command), *comparison_lines(report["comparisons"]), "", f"Machine: {machine_line(report['machine'])}. The engines pruned with "
-        f"the cached curve (ms): {curve}; the table above measures it again after the run."])
+        report_markdown(report, command), *comparison_lines(report["comparisons"]), "",
+        f"Machine: {machine_line(report['machine'])}. The engines pruned with the cached curve (ms): {curve}; the "
+        "table above measures it again after the run."])
     return 0
 
 
