@@ -21,8 +21,8 @@ import sys
 
 
 def comparisons(report: dict, prompts: list[tuple[str, str]]) -> list[dict]:
-    """Each engine against the first (the smallest tolerance) on the same prompts, per group: the speed ratio and
-    the τ difference, with paired 95% intervals over prompts."""
+    """Each engine against the first (the first --tolerance given; 0 by default) on the same prompts, per group:
+    the speed ratio and the τ difference, with paired 95% intervals over prompts."""
     from taps_engine.evaluation.intervals import paired_difference, paired_ratio
 
     names = list(report["engines"])

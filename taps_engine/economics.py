@@ -1,16 +1,18 @@
-"""What a speculative step is worth on this machine: how many draft nodes to verify, when to stop drafting, and
-whether to speculate at all.
+"""What a speculative step is worth on this machine: how many draft nodes to verify, when to stop drafting, and whether
+to speculate at all.
 
 Cost-aware trees (`CostModel`): a step's expected yield is 1 + the sum of its verified nodes' acceptance
 probabilities, its cost the drafting time plus the verify cost c(n) of the machine (taps_engine/costs.py). Of the
-drafted nodes ranked by confidence, each step verifies the n that maximize expected tokens per second, and drafting
-stops expanding once the best frontier node cannot pay for another pass. A node's acceptance probability is its
-draft confidence mapped through a calibration learned from the steps already verified.
+drafted nodes ranked by confidence, each step verifies the n that maximize expected tokens per second (the largest n
+within RATE_TOLERANCE of the best: near the peak the rate is flat), and drafting stops expanding once the best
+frontier node cannot pay for another pass. A node's acceptance probability is its draft confidence mapped through a
+calibration learned from the steps already verified.
 
-Fallback (`StepEconomics`): a drafter that does not fit a prompt (a chat head on code, say) commits little more than one token per step while
-each step costs drafting plus a tree verification. Comparing the tokens per second of recent speculative steps
-with those of plain steps tells when it loses; the request then decodes plainly for a while and probes again, so a
-poor fit costs a few steps, not the whole request. Output is unaffected: plain steps verify an empty tree.
+Fallback (`StepEconomics`): a drafter that does not fit a prompt (a chat head on code, say) commits little more than
+one token per step while each step costs drafting plus a tree verification. Comparing the tokens per second of
+recent speculative steps with those of plain steps tells when it loses; the request then decodes plainly for a while
+and probes again, so a poor fit costs a few steps, not the whole request. Output is unaffected: plain steps verify
+an empty tree.
 """
 
 from __future__ import annotations
