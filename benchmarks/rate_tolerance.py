@@ -24,11 +24,10 @@ def comparisons(report: dict, prompts: list[tuple[str, str]]) -> list[dict]:
     """Each engine against the first (the first --tolerance given; 0 by default) on the same prompts, per group:
     the speed ratio and the τ difference, with paired 95% intervals over prompts."""
     from taps_engine.evaluation.intervals import paired_difference, paired_ratio
+    from taps_engine.speed import prompt_groups
 
     names = list(report["engines"])
-    groups = {"all": list(range(len(prompts)))}
-    for benchmark in dict.fromkeys(b for b, _ in prompts):
-        groups[benchmark] = [i for i, (b, _) in enumerate(prompts) if b == benchmark]
+    groups = prompt_groups(prompts)
 
     def records(name: str, keep: list[int]) -> list[dict]:
         runs = report["per_prompt"][name]

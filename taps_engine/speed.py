@@ -103,6 +103,14 @@ def _row(name: str, runs: Runs, keep: list[int], base: Runs, plain: Runs) -> dic
     return row
 
 
+def prompt_groups(prompts: list[tuple[str, str]]) -> dict[str, list[int]]:
+    """The indices of (benchmark, prompt) pairs a report totals over: "all", then each benchmark in order."""
+    groups = {"all": list(range(len(prompts)))}
+    for b in dict.fromkeys(b for b, _ in prompts):
+        groups[b] = [i for i, (name, _) in enumerate(prompts) if name == b]
+    return groups
+
+
 def run_speed_bench(target: Target, engines: dict[str, Decoder], prompts: list[tuple[str, str]],
                     max_new_tokens: int, progress: Callable[[str], None] = lambda _: None) -> dict:
     """Greedy decoding of the same prompts by every method, interleaved per prompt."""
@@ -133,9 +141,7 @@ def run_speed_bench(target: Target, engines: dict[str, Decoder], prompts: list[t
                 runs[name].outputs.append(out)
                 runs[name].results.append(result)
     progress("verify cost curve")
-    groups = {"all": list(range(len(prompts)))}
-    for b in dict.fromkeys(b for b, _ in prompts):
-        groups[b] = [i for i, (name, _) in enumerate(prompts) if name == b]
+    groups = prompt_groups(prompts)
     rows = {group: [_row(name, r, keep, runs[GENERATE], runs[PLAIN]) for name, r in runs.items()]
             for group, keep in groups.items()}
     return {"target": target.name, "dtype": str(target.dtype).replace("torch.", ""), "device": str(target.device),
