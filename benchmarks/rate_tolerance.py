@@ -7,7 +7,8 @@ the largest n whose rate is within a tolerance of the best. This decodes the sam
 tolerance (`make run`'s drafters, policy and tree; greedy), interleaved per prompt with the engine's plain loop
 and transformers generate, so each tolerance's speed-up and τ are measured on the same machine state.
 
-Prompts: GSM8K and MT-Bench first turns, and `make run`'s two prompts (group "demo").
+Prompts: GSM8K and MT-Bench first turns, and `make run`'s two prompts (group "demo"). `--verify-ms` prunes with
+another machine's cost curve (its drafting and verification still run here).
 Writes JSON and Markdown (command, machine, verify cost curve) atomically.
 
 Usage: python benchmarks/rate_tolerance.py --prompts 6 --tolerance 0 --tolerance 0.02 --tolerance 0.05 \
@@ -16,6 +17,7 @@ Usage: python benchmarks/rate_tolerance.py --prompts 6 --tolerance 0 --tolerance
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 
@@ -59,12 +61,25 @@ def comparison_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def cost_curve(text: str) -> dict[int, float]:
+    """`--verify-ms`: a JSON object of tokens verified -> milliseconds, at least two sizes, all positive."""
+    try:
+        curve = {int(n): float(ms) for n, ms in json.loads(text).items()}
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"--verify-ms must be a JSON object of tokens -> ms, got {text!r}") from None
+    if len(curve) < 2 or min(curve) < 1 or min(curve.values()) <= 0:
+        raise ValueError(f"--verify-ms needs two or more sizes >= 1 with positive ms, got {text!r}")
+    return curve
+
+
 def main(argv: list[str] | None = None) -> int:
     from taps_engine.bench_cli import parse_prompt_bench, prompt_bench_parser
 
     p = prompt_bench_parser(__doc__, 6, 96, "results/engine/rate_tolerance.json", "96: what `make run` generates")
     p.add_argument("--tolerance", type=float, action="append", help="repeatable; default 0 and the engine's")
     p.add_argument("--dtype", default="auto", help="auto, bf16 or fp32")
+    p.add_argument("--verify-ms", help="prune with this cost curve (JSON, tokens -> ms; e.g. another machine's) "
+                                       "instead of this machine's cached one")
     args = parse_prompt_bench(p, argv)
     from taps_engine import Decoder
     from taps_engine.cli import DEMO_PROMPTS
@@ -82,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 0 <= t < 1 for t in tolerances):
         p.error("a tolerance must lie in [0, 1)")
     try:
+        given = cost_curve(args.verify_ms) if args.verify_ms is not None else None
+    except ValueError as e:
+        p.error(str(e))
+    try:
         target = load_target(DEFAULT_TARGET, dtype=args.dtype)
     except ValueError as e:
         p.error(str(e))
     heads = {name: load_head(path, target.model) for name, path in default_drafters(DEFAULT_TARGET).items()}
-    tree, curve = speed_tree(target.device), verify_costs(target)
+    tree, curve = speed_tree(target.device), given or verify_costs(target)
     engines = {f"{DEFAULT_ROUTING} {tree.label} tolerance {t}":
                Decoder(target, heads, DEFAULT_ROUTING, tree, fallback=True, costs=CostModel(curve, tolerance=t))
                for t in tolerances}
@@ -99,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, report)
     write_report(args.out.with_suffix(".md"), [
         report_markdown(report, command), *comparison_lines(report["comparisons"]), "",
-        f"Machine: {machine_line(report['machine'])}. The engines pruned with the cached curve (ms): {curve}; the "
-        "table above measures it again after the run."])
+        f"Machine: {machine_line(report['machine'])}. The engines pruned with {'the given' if given else 'the cached'} "
+        f"curve (ms): {curve}; the table above measures this machine's after the run."])
     return 0
 
 
